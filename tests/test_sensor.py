@@ -1,0 +1,143 @@
+"""The sensor against a slow, plainly written reference, and its error messages."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from glimpse.errors import ConfigError
+from glimpse.sensor import GlimpseSensor
+
+
+def reference_glimpse(
+    image: np.ndarray, x: float, y: float, g: int, k: int, s: int
+) -> np.ndarray:
+    """One image (C, H, W) in [0, 1], one location: crop each patch, then average its blocks."""
+    channels, height, width = image.shape
+    x, y = min(max(x, -1.0), 1.0), min(max(y, -1.0), 1.0)
+    out = np.zeros((k, channels, g, g))
+    for i in range(k):
+        side, block = g * s**i, s**i
+        x0 = math.floor(((x + 1.0) * width - side + 1.0) / 2.0)
+        y0 = math.floor(((y + 1.0) * height - side + 1.0) / 2.0)
+        patch = np.zeros((channels, side, side))
+        for row in range(side):
+            for col in range(side):
+                if 0 <= y0 + row < height and 0 <= x0 + col < width:
+                    patch[:, row, col] = image[:, y0 + row, x0 + col]
+        for u in range(g):
+            for v in range(g):
+                cell = patch[:, u * block : (u + 1) * block, v * block : (v + 1) * block]
+                out[i, :, u, v] = cell.mean(axis=(1, 2))
+    return out
+
+
+def reference_batch(images01: np.ndarray, locations: np.ndarray, g: int, k: int, s: int):
+    return np.stack(
+        [
+            reference_glimpse(img, float(loc[0]), float(loc[1]), g, k, s)
+            for img, loc in zip(images01, locations)
+        ]
+    )
+
+
+special_coordinates = st.sampled_from([-1.0, 1.0, 0.0, -1.5, 2.0, -0.999, 0.5, 1e-7])
+coordinates = st.one_of(special_coordinates, st.floats(-1.25, 1.25, width=32))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    height=st.integers(5, 33),
+    width=st.integers(5, 33),
+    channels=st.sampled_from([1, 3]),
+    g=st.integers(1, 6),
+    k=st.integers(1, 4),
+    s=st.integers(1, 3),
+    use_uint8=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+    xs=st.lists(st.tuples(coordinates, coordinates), min_size=1, max_size=4),
+)
+def test_sensor_equals_reference(height, width, channels, g, k, s, use_uint8, seed, xs):
+    rng = np.random.default_rng(seed)
+    batch = len(xs)
+    locations = np.array(xs, dtype=np.float32)
+    if use_uint8:
+        images = rng.integers(0, 256, (batch, channels, height, width), dtype=np.uint8)
+        images01 = images / 255.0
+    else:
+        images = rng.random((batch, channels, height, width)).astype(np.float32)
+        images01 = images.astype(np.float64)
+    sensor = GlimpseSensor(glimpse_size=g, num_scales=k, scale_factor=s)
+    got = sensor.extract_numpy(images, locations)
+    assert got.shape == (batch, k, channels, g, g)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, reference_batch(images01, locations, g, k, s), atol=1e-6)
+
+
+def test_centre_patch_on_even_image_is_exactly_centred():
+    image = torch.zeros(1, 1, 8, 8)
+    image[0, 0, 3:5, 3:5] = 1.0  # the four centre pixels
+    glimpse = GlimpseSensor(glimpse_size=2).extract(image, torch.zeros(1, 2))
+    assert torch.equal(glimpse[0, 0, 0], torch.ones(2, 2))
+
+
+def test_corners_follow_the_convention():
+    """(-1, -1) is the top-left corner: a 2x2 patch there sees one image pixel, bottom-right."""
+    image = torch.arange(1.0, 17.0).view(1, 1, 4, 4)
+    sensor = GlimpseSensor(glimpse_size=2)
+    top_left = sensor.extract(image, torch.tensor([[-1.0, -1.0]]))[0, 0, 0]
+    bottom_right = sensor.extract(image, torch.tensor([[1.0, 1.0]]))[0, 0, 0]
+    assert torch.equal(top_left, torch.tensor([[0.0, 0.0], [0.0, 1.0]]))
+    assert torch.equal(bottom_right, torch.tensor([[16.0, 0.0], [0.0, 0.0]]))
+
+
+def test_integral_table_is_reused_across_glimpses():
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(0, 256, (5, 1, 60, 60), dtype=np.uint8))
+    sensor = GlimpseSensor(glimpse_size=12, num_scales=3, scale_factor=2)
+    table = sensor.integral(images)
+    for _ in range(3):
+        locations = torch.from_numpy(rng.uniform(-1, 1, (5, 2)).astype(np.float32))
+        assert torch.equal(sensor.read(table, locations), sensor.extract(images, locations))
+
+
+def test_large_uint8_images_stay_exact():
+    """Above 256 x 256 a float32 table would round; the sensor switches to float64."""
+    image = torch.full((1, 1, 400, 400), 255, dtype=torch.uint8)
+    image[0, 0, 399, 399] = 0
+    sensor = GlimpseSensor(glimpse_size=1)
+    assert sensor.integral(image).table.dtype == torch.float64
+    corner = sensor.extract(image, torch.tensor([[1.0, 1.0]]))
+    assert corner.item() == 0.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"glimpse_size": 0}, "glimpse_size=0"),
+        ({"num_scales": 0}, "num_scales=0"),
+        ({"scale_factor": 1.5}, "scale_factor=1.5"),
+        ({"glimpse_size": True}, "glimpse_size=True"),
+        ({"scale_factor": -2}, "scale_factor=-2"),
+    ],
+)
+def test_invalid_configuration_names_the_value(kwargs, name):
+    with pytest.raises(ConfigError, match=name):
+        GlimpseSensor(**kwargs)
+
+
+def test_bad_inputs_get_clear_errors():
+    sensor = GlimpseSensor()
+    with pytest.raises(ConfigError, match=r"\(B, C, H, W\)"):
+        sensor.extract(torch.zeros(28, 28), torch.zeros(1, 2))
+    with pytest.raises(ConfigError, match="NaN"):
+        sensor.extract(torch.zeros(1, 1, 28, 28), torch.tensor([[float("nan"), 0.0]]))
+    with pytest.raises(ConfigError, match="one \\(x, y\\) per image"):
+        sensor.extract(torch.zeros(2, 1, 28, 28), torch.zeros(3, 2))
+    with pytest.raises(ConfigError, match="uint8"):
+        sensor.extract(torch.zeros(1, 1, 28, 28, dtype=torch.int64), torch.zeros(1, 2))
