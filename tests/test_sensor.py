@@ -14,9 +14,7 @@ from glimpse.errors import ConfigError
 from glimpse.sensor import GlimpseSensor
 
 
-def reference_glimpse(
-    image: np.ndarray, x: float, y: float, g: int, k: int, s: int
-) -> np.ndarray:
+def reference_glimpse(image: np.ndarray, x: float, y: float, g: int, k: int, s: int) -> np.ndarray:
     """One image (C, H, W) in [0, 1], one location: crop each patch, then average its blocks."""
     channels, height, width = image.shape
     x, y = min(max(x, -1.0), 1.0), min(max(y, -1.0), 1.0)
@@ -41,7 +39,7 @@ def reference_batch(images01: np.ndarray, locations: np.ndarray, g: int, k: int,
     return np.stack(
         [
             reference_glimpse(img, float(loc[0]), float(loc[1]), g, k, s)
-            for img, loc in zip(images01, locations)
+            for img, loc in zip(images01, locations, strict=True)
         ]
     )
 

@@ -1,0 +1,1 @@
+"""Gymnasium environments that show images through glimpses (see envs.glimpse_env)."""

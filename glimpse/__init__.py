@@ -1,0 +1,27 @@
+"""glimpse: hard visual attention with a fast glimpse sensor, Gymnasium environments and agents.
+
+The foundation lives here: :mod:`glimpse.sensor` (the glimpse sensor), :mod:`glimpse.data` and
+:mod:`glimpse.tasks` (datasets and the canvases of each task), :mod:`glimpse.drawing` and the
+command line :mod:`glimpse.cli`. Environments are in the top-level package ``envs``, agents in
+``agents``.
+"""
+
+from __future__ import annotations
+
+from glimpse.errors import ChecksumError, ConfigError, DataError, GlimpseError
+from glimpse.sensor import GlimpseSensor, IntegralImages
+from glimpse.tasks import Task, TaskConfig, make_task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChecksumError",
+    "ConfigError",
+    "DataError",
+    "GlimpseError",
+    "GlimpseSensor",
+    "IntegralImages",
+    "Task",
+    "TaskConfig",
+    "make_task",
+]

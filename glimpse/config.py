@@ -1,0 +1,68 @@
+"""Config dataclasses with a help text per field, and the command-line options made from them.
+
+Every component's settings are one frozen dataclass whose fields are declared with
+:func:`option`. The command line is generated from those fields (:func:`add_options`,
+:func:`from_options`), so a setting is named, defaulted and documented in exactly one place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def option(default: Any, help: str, choices: tuple[Any, ...] | None = None) -> Any:
+    """A dataclass field with the help text (and allowed values) its command-line option shows."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
+def _scalar_type(annotation: Any) -> type:
+    """``int`` for ``int`` or ``int | None``; the type argparse converts the option's text with."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(members) == 1:
+            return members[0]
+        raise TypeError(f"unsupported option type {annotation}")
+    return annotation
+
+
+def flag_name(field_name: str, prefix: str = "") -> str:
+    return "--" + (prefix + field_name).replace("_", "-")
+
+
+def add_options(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
+    """One ``--option`` per field of the dataclass ``cls``, with its help, default and choices."""
+    hints = typing.get_type_hints(cls)
+    group = parser.add_argument_group(f"{cls.__name__} options")
+    for field in dataclasses.fields(cls):
+        kind = _scalar_type(hints[field.name])
+        metadata = field.metadata
+        if kind is bool:
+            group.add_argument(
+                flag_name(field.name, prefix),
+                dest=prefix + field.name,
+                action=argparse.BooleanOptionalAction,
+                default=field.default,
+                help=metadata.get("help", ""),
+            )
+            continue
+        group.add_argument(
+            flag_name(field.name, prefix),
+            dest=prefix + field.name,
+            type=kind,
+            default=field.default,
+            choices=metadata.get("choices"),
+            metavar=kind.__name__.upper() if metadata.get("choices") is None else None,
+            help=metadata.get("help", ""),
+        )
+
+
+def from_options(cls: type[T], namespace: argparse.Namespace, prefix: str = "") -> T:
+    """The dataclass ``cls`` built from the options :func:`add_options` added."""
+    values = {f.name: getattr(namespace, prefix + f.name) for f in dataclasses.fields(cls)}
+    return cls(**values)

@@ -1,0 +1,340 @@
+"""Image tasks: a labelled image source laid out on canvases, with fixed evaluation splits.
+
+A task is a *source* of labelled images (MNIST, Fashion-MNIST or a folder of the user's images)
+and a *layout* that turns source images into the canvases an agent looks at:
+
+=================  ===========================================================================
+task name          canvases
+=================  ===========================================================================
+``mnist``          the 28 x 28 digits as they are
+``fashion-mnist``  the 28 x 28 Fashion-MNIST images as they are
+``translated``     the digit at a uniformly random position on a blank ``size x size`` canvas
+``cluttered``      translated, plus ``distractors`` crops of ``distractor_size`` pixels cut at
+                   random from other random images of the same split, placed at random
+                   positions; intensities are added and clipped to 255 (Mnih et al. 2014)
+``folder``         the user's images (one subfolder per class), padded or resized to ``size``
+=================  ===========================================================================
+
+``translated`` and ``cluttered`` take their images from ``dataset`` (MNIST unless told otherwise).
+
+Splits: ``train`` and ``val`` come from the source's training images (``val_size`` of them,
+chosen by ``split_seed``, form ``val``); ``test`` is the source's test set. Validation and test
+canvases are generated once from ``canvas_seed`` (:meth:`Task.fixed_canvases`), so every run
+evaluates on the same images; training canvases are drawn afresh for every episode from the
+caller's generator (:meth:`Task.canvases`). Canvases are ``uint8`` arrays ``(N, C, S, S)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from glimpse.config import option
+from glimpse.data import DATASETS, LabelledImages, load_idx_dataset
+from glimpse.errors import ConfigError, DataError
+
+SPLITS = ("train", "val", "test")
+TASK_NAMES = ("mnist", "fashion-mnist", "translated", "cluttered", "folder")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_DISTRACTORS_PAPER = {60: 4, 100: 8}  # Mnih et al. 2014; other sizes keep the 100 px density
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Which images an agent sees and how they are laid out."""
+
+    task: str = option("mnist", "Task (see glimpse.tasks).", choices=TASK_NAMES)
+    size: int | None = option(
+        None, "Canvas side in pixels; default 28 (mnist), 60 (translated, cluttered), 64 (folder)."
+    )
+    distractors: int | None = option(
+        None,
+        "cluttered: number of distractors; default 4 at 60 px, 8 at 100 px, else the 100 px "
+        "density (8 per 10,000 pixels).",
+    )
+    distractor_size: int = option(8, "cluttered: side of each distractor crop in pixels.")
+    dataset: str = option("mnist", "translated/cluttered: source images.", choices=tuple(DATASETS))
+    root: str | None = option(None, "folder: root with one subfolder of images per class.")
+    fit: str = option(
+        "pad",
+        "folder: pad (shrink to fit keeping the aspect, pad with black) or resize (stretch).",
+        choices=("pad", "resize"),
+    )
+    channels: int | None = option(
+        None, "folder: 1 (grey) or 3 (RGB); default 3 if any image is in colour, else 1."
+    )
+    val_size: int = option(5000, "Training images held out as the validation split.")
+    test_fraction: float = option(
+        0.2, "folder without train/ and test/ subfolders: share of images used for test."
+    )
+    split_seed: int = option(0, "Seed choosing which images form the validation split.")
+    canvas_seed: int = option(0, "Seed of the fixed validation and test canvases.")
+    data_dir: str | None = option(
+        None, "Dataset folder; default $GLIMPSE_DATA, else ~/.cache/glimpse."
+    )
+
+    @property
+    def canvas_size(self) -> int:
+        if self.size is not None:
+            return self.size
+        return {"translated": 60, "cluttered": 60, "folder": 64}.get(self.task, 28)
+
+    @property
+    def num_distractors(self) -> int:
+        if self.distractors is not None:
+            return self.distractors
+        size = self.canvas_size
+        return _DISTRACTORS_PAPER.get(size, round(8 * (size / 100) ** 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Composition (vectorised over canvases)
+# ---------------------------------------------------------------------------------------------
+
+
+def paste_add(canvas: np.ndarray, patches: np.ndarray, tops: np.ndarray, lefts: np.ndarray) -> None:
+    """Adds ``patches`` ``(n, C, h, w)`` into ``canvas`` ``(n, C, S, S)`` at per-canvas offsets.
+
+    One patch per canvas, so no pixel is written twice and fancy-indexed ``+=`` is exact.
+    """
+    n, channels, h, w = patches.shape
+    rows = (tops[:, None] + np.arange(h))[:, None, :, None]  # (n, 1, h, 1)
+    cols = (lefts[:, None] + np.arange(w))[:, None, None, :]  # (n, 1, 1, w)
+    canvas[np.arange(n)[:, None, None, None], np.arange(channels)[:, None, None], rows, cols] += (
+        patches
+    )
+
+
+def compose(
+    images: LabelledImages,
+    indices: np.ndarray,
+    size: int,
+    distractors: int,
+    distractor_size: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Canvases with ``images[indices]`` at random positions plus ``distractors`` random crops."""
+    n = len(indices)
+    source = images.images
+    channels, h, w = source.shape[1:]
+    if size < max(h, w) or (distractors and distractor_size > min(h, w, size)):
+        raise ConfigError(
+            f"A {size} px canvas cannot hold the {h}x{w} images (or {distractor_size} px "
+            f"distractors cut from them); choose a larger --size or a smaller --distractor-size."
+        )
+    canvas = np.zeros((n, channels, size, size), dtype=np.uint16)
+    d = distractor_size
+    for _ in range(distractors):
+        # Another image of the same split: an offset in 1..N-1 never lands on the digit itself.
+        others = (indices + rng.integers(1, max(len(images), 2), n)) % len(images)
+        crop_top, crop_left = rng.integers(0, h - d + 1, n), rng.integers(0, w - d + 1, n)
+        rows = (crop_top[:, None] + np.arange(d))[:, None, :, None]
+        cols = (crop_left[:, None] + np.arange(d))[:, None, None, :]
+        crops = source[others[:, None, None, None], np.arange(channels)[:, None, None], rows, cols]
+        paste_add(canvas, crops, rng.integers(0, size - d + 1, n), rng.integers(0, size - d + 1, n))
+    tops, lefts = rng.integers(0, size - h + 1, n), rng.integers(0, size - w + 1, n)
+    paste_add(canvas, source[indices], tops, lefts)
+    return np.minimum(canvas, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Image folders
+# ---------------------------------------------------------------------------------------------
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _class_folders(root: Path) -> list[Path]:
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    if not folders:
+        raise DataError(
+            f"{root} has no class subfolders. Arrange the images as {root}/<class name>/<image>"
+            f".png (or .jpg), one subfolder per class."
+        )
+    for folder in folders:
+        if not _image_files(folder):
+            raise DataError(
+                f"Class folder {folder} holds no PNG or JPEG images. Add images to it or remove it."
+            )
+    return folders
+
+
+def _fit_image(path: Path, size: int, fit: str, mode: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as opened:
+            image = opened.convert(mode)
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        raise DataError(
+            f"Cannot read image {path}: {error}. Remove or replace the file (PNG or JPEG)."
+        ) from error
+    if fit == "resize":
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+    else:
+        if max(image.size) > size:
+            scale = size / max(image.size)
+            new_size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            image = image.resize(new_size, Image.Resampling.BILINEAR)
+        padded = Image.new(mode, (size, size))
+        padded.paste(image, ((size - image.width) // 2, (size - image.height) // 2))
+        image = padded
+    array = np.asarray(image, dtype=np.uint8)
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def _is_colour(path: Path) -> bool:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.mode not in ("1", "L", "LA", "I", "I;16", "F")
+    except (OSError, UnidentifiedImageError) as error:
+        raise DataError(
+            f"Cannot read image {path}: {error}. Remove or replace the file (PNG or JPEG)."
+        ) from error
+
+
+def _load_folder_split(
+    folder: Path, class_names: list[str], size: int, fit: str, mode: str
+) -> LabelledImages:
+    images, labels = [], []
+    for label, name in enumerate(class_names):
+        class_folder = folder / name
+        if not class_folder.is_dir():
+            continue
+        for path in _image_files(class_folder):
+            images.append(_fit_image(path, size, fit, mode))
+            labels.append(label)
+    return LabelledImages(np.stack(images), np.array(labels, dtype=np.int64))
+
+
+def load_folder(config: TaskConfig) -> tuple[LabelledImages, LabelledImages, list[str]]:
+    """Train and test images of a class-per-subfolder image folder, and the class names.
+
+    With ``root/train/`` and ``root/test/`` the split is the user's; otherwise ``test_fraction``
+    of the images (chosen by ``split_seed``) form the test split.
+    """
+    if config.root is None:
+        raise ConfigError("The folder task needs its root folder: pass --root PATH (root=...).")
+    root = Path(config.root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"Image folder {root} does not exist. Pass an existing folder as --root.")
+    presplit = (root / "train").is_dir() and (root / "test").is_dir()
+    train_root = root / "train" if presplit else root
+    class_folders = _class_folders(train_root)
+    class_names = [p.name for p in class_folders]
+    if config.channels is not None and config.channels not in (1, 3):
+        raise ConfigError(f"channels={config.channels} is not supported; use 1 (grey) or 3 (RGB).")
+    all_folders = [*class_folders, *(_class_folders(root / "test") if presplit else [])]
+    colour = any(_is_colour(p) for f in all_folders for p in _image_files(f))
+    channels = config.channels or (3 if colour else 1)
+    mode = "RGB" if channels == 3 else "L"
+    size = config.canvas_size
+    train = _load_folder_split(train_root, class_names, size, config.fit, mode)
+    if presplit:
+        test = _load_folder_split(root / "test", class_names, size, config.fit, mode)
+        return train, test, class_names
+    order = np.random.default_rng(config.split_seed).permutation(len(train))
+    n_test = round(len(train) * config.test_fraction)
+    return (
+        train.subset(np.sort(order[n_test:])),
+        train.subset(np.sort(order[:n_test])),
+        class_names,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The task
+# ---------------------------------------------------------------------------------------------
+
+
+class Task:
+    """Canvases of one task for the three splits; see the module docstring.
+
+    Build it with :func:`make_task`, which shares one instance per configuration in a process.
+    """
+
+    def __init__(self, config: TaskConfig) -> None:
+        if config.task not in TASK_NAMES:
+            raise ConfigError(
+                f"Unknown task {config.task!r}; choose one of {', '.join(TASK_NAMES)}."
+            )
+        self.config = config
+        if config.task == "folder":
+            train, test, class_names = load_folder(config)
+        else:
+            source = "fashion-mnist" if config.task == "fashion-mnist" else config.dataset
+            if source not in DATASETS:
+                raise ConfigError(
+                    f"Unknown dataset {source!r}; choose one of {', '.join(DATASETS)}."
+                )
+            train, test = load_idx_dataset(DATASETS[source], config.data_dir)
+            class_names = list(DATASETS[source].class_names)
+        if not 0 <= config.val_size < len(train):
+            raise ConfigError(
+                f"val_size={config.val_size} must be between 0 and the {len(train)} training "
+                f"images minus one; pass a smaller --val-size."
+            )
+        order = np.random.default_rng(config.split_seed).permutation(len(train))
+        self.images = {
+            "train": train.subset(np.sort(order[config.val_size :])),
+            "val": train.subset(np.sort(order[: config.val_size])),
+            "test": test,
+        }
+        self.class_names = class_names
+        self.layered = config.task in ("translated", "cluttered")
+        self.canvas_size = config.canvas_size if self.layered else train.images.shape[-1]
+        self.channels = train.images.shape[1]
+        self._fixed: dict[str, LabelledImages] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def canvas_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.canvas_size, self.canvas_size)
+
+    def split_size(self, split: str) -> int:
+        return len(self._split(split))
+
+    def _split(self, split: str) -> LabelledImages:
+        if split not in SPLITS:
+            raise ConfigError(f"Unknown split {split!r}; choose one of {', '.join(SPLITS)}.")
+        return self.images[split]
+
+    def canvases(
+        self, split: str, indices: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Fresh canvases ``(n, C, S, S)`` uint8 of the split's images ``indices``, and labels."""
+        images = self._split(split)
+        indices = np.asarray(indices, dtype=np.int64)
+        labels = images.labels[indices]
+        if not self.layered:
+            return images.images[indices], labels
+        distractors = self.config.num_distractors if self.config.task == "cluttered" else 0
+        canvases = compose(
+            images, indices, self.canvas_size, distractors, self.config.distractor_size, rng
+        )
+        return canvases, labels
+
+    def fixed_canvases(self, split: str) -> LabelledImages:
+        """Every canvas of ``split`` drawn from ``canvas_seed``: the same in every run (cached)."""
+        if split not in self._fixed:
+            rng = np.random.default_rng([self.config.canvas_seed, SPLITS.index(split)])
+            canvases, labels = self.canvases(split, np.arange(self.split_size(split)), rng)
+            canvases.setflags(write=False)
+            self._fixed[split] = LabelledImages(canvases, labels)
+        return self._fixed[split]
+
+
+@lru_cache(maxsize=8)
+def make_task(config: TaskConfig) -> Task:
+    """The task for ``config``, shared by every environment that asks for it in this process."""
+    return Task(config)

@@ -1,0 +1,49 @@
+"""The command line: data commands, help, and the exit status of user errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from PIL import Image
+
+from glimpse.cli import main
+
+
+def test_help_lists_the_commands(capsys):
+    try:
+        main(["--help"])
+    except SystemExit as exit:
+        assert exit.code == 0
+    assert "data" in capsys.readouterr().out
+
+
+def test_data_check_reports_mnist(capsys):
+    main(["data", "check"])
+    out = capsys.readouterr().out
+    assert "mnist: ok" in out
+
+
+def test_data_show_writes_a_labelled_grid(tmp_path):
+    out = tmp_path / "grid.png"
+    code = main(
+        ["data", "show", "--task", "cluttered", "--size", "100", "--n", "6", "--columns", "3",
+         "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    with Image.open(out) as grid:
+        width, height = grid.size
+    assert width > 3 * 100 and height > 2 * 100  # 3 columns, 2 rows of 100 px canvases or larger
+
+
+def test_user_errors_exit_2_with_one_paragraph_and_no_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "glimpse.cli", "data", "show", "--task", "folder", "--root",
+         str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "does not exist" in result.stderr and "--root" in result.stderr
+    assert result.stderr.count("\n") == 1

@@ -1,0 +1,148 @@
+"""Finding, downloading, verifying and reading dataset files."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import http.server
+import socket
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import idx_bytes, make_tiny_dataset
+
+from glimpse.data import (
+    MNIST,
+    check_dataset,
+    load_idx_dataset,
+    load_idx_file,
+    parse_idx,
+    resolve_data_dir,
+)
+from glimpse.errors import ChecksumError, DataError
+
+
+@pytest.fixture(autouse=True)
+def fresh_file_cache():
+    load_idx_file.cache_clear()
+    yield
+    load_idx_file.cache_clear()
+
+
+def test_mnist_loads_verified_from_the_shared_folder():
+    train, test = load_idx_dataset(MNIST)
+    assert train.images.shape == (60000, 1, 28, 28) and train.images.dtype == np.uint8
+    assert test.images.shape == (10000, 1, 28, 28)
+    assert test.labels[:8].tolist() == [7, 2, 1, 0, 4, 1, 4, 9]
+    assert set(np.unique(train.labels)) == set(range(10))
+
+
+def test_raw_and_gzip_files_read_the_same(tmp_path):
+    spec = make_tiny_dataset(tmp_path / "gz")
+    raw_folder = tmp_path / "raw"
+    raw_folder.mkdir()
+    for file in spec.files:
+        raw = gzip.decompress((tmp_path / "gz" / f"{file.name}.gz").read_bytes())
+        (raw_folder / file.name).write_bytes(raw)
+    from_gz, _ = load_idx_dataset(spec, tmp_path / "gz")
+    from_raw, _ = load_idx_dataset(spec, raw_folder)
+    assert np.array_equal(from_gz.images, from_raw.images)
+
+
+def test_data_dir_resolution_order(monkeypatch, tmp_path):
+    monkeypatch.setenv("GLIMPSE_DATA", str(tmp_path / "env"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert resolve_data_dir(tmp_path / "arg") == tmp_path / "arg"
+    assert resolve_data_dir(None) == tmp_path / "env"
+    monkeypatch.delenv("GLIMPSE_DATA")
+    assert resolve_data_dir(None) == tmp_path / "cache" / "glimpse"
+
+
+def test_files_of_another_dataset_with_the_same_name_are_skipped(tmp_path):
+    """A bare data folder may hold MNIST while Fashion-MNIST (same file names) lives elsewhere."""
+    other = make_tiny_dataset(tmp_path / "data", name="other", seed=1)
+    wanted = make_tiny_dataset(tmp_path / "data" / "wanted", name="wanted", seed=2)
+    assert other.train_images.sha256 != wanted.train_images.sha256
+    train, _ = load_idx_dataset(wanted, tmp_path / "data")
+    expected = parse_idx(
+        gzip.decompress((tmp_path / "data/wanted/train-images-idx3-ubyte.gz").read_bytes()), Path()
+    )
+    assert np.array_equal(train.images[:, 0], expected)
+
+
+def test_truncated_gzip_names_the_file(tmp_path):
+    spec = make_tiny_dataset(tmp_path)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz.*truncated or corrupted"):
+        load_idx_dataset(spec, tmp_path)
+
+
+def test_truncated_raw_idx_is_reported():
+    content = idx_bytes(np.zeros((3, 4, 4)))[:-5]
+    with pytest.raises(DataError, match=r"header announces shape \(3, 4, 4\)"):
+        parse_idx(content, Path("x-idx3-ubyte"))
+
+
+def test_wrong_checksum_is_an_error_naming_file_and_digest(tmp_path):
+    spec = make_tiny_dataset(tmp_path)
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(idx_bytes(np.full(4, 3))))
+    with pytest.raises(DataError) as error:
+        load_idx_dataset(spec, tmp_path, mirrors=())
+    message = str(error.value)
+    assert "t10k-labels-idx1-ubyte.gz has the wrong content" in message
+    assert spec.test_labels.sha256 in message
+    status = check_dataset(spec, tmp_path)
+    assert not status.ok and "wrong content" in status.detail
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def local_mirror(tmp_path):
+    """A local HTTP server serving a tiny dataset's gzip files."""
+    spec = make_tiny_dataset(tmp_path / "mirror")
+    handler = functools.partial(_QuietHandler, directory=str(tmp_path / "mirror"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield spec, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+def test_missing_files_are_downloaded_verified_and_written_atomically(local_mirror, tmp_path):
+    spec, url = local_mirror
+    data_dir = tmp_path / "data"
+    train, test = load_idx_dataset(spec, data_dir, mirrors=("http://127.0.0.1:1/", url))
+    assert train.images.shape == (12, 1, 28, 28) and len(test) == 4
+    written = sorted(p.name for p in (data_dir / "tiny").iterdir())
+    assert written == sorted(f"{f.name}.gz" for f in spec.files)  # no leftover .part files
+    assert check_dataset(spec, data_dir).ok
+
+
+def test_a_mirror_serving_bad_content_is_not_written(local_mirror, tmp_path):
+    spec, url = local_mirror
+    mirror_file = tmp_path / "mirror" / "train-labels-idx1-ubyte.gz"
+    mirror_file.write_bytes(gzip.compress(b"\x00\x00\x08\x01" + b"\x00\x00\x00\x01" + b"\x07"))
+    with pytest.raises(DataError, match="could not be downloaded"):
+        load_idx_dataset(spec, tmp_path / "data", mirrors=(url,))
+    assert not (tmp_path / "data" / "tiny" / "train-labels-idx1-ubyte.gz").exists()
+
+
+def test_offline_gives_a_clear_error_with_the_fix(tmp_path):
+    spec = make_tiny_dataset(tmp_path / "elsewhere")
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(DataError) as error:
+        load_idx_dataset(spec, tmp_path / "empty", mirrors=(f"http://127.0.0.1:{port}/",))
+    message = str(error.value)
+    assert "could not be downloaded" in message
+    assert "--data-dir" in message and "GLIMPSE_DATA" in message
+    assert not isinstance(error.value, ChecksumError)
