@@ -95,17 +95,25 @@ class TaskConfig:
 # ---------------------------------------------------------------------------------------------
 
 
-def paste_add(canvas: np.ndarray, patches: np.ndarray, tops: np.ndarray, lefts: np.ndarray) -> None:
-    """Adds ``patches`` ``(n, C, h, w)`` into ``canvas`` ``(n, C, S, S)`` at per-canvas offsets.
+def _flat_offsets(channels: int, height: int, width: int, plane: tuple[int, int]) -> np.ndarray:
+    """Flat offsets of a ``(channels, height, width)`` block at the top left of ``plane``-sized
+    channel planes (a canvas or a source image), relative to the block's first pixel."""
+    rows, cols = plane
+    return (
+        np.arange(channels)[:, None, None] * rows * cols
+        + np.arange(height)[None, :, None] * cols
+        + np.arange(width)[None, None, :]
+    ).ravel()
 
-    One patch per canvas, so no pixel is written twice and fancy-indexed ``+=`` is exact.
-    """
-    n, channels, h, w = patches.shape
-    rows = (tops[:, None] + np.arange(h))[:, None, :, None]  # (n, 1, h, 1)
-    cols = (lefts[:, None] + np.arange(w))[:, None, None, :]  # (n, 1, 1, w)
-    canvas[np.arange(n)[:, None, None, None], np.arange(channels)[:, None, None], rows, cols] += (
-        patches
-    )
+
+def _scaled(uniforms: np.ndarray, n: int) -> np.ndarray:
+    """Integers uniform in ``0 .. n-1`` from uniforms in ``[0, 1)``."""
+    return np.floor(uniforms * n).astype(np.int64)
+
+
+def draws_per_canvas(distractors: int) -> int:
+    """How many uniforms :func:`compose` reads per canvas: 5 per distractor, 2 for the image."""
+    return 5 * distractors + 2
 
 
 def compose(
@@ -114,30 +122,48 @@ def compose(
     size: int,
     distractors: int,
     distractor_size: int,
-    rng: np.random.Generator,
+    uniforms: np.ndarray,
 ) -> np.ndarray:
-    """Canvases with ``images[indices]`` at random positions plus ``distractors`` random crops."""
+    """Canvases with ``images[indices]`` at random positions plus ``distractors`` random crops.
+
+    ``uniforms`` ``(n, draws_per_canvas(distractors))`` in ``[0, 1)`` decide everything random,
+    so a caller with one random stream per canvas gets the same canvas whatever the batch.
+    Per distractor: which other image (never the canvas's own), the crop's top and left, the
+    crop's position; then the image's position. Vectorised over canvases: each paste is one
+    gather and one scatter-add on flat indices (one patch per canvas, so no index repeats).
+    """
     n = len(indices)
     source = images.images
     channels, h, w = source.shape[1:]
-    if size < max(h, w) or (distractors and distractor_size > min(h, w, size)):
-        raise ConfigError(
-            f"A {size} px canvas cannot hold the {h}x{w} images (or {distractor_size} px "
-            f"distractors cut from them); choose a larger --size or a smaller --distractor-size."
-        )
-    canvas = np.zeros((n, channels, size, size), dtype=np.uint16)
     d = distractor_size
-    for _ in range(distractors):
-        # Another image of the same split: an offset in 1..N-1 never lands on the digit itself.
-        others = (indices + rng.integers(1, max(len(images), 2), n)) % len(images)
-        crop_top, crop_left = rng.integers(0, h - d + 1, n), rng.integers(0, w - d + 1, n)
-        rows = (crop_top[:, None] + np.arange(d))[:, None, :, None]
-        cols = (crop_left[:, None] + np.arange(d))[:, None, None, :]
-        crops = source[others[:, None, None, None], np.arange(channels)[:, None, None], rows, cols]
-        paste_add(canvas, crops, rng.integers(0, size - d + 1, n), rng.integers(0, size - d + 1, n))
-    tops, lefts = rng.integers(0, size - h + 1, n), rng.integers(0, size - w + 1, n)
-    paste_add(canvas, source[indices], tops, lefts)
-    return np.minimum(canvas, 255).astype(np.uint8)
+    if size < max(h, w) or (distractors and d > min(h, w)):
+        raise ConfigError(
+            f"A {size} px canvas cannot hold the {h}x{w} images (or {d} px distractors cut from "
+            f"them); choose a larger --size or a smaller --distractor-size."
+        )
+    plane = size * size
+    canvas = np.zeros(n * channels * plane, dtype=np.uint16)
+    canvas_starts = np.arange(n) * channels * plane
+    source_flat = source.reshape(-1)
+    source_starts = np.arange(len(source)) * channels * h * w
+    crop_offsets = _flat_offsets(channels, d, d, (h, w))
+    crop_paste_offsets = _flat_offsets(channels, d, d, (size, size))
+    u = uniforms
+    for j in range(distractors):
+        c = 5 * j
+        others = (indices + 1 + _scaled(u[:, c], max(len(source) - 1, 1))) % len(source)
+        crop_starts = source_starts[others] + _scaled(u[:, c + 1], h - d + 1) * w
+        crop_starts += _scaled(u[:, c + 2], w - d + 1)
+        crops = source_flat[crop_starts[:, None] + crop_offsets]
+        tops, lefts = _scaled(u[:, c + 3], size - d + 1), _scaled(u[:, c + 4], size - d + 1)
+        canvas[(canvas_starts + tops * size + lefts)[:, None] + crop_paste_offsets] += crops
+    c = 5 * distractors
+    tops, lefts = _scaled(u[:, c], size - h + 1), _scaled(u[:, c + 1], size - w + 1)
+    starts = canvas_starts + tops * size + lefts
+    canvas[starts[:, None] + _flat_offsets(channels, h, w, (size, size))] += source[
+        indices
+    ].reshape(n, -1)
+    return np.minimum(canvas, 255).astype(np.uint8).reshape(n, channels, size, size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,6 +319,10 @@ class Task:
         self.channels = train.images.shape[1]
         self._fixed: dict[str, LabelledImages] = {}
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Pickles (of environments, for instance) carry the config, not the images.
+        return (make_task, (self.config,))
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
@@ -309,20 +339,43 @@ class Task:
             raise ConfigError(f"Unknown split {split!r}; choose one of {', '.join(SPLITS)}.")
         return self.images[split]
 
-    def canvases(
-        self, split: str, indices: np.ndarray, rng: np.random.Generator
+    @property
+    def draws_per_canvas(self) -> int:
+        """Uniforms :meth:`canvases_from_uniforms` needs per canvas (0 for as-is layouts)."""
+        return draws_per_canvas(self.num_distractors) if self.layered else 0
+
+    @property
+    def num_distractors(self) -> int:
+        return self.config.num_distractors if self.config.task == "cluttered" else 0
+
+    def canvases_from_uniforms(
+        self, split: str, indices: np.ndarray, uniforms: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Fresh canvases ``(n, C, S, S)`` uint8 of the split's images ``indices``, and labels."""
+        """Canvases ``(n, C, S, S)`` uint8 of the split's images ``indices``, and their labels.
+
+        ``uniforms`` ``(n, draws_per_canvas)`` in ``[0, 1)`` place the image and distractors.
+        """
         images = self._split(split)
         indices = np.asarray(indices, dtype=np.int64)
         labels = images.labels[indices]
         if not self.layered:
             return images.images[indices], labels
-        distractors = self.config.num_distractors if self.config.task == "cluttered" else 0
         canvases = compose(
-            images, indices, self.canvas_size, distractors, self.config.distractor_size, rng
+            images,
+            indices,
+            self.canvas_size,
+            self.num_distractors,
+            self.config.distractor_size,
+            uniforms,
         )
         return canvases, labels
+
+    def canvases(
+        self, split: str, indices: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Fresh canvases of the split's images ``indices`` placed by ``rng``, and labels."""
+        uniforms = rng.random((len(indices), self.draws_per_canvas))
+        return self.canvases_from_uniforms(split, indices, uniforms)
 
     def fixed_canvases(self, split: str) -> LabelledImages:
         """Every canvas of ``split`` drawn from ``canvas_seed``: the same in every run (cached)."""
