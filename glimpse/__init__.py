@@ -9,10 +9,13 @@ command line :mod:`glimpse.cli`. Environments are in the top-level package ``env
 from __future__ import annotations
 
 from glimpse.errors import ChecksumError, ConfigError, DataError, GlimpseError
+from glimpse.registration import register_envs
 from glimpse.sensor import GlimpseSensor, IntegralImages
 from glimpse.tasks import Task, TaskConfig, make_task
 
 __version__ = "0.1.0"
+
+register_envs()
 
 __all__ = [
     "ChecksumError",

@@ -37,3 +37,34 @@ def canvas_grid(
         grid.paste(tile, (x, y))
         draw.text((x, y + tile_h + 2), caption, fill="black", font=font)
     return grid
+
+
+SCALE_COLOURS = ((255, 70, 70), (255, 190, 0), (70, 200, 255), (150, 255, 90))
+PATH_COLOUR = (0, 255, 140)
+
+
+def glimpse_frame(
+    canvas: np.ndarray,
+    visited: np.ndarray,
+    origins: np.ndarray,
+    patch_sizes: Sequence[int],
+    min_side: int = 240,
+) -> Image.Image:
+    """The canvas with the path of ``visited`` locations ``(t, 2)`` and the current glimpse.
+
+    ``origins`` ``(k, 2)`` are the top-left pixels of the current glimpse's patches (from
+    :meth:`glimpse.sensor.GlimpseSensor.patch_origins`); each scale gets its own colour.
+    """
+    image = canvas_to_rgb(canvas, min_side)
+    height, width = canvas.shape[-2:]
+    zoom = image.width / width
+    draw = ImageDraw.Draw(image)
+    centres = [((x + 1) / 2 * width * zoom, (y + 1) / 2 * height * zoom) for x, y in visited]
+    if len(centres) > 1:
+        draw.line(centres, fill=PATH_COLOUR, width=2)
+    for cx, cy in centres:
+        draw.ellipse((cx - 3, cy - 3, cx + 3, cy + 3), outline=PATH_COLOUR, width=2)
+    for i, ((x0, y0), side) in enumerate(zip(origins, patch_sizes, strict=True)):
+        box = (x0 * zoom, y0 * zoom, (x0 + side) * zoom - 1, (y0 + side) * zoom - 1)
+        draw.rectangle(box, outline=SCALE_COLOURS[i % len(SCALE_COLOURS)], width=2)
+    return image

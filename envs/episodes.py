@@ -1,0 +1,275 @@
+"""The glimpse episode, batched: the one implementation every environment and trainer drives.
+
+An episode is one canvas. After ``reset`` the agent holds its first glimpse (at a random
+location, or the centre). Each ``step`` takes an action holding the next location and a class:
+on steps ``1 .. T-1`` the agent moves and receives the next glimpse; on step ``T`` (or earlier,
+when the optional stop action is enabled and taken) the class is its answer and the episode
+ends. Reward: 1 for a correct answer, else 0, at the end; optional, off by default, a per-step
+classification reward and a per-glimpse cost on the other steps.
+
+Randomness is a counter-based stream per slot (splitmix64 over ``(slot key, episode number,
+draw number)``), vectorised over slots: slot ``i`` of a batch draws exactly what a single
+environment with the same key draws, whatever the batch size, and no Python loop runs over
+slots. :class:`~envs.glimpse_env.GlimpseEnv` and :class:`~envs.glimpse_env.GlimpseVectorEnv`
+take the keys from Gymnasium's seeded ``np_random``, so ``reset(seed=s)`` of a vector env of N
+equals ``reset(seed=s + i)`` of N single environments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from glimpse.config import option
+from glimpse.errors import ConfigError
+from glimpse.sensor import GlimpseSensor
+from glimpse.tasks import SPLITS, Task
+
+ACTION_TYPES = ("discrete", "continuous")
+FIRST_LOCATIONS = ("random", "centre")
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@dataclass(frozen=True)
+class EpisodeConfig:
+    """What the agent sees (the sensor), for how long, and how it acts and is rewarded."""
+
+    glimpses: int = option(6, "Glimpses per episode (T); the answer is given at step T.")
+    glimpse_size: int = option(8, "Side g of every glimpse patch after averaging.")
+    num_scales: int = option(1, "Number k of concentric patches per glimpse.")
+    scale_factor: int = option(2, "Patch i has side g * s**i pixels.")
+    first_location: str = option(
+        "random", "Where the first glimpse is taken.", choices=FIRST_LOCATIONS
+    )
+    action_type: str = option(
+        "discrete",
+        "discrete: MultiDiscrete([G, G, classes]) (PPO); continuous: Box of location and "
+        "class scores (RAM).",
+        choices=ACTION_TYPES,
+    )
+    grid_size: int = option(8, "discrete actions: locations form a G x G grid of cell centres.")
+    step_reward: float = option(
+        0.0, "Reward for a correct class on the steps before the last (0: off, as in the paper)."
+    )
+    allow_stop: bool = option(False, "Add a stop-and-answer action (ends the episode early).")
+    glimpse_cost: float = option(0.0, "Reward subtracted for every glimpse after the first.")
+
+    def __post_init__(self) -> None:
+        for name in ("glimpses", "grid_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be at least 1.")
+        if self.action_type not in ACTION_TYPES:
+            raise ConfigError(
+                f"action_type={self.action_type!r}; choose one of {', '.join(ACTION_TYPES)}."
+            )
+        if self.first_location not in FIRST_LOCATIONS:
+            raise ConfigError(
+                f"first_location={self.first_location!r}; choose one of "
+                f"{', '.join(FIRST_LOCATIONS)}."
+            )
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser: a bijection of uint64 that scrambles every bit."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def episode_uniforms(keys: np.ndarray, episodes: np.ndarray, count: int) -> np.ndarray:
+    """``(n, count)`` uniforms in ``[0, 1)`` for episode ``episodes[i]`` of the slot ``keys[i]``."""
+    with np.errstate(over="ignore"):
+        episode_keys = _mix(keys.astype(np.uint64) + episodes.astype(np.uint64) * _GOLDEN)
+        draws = np.arange(1, count + 1, dtype=np.uint64) * _GOLDEN
+        bits = _mix(episode_keys[:, None] ^ draws[None, :])
+    return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+class GlimpseEpisodes:
+    """``num_envs`` glimpse episodes on one task, stepped together; see the module docstring.
+
+    The per-slot state: the canvas and its label, the sensor's integral table, the current
+    location, how many glimpses were taken, and the locations visited so far.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        config: EpisodeConfig,
+        num_envs: int,
+        split: str = "train",
+        sequential: bool = True,
+    ) -> None:
+        if split not in SPLITS:
+            raise ConfigError(f"Unknown split {split!r}; choose one of {', '.join(SPLITS)}.")
+        if task.split_size(split) == 0:
+            raise ConfigError(f"The {split} split of this task is empty; choose another split.")
+        self.task, self.config, self.num_envs, self.split = task, config, num_envs, split
+        self.sequential = sequential and split != "train"
+        self.sensor = GlimpseSensor(config.glimpse_size, config.num_scales, config.scale_factor)
+        self.observation_space = spaces.Dict(
+            {
+                "glimpse": spaces.Box(0.0, 1.0, self.glimpse_shape, np.float32),
+                "location": spaces.Box(-1.0, 1.0, (2,), np.float32),
+                "step": spaces.Box(0.0, 1.0, (1,), np.float32),
+            }
+        )
+        self.action_space = self._make_action_space()
+        n, horizon = num_envs, config.glimpses
+        self.keys = np.zeros(n, np.uint64)
+        self.episode_numbers = np.zeros(n, np.uint64)
+        self.cursor = 0
+        self.canvases = np.zeros((n, *task.canvas_shape), np.uint8)
+        self.labels = np.zeros(n, np.int64)
+        self.table = self.sensor.integral(torch.from_numpy(self.canvases))
+        self.locations = np.zeros((n, 2), np.float32)
+        self.taken = np.zeros(n, np.int64)  # glimpses taken in the episode so far
+        self.visited = np.full((n, horizon, 2), np.nan, np.float32)
+        self.glimpses = np.zeros((n, *self.glimpse_shape), np.float32)
+
+    # -- spaces ---------------------------------------------------------------------------
+
+    @property
+    def glimpse_shape(self) -> tuple[int, int, int, int]:
+        g = self.config.glimpse_size
+        return (self.config.num_scales, self.task.channels, g, g)
+
+    @property
+    def action_width(self) -> int:
+        width = 3 if self.config.action_type == "discrete" else 2 + self.task.num_classes
+        return width + int(self.config.allow_stop)
+
+    def _make_action_space(self) -> spaces.Space[Any]:
+        stop = [2] if self.config.allow_stop else []
+        if self.config.action_type == "discrete":
+            grid = self.config.grid_size
+            return spaces.MultiDiscrete([grid, grid, self.task.num_classes, *stop])
+        return spaces.Box(-1.0, 1.0, (self.action_width,), np.float32)
+
+    def grid_locations(self, cells: np.ndarray) -> np.ndarray:
+        """Discrete grid cells ``0 .. G-1`` to locations: the cell centres ``-1 + (2i + 1) / G``."""
+        return (-1.0 + (2.0 * cells + 1.0) / self.config.grid_size).astype(np.float32)
+
+    # -- episodes -------------------------------------------------------------------------
+
+    def seed(self, keys: np.ndarray) -> None:
+        """Restarts every slot's random stream from ``keys`` and the evaluation order at 0."""
+        self.keys = np.asarray(keys, np.uint64).copy()
+        self.episode_numbers[:] = 0
+        self.cursor = 0
+
+    def reset(self, slots: np.ndarray) -> None:
+        """Starts new episodes in the slots where the boolean mask ``slots`` is set."""
+        index = np.flatnonzero(slots)
+        if len(index) == 0:
+            return
+        n_images = self.task.split_size(self.split)
+        uniforms = episode_uniforms(
+            self.keys[index], self.episode_numbers[index], 3 + self.task.draws_per_canvas
+        )
+        self.episode_numbers[index] += np.uint64(1)
+        if self.sequential:
+            images = (self.cursor + np.arange(len(index))) % n_images
+            self.cursor = int((self.cursor + len(index)) % n_images)
+            fixed = self.task.fixed_canvases(self.split)
+            canvases, labels = fixed.images[images], fixed.labels[images]
+        else:
+            images = np.floor(uniforms[:, 0] * n_images).astype(np.int64)
+            canvases, labels = self.task.canvases_from_uniforms(self.split, images, uniforms[:, 3:])
+        self.canvases[index], self.labels[index] = canvases, labels
+        table = self.sensor.integral(torch.from_numpy(canvases))
+        if len(index) == self.num_envs:
+            self.table = table
+        else:
+            self.table.table[torch.from_numpy(index)] = table.table
+        if self.config.first_location == "random":
+            first = (uniforms[:, 1:3] * 2.0 - 1.0).astype(np.float32)
+        else:
+            first = np.zeros((len(index), 2), np.float32)
+        self.locations[index] = first
+        self.taken[index] = 1
+        self.visited[index] = np.nan
+        self.visited[index, 0] = first
+        self._read_glimpses()
+
+    def _read_glimpses(self) -> None:
+        self.glimpses = self.sensor.read(self.table, torch.from_numpy(self.locations)).numpy()
+
+    def observations(self) -> dict[str, np.ndarray]:
+        """The current observation of every slot (fresh arrays, safe to keep)."""
+        return {
+            "glimpse": self.glimpses.copy(),
+            "location": self.locations.copy(),
+            "step": ((self.taken - 1) / self.config.glimpses).astype(np.float32)[:, None],
+        }
+
+    def decode_actions(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Next locations ``(N, 2)``, classes ``(N,)`` and stop flags ``(N,)`` from actions.
+
+        Out-of-range values are clipped (grid cells, classes, locations to ``[-1, 1]``); NaN, a
+        wrong shape or a non-numeric type raise ``ValueError``.
+        """
+        array = np.asarray(actions)
+        expected = (self.num_envs, self.action_width)
+        if array.shape != expected or array.dtype.kind not in "biuf":
+            raise ValueError(
+                f"Expected actions of shape {expected} ({self.num_envs} environments x "
+                f"{self.action_width} numbers, see the action space {self.action_space}); got "
+                f"shape {array.shape} of dtype {array.dtype}."
+            )
+        if array.dtype.kind == "f" and np.isnan(array).any():
+            raise ValueError(f"Actions contain NaN: {array.tolist()}. Check the policy's output.")
+        n_classes = self.task.num_classes
+        if self.config.action_type == "discrete":
+            cells = np.clip(np.rint(array[:, :2]), 0, self.config.grid_size - 1)
+            locations = self.grid_locations(cells)
+            classes = np.clip(np.rint(array[:, 2]), 0, n_classes - 1).astype(np.int64)
+            stop = np.rint(array[:, 3]) >= 1 if self.config.allow_stop else None
+        else:
+            locations = np.clip(array[:, :2], -1.0, 1.0).astype(np.float32)
+            classes = np.argmax(array[:, 2 : 2 + n_classes], axis=1)
+            stop = array[:, -1] > 0 if self.config.allow_stop else None
+        if stop is None:
+            stop = np.zeros(self.num_envs, bool)
+        return locations, classes, stop
+
+    def step(
+        self, actions: Any, active: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Advances the ``active`` slots (all by default) by one action each.
+
+        Returns rewards ``(N,)`` float32, terminated ``(N,)`` bool (inactive slots: 0 and
+        False) and, for the slots that just ended, ``label``, ``prediction``, ``is_success``,
+        ``glimpses_taken`` and ``locations`` (``(N, T, 2)``, NaN after the last glimpse), each
+        with its Gymnasium ``_key`` mask.
+        """
+        locations, classes, stop = self.decode_actions(actions)
+        active = np.ones(self.num_envs, bool) if active is None else active
+        correct = classes == self.labels
+        final = active & ((self.taken >= self.config.glimpses) | stop)
+        moving = active & ~final
+        cfg = self.config
+        rewards = np.where(final, correct, cfg.step_reward * correct - cfg.glimpse_cost)
+        rewards = np.where(active, rewards, 0.0).astype(np.float32)
+        if moving.any():
+            self.locations[moving] = locations[moving]
+            self.visited[moving, self.taken[moving]] = locations[moving]
+            self.taken[moving] += 1
+            self._read_glimpses()
+        infos: dict[str, np.ndarray] = {}
+        if final.any():
+            ended = {
+                "label": self.labels.copy(),
+                "prediction": classes,
+                "is_success": correct,
+                "glimpses_taken": self.taken.copy(),
+                "locations": self.visited.copy(),
+            }
+            for key, value in ended.items():
+                infos[key], infos[f"_{key}"] = value, final.copy()
+        return rewards, final, infos

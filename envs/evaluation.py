@@ -1,0 +1,87 @@
+"""Accuracy on a whole fixed split: every canvas exactly once, in order.
+
+The evaluator drives :class:`envs.episodes.GlimpseEpisodes` in rounds of ``num_envs`` episodes
+that start together (slot ``i`` of round ``r`` shows canvas ``r * num_envs + i``), so any agent
+that implements :class:`Policy` (RAM, an SB3 model, a scripted baseline) is scored on the same
+images, and the last, partial round counts only the canvases not yet seen.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from envs.episodes import GlimpseEpisodes
+from envs.glimpse_env import make_episodes
+
+
+class Policy(Protocol):
+    """An agent as the evaluator sees it."""
+
+    def start(self, num_envs: int) -> None:
+        """Called when ``num_envs`` new episodes begin together (clear any memory)."""
+
+    def act(self, observations: dict[str, np.ndarray]) -> np.ndarray:
+        """Actions ``(num_envs, action width)`` for the current observations."""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Per-canvas results on a split, in canvas order."""
+
+    labels: np.ndarray
+    predictions: np.ndarray
+    glimpses_taken: np.ndarray
+    locations: np.ndarray  # (N, T, 2), NaN after the last glimpse
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.mean(self.labels == self.predictions))
+
+    @property
+    def error_percent(self) -> float:
+        return 100.0 * (1.0 - self.accuracy)
+
+
+def evaluate(policy: Policy, episodes: GlimpseEpisodes, seed: int = 0) -> Evaluation:
+    """Runs ``policy`` once on every canvas of the episodes' (sequential) split."""
+    if not episodes.sequential:
+        raise ValueError("evaluate() needs episodes on a val or test split with sequential=True.")
+    total, batch = episodes.task.split_size(episodes.split), episodes.num_envs
+    rng = np.random.default_rng(seed)
+    episodes.seed(rng.integers(0, 2**63, batch, dtype=np.int64).astype(np.uint64))
+    results: dict[str, list[np.ndarray]] = {
+        "label": [], "prediction": [], "glimpses_taken": [], "locations": []
+    }  # fmt: skip
+    everyone = np.ones(batch, bool)
+    for round_index in range(math.ceil(total / batch)):
+        counted = min(batch, total - round_index * batch)
+        episodes.reset(everyone)
+        policy.start(batch)
+        active = everyone.copy()
+        ended: dict[str, np.ndarray] = {}
+        while active.any():
+            _, terminated, infos = episodes.step(policy.act(episodes.observations()), active)
+            for key in results:
+                if key in infos:
+                    mask = infos[f"_{key}"]
+                    ended.setdefault(key, np.zeros_like(infos[key]))[mask] = infos[key][mask]
+            active &= ~terminated
+        for key, values in results.items():
+            values.append(ended[key][:counted])
+    return Evaluation(
+        labels=np.concatenate(results["label"]),
+        predictions=np.concatenate(results["prediction"]),
+        glimpses_taken=np.concatenate(results["glimpses_taken"]),
+        locations=np.concatenate(results["locations"]),
+    )
+
+
+def evaluation_episodes(
+    settings: dict[str, Any], split: str = "test", num_envs: int = 500
+) -> GlimpseEpisodes:
+    """Batched episodes that walk ``split`` in order, for :func:`evaluate`."""
+    return make_episodes(num_envs, split, True, settings)

@@ -1,0 +1,164 @@
+"""Stable-Baselines3 glue: a native ``VecEnv`` over the batched episodes, and a features extractor.
+
+SB3 cannot consume a ``gymnasium.vector.VectorEnv``; it expects its own ``VecEnv`` with
+same-step autoreset and ``infos[i]["terminal_observation"]``. :class:`GlimpseVecEnv` provides
+exactly that over :class:`envs.glimpse_env.GlimpseVectorEnv` in ``SAME_STEP`` mode, so SB3 gets
+one batched environment instead of a ``DummyVecEnv`` of N copies. :func:`make_sb3_env` adds
+SB3's ``VecMonitor`` (episode return, length and success for the logger).
+
+    from stable_baselines3 import PPO
+    from envs.sb3 import GlimpseFeaturesExtractor, make_sb3_env
+
+    env = make_sb3_env("Glimpse/MNIST-v0", num_envs=16, seed=0)
+    model = PPO("MultiInputPolicy", env,
+                policy_kwargs={"features_extractor_class": GlimpseFeaturesExtractor})
+    model.learn(10_000)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.vec_env import VecEnv, VecMonitor
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvStepReturn
+from torch import nn
+
+from envs.glimpse_env import GlimpseVectorEnv
+
+
+class GlimpseVecEnv(VecEnv):
+    """A Stable-Baselines3 ``VecEnv`` backed by one :class:`GlimpseVectorEnv` (same-step reset).
+
+    Args:
+        env_id: a registered ``Glimpse/...`` id (its settings are used), or None.
+        num_envs: number of parallel episodes.
+        **settings: environment keyword arguments, overriding the id's (``split``,
+            ``render_mode``, ``glimpses``, ``task``, ...).
+    """
+
+    def __init__(self, env_id: str | None = None, num_envs: int = 8, **settings: Any) -> None:
+        if env_id is not None:
+            settings = {**gymnasium.spec(env_id).kwargs, **settings}
+        self.venv = GlimpseVectorEnv(
+            num_envs=num_envs, autoreset_mode=AutoresetMode.SAME_STEP, **settings
+        )
+        self._actions: np.ndarray | None = None
+        super().__init__(
+            num_envs, self.venv.single_observation_space, self.venv.single_action_space
+        )
+
+    def reset(self) -> dict[str, np.ndarray]:
+        seeds = self._seeds if any(s is not None for s in self._seeds) else None
+        observations, _ = self.venv.reset(seed=seeds)
+        self._reset_seeds()
+        self._reset_options()
+        return observations
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = actions
+
+    def step_wait(self) -> VecEnvStepReturn:
+        observations, rewards, terminated, _, infos = self.venv.step(self._actions)
+        dones = terminated.copy()
+        env_infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        if dones.any():
+            final_info = infos["final_info"]
+            for i in np.flatnonzero(dones):
+                env_infos[i] = {
+                    "terminal_observation": infos["final_obs"][i],
+                    "is_success": bool(final_info["is_success"][i]),
+                    "label": int(final_info["label"][i]),
+                    "prediction": int(final_info["prediction"][i]),
+                    "TimeLimit.truncated": False,
+                }
+        return observations, rewards, dones, env_infos
+
+    def close(self) -> None:
+        self.venv.close()
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        frames = self.venv.render()
+        return list(frames) if frames is not None else [None] * self.num_envs
+
+    # The batch has no sub-environment objects; attributes are the vector environment's.
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        return [getattr(self.venv, attr_name) for _ in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        setattr(self.venv, attr_name, value)
+
+    def env_method(
+        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **kwargs: Any
+    ) -> list[Any]:
+        method = getattr(self.venv, method_name)
+        return [method(*method_args, **kwargs) for _ in self._get_indices(indices)]
+
+    def env_is_wrapped(
+        self, wrapper_class: type[gymnasium.Wrapper], indices: VecEnvIndices = None
+    ) -> list[bool]:
+        return [False for _ in self._get_indices(indices)]
+
+
+def make_sb3_env(
+    env_id: str | None = None, num_envs: int = 8, seed: int | None = None, **settings: Any
+) -> VecMonitor:
+    """:class:`GlimpseVecEnv` inside SB3's ``VecMonitor`` (logs return, length, success)."""
+    env = GlimpseVecEnv(env_id, num_envs, **settings)
+    if seed is not None:
+        env.seed(seed)
+    return VecMonitor(env, info_keywords=("is_success",))
+
+
+class GlimpseNetwork(nn.Module):
+    """The glimpse network of Mnih et al. (2014), eq. for ``g_t``.
+
+    ``h_g = ReLU(W_g rho(x_t, l_{t-1}))``, ``h_l = ReLU(W_l l_{t-1})``,
+    ``g_t = ReLU(W_hg h_g + W_hl h_l)``, with 128, 128 and 256 units by default. ``where``
+    holds the location, and optionally more position features (the step index).
+    """
+
+    def __init__(
+        self,
+        glimpse_shape: Sequence[int],
+        where_dim: int = 2,
+        what_units: int = 128,
+        where_units: int = 128,
+        out_units: int = 256,
+    ) -> None:
+        super().__init__()
+        self.what = nn.Linear(int(np.prod(glimpse_shape)), what_units)  # W_g
+        self.where = nn.Linear(where_dim, where_units)  # W_l
+        self.what_out = nn.Linear(what_units, out_units)  # W_hg
+        self.where_out = nn.Linear(where_units, out_units)  # W_hl
+        self.out_units = out_units
+
+    def forward(self, glimpse: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+        h_g = torch.relu(self.what(glimpse.flatten(1)))  # (B, what_units)
+        h_l = torch.relu(self.where(where))  # (B, where_units)
+        return torch.relu(self.what_out(h_g) + self.where_out(h_l))  # (B, out_units)
+
+
+class GlimpseFeaturesExtractor(BaseFeaturesExtractor):
+    """SB3 features from a glimpse observation: the paper's glimpse network.
+
+    Reads ``glimpse``, ``location`` and ``step`` and returns ``g_t`` (``features_dim`` units).
+    It has no memory of earlier glimpses: use it with a recurrent policy (sb3-contrib
+    ``RecurrentPPO``) or give it an observation that carries the history.
+    """
+
+    def __init__(self, observation_space: spaces.Dict, features_dim: int = 256) -> None:
+        super().__init__(observation_space, features_dim)
+        glimpse_shape = observation_space["glimpse"].shape
+        where_dim = observation_space["location"].shape[0] + observation_space["step"].shape[0]
+        self.network = GlimpseNetwork(glimpse_shape, where_dim, out_units=features_dim)
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        where = torch.cat([observations["location"], observations["step"]], dim=1)
+        return self.network(observations["glimpse"], where)

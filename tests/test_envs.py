@@ -1,0 +1,253 @@
+"""The Gymnasium environments: every registered id, batching, autoreset, actions, SB3."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+from gymnasium.vector import AutoresetMode
+from PIL import Image
+
+import glimpse  # noqa: F401  (registers the ids)
+from envs.evaluation import evaluate, evaluation_episodes
+from envs.glimpse_env import GlimpseEnv, GlimpseVectorEnv
+from glimpse.errors import DataError
+
+ENV_IDS = sorted(i for i in gym.registry if i.startswith("Glimpse/"))
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for label in ("circle", "square", "triangle"):
+        (root / label).mkdir()
+        for i in range(6):
+            pixels = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / label / f"{i}.png")
+    return str(root)
+
+
+def make_kwargs(env_id: str, image_folder: str) -> dict:
+    if env_id == "Glimpse/ImageFolder-v0":
+        return {"root": image_folder, "val_size": 2}
+    return {}
+
+
+def make_env(env_id, image_folder, **kwargs):
+    try:
+        return gym.make(env_id, **make_kwargs(env_id, image_folder), **kwargs)
+    except DataError as error:
+        if "fashion" in env_id.lower():
+            pytest.skip(f"Fashion-MNIST not installed: {error}")
+        raise
+
+
+def test_every_documented_id_is_registered():
+    assert ENV_IDS == sorted(
+        [
+            "Glimpse/MNIST-v0",
+            "Glimpse/TranslatedMNIST-v0",
+            "Glimpse/ClutteredMNIST60-v0",
+            "Glimpse/ClutteredMNIST100-v0",
+            "Glimpse/FashionMNIST-v0",
+            "Glimpse/ImageFolder-v0",
+        ]
+    )
+
+
+def test_the_module_prefix_form_works():
+    env = gym.make("glimpse:Glimpse/MNIST-v0")
+    assert env.observation_space["glimpse"].shape == (1, 1, 8, 8)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_check_env_passes_without_warnings(env_id, image_folder):
+    env = make_env(env_id, image_folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(env.unwrapped, skip_render_check=False)
+
+
+def rollout(env, seed, steps=20):
+    obs, _ = env.reset(seed=seed)
+    action_rng = np.random.default_rng(seed)
+    trace = [obs]
+    for _ in range(steps):
+        action = action_rng.integers(0, env.action_space.nvec)
+        obs, reward, terminated, _, info = env.step(action)
+        trace.append((obs, reward, terminated, info.get("label")))
+        if terminated:
+            obs, _ = env.reset()
+            trace.append(obs)
+    return trace
+
+
+def same(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, tuple):
+        return all(same(x, y) for x, y in zip(a, b, strict=True))
+    return np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_two_environments_with_one_seed_roll_out_the_same(env_id, image_folder):
+    first = rollout(make_env(env_id, image_folder), seed=7)
+    second = rollout(make_env(env_id, image_folder), seed=7)
+    assert all(same(a, b) for a, b in zip(first, second, strict=True))
+    other = rollout(make_env(env_id, image_folder), seed=8)
+    assert not all(same(a, b) for a, b in zip(first, other, strict=True))
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_pickled_environment_continues_identically(env_id, image_folder):
+    env = make_env(env_id, image_folder)
+    env.reset(seed=3)
+    env.step(env.action_space.sample())
+    copy = pickle.loads(pickle.dumps(env))
+    action = np.zeros(env.action_space.shape, dtype=np.int64)
+    assert same(env.step(action)[0], copy.step(action)[0])
+    assert len(pickle.dumps(env)) < 1_000_000  # the images are not in the pickle
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_rgb_array_frames_show_the_canvas_and_glimpse(env_id, image_folder):
+    env = make_env(env_id, image_folder, render_mode="rgb_array")
+    env.reset(seed=0)
+    first = env.render()
+    assert first.dtype == np.uint8 and first.ndim == 3 and first.shape[2] == 3
+    env.step(env.action_space.sample())
+    second = env.render()
+    assert first.shape == second.shape and not np.array_equal(first, second)
+    vec = gym.make_vec(
+        env_id, num_envs=2, render_mode="rgb_array", **make_kwargs(env_id, image_folder)
+    )
+    vec.reset(seed=0)
+    assert len(vec.render()) == 2
+
+
+@pytest.mark.parametrize("env_id", ["Glimpse/ClutteredMNIST60-v0", "Glimpse/MNIST-v0"])
+def test_vector_env_equals_single_envs_with_consecutive_seeds(env_id):
+    n, seed = 5, 11
+    vec = gym.make_vec(env_id, num_envs=n)
+    assert isinstance(vec, GlimpseVectorEnv)  # native, not SyncVectorEnv
+    singles = [gym.make(env_id) for _ in range(n)]
+    vec_obs, _ = vec.reset(seed=seed)
+    single_obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(singles)]
+    rng = np.random.default_rng(0)
+    ended = [False] * n
+    for step in range(15):  # crosses two episode ends (6 or 8 steps)
+        for i in range(n):
+            assert same({k: v[i] for k, v in vec_obs.items()}, single_obs[i]), (step, i)
+        actions = rng.integers(0, vec.single_action_space.nvec, (n, 3))
+        vec_obs, vec_rewards, vec_terminated, _, _ = vec.step(actions)
+        for i, env in enumerate(singles):
+            if ended[i]:  # NEXT_STEP: this step resets the slot and ignores its action
+                single_obs[i], _ = env.reset()
+                ended[i] = False
+                assert vec_rewards[i] == 0.0 and not vec_terminated[i]
+                continue
+            single_obs[i], reward, terminated, _, _ = env.step(actions[i])
+            ended[i] = terminated
+            assert vec_rewards[i] == reward and vec_terminated[i] == terminated
+
+
+def test_same_step_autoreset_reports_the_final_observation():
+    vec = GlimpseVectorEnv(num_envs=3, autoreset_mode=AutoresetMode.SAME_STEP, task="mnist")
+    assert vec.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
+    obs, _ = vec.reset(seed=0)
+    for _ in range(5):
+        obs, _, terminated, _, infos = vec.step(np.zeros((3, 3), np.int64))
+        assert not terminated.any()
+    last_glimpse = obs["glimpse"].copy()
+    obs, rewards, terminated, _, infos = vec.step(np.ones((3, 3), np.int64))
+    assert terminated.all()
+    assert np.array_equal(infos["final_obs"][0]["glimpse"], last_glimpse[0])
+    assert np.array_equal(infos["final_info"]["label"] == 1, rewards == 1.0)
+    assert np.all(obs["step"] == 0.0)  # already the next episode
+
+
+def test_next_step_autoreset_ignores_the_action_after_the_end():
+    vec = GlimpseVectorEnv(num_envs=2, task="mnist", glimpses=2)
+    vec.reset(seed=0)
+    vec.step(np.zeros((2, 3), np.int64))
+    _, _, terminated, _, infos = vec.step(np.zeros((2, 3), np.int64))
+    assert terminated.all() and infos["_label"].all()
+    obs, rewards, terminated, _, _ = vec.step(np.full((2, 3), 7))
+    assert not terminated.any() and np.all(rewards == 0.0) and np.all(obs["step"] == 0.0)
+
+
+def test_actions_out_of_range_are_clipped_and_bad_actions_raise():
+    env = GlimpseEnv(task="mnist", grid_size=4)
+    env.reset(seed=0)
+    obs, *_ = env.step(np.array([99, -5, 3]))
+    assert np.allclose(obs["location"], [0.75, -0.75])  # cells 3 and 0 of 4
+    with pytest.raises(ValueError, match="shape"):
+        env.step(np.array([1, 2]))
+    with pytest.raises(ValueError, match="NaN"):
+        env.step(np.array([1.0, np.nan, 2.0]))
+    with pytest.raises(ValueError, match="dtype"):
+        env.step(np.array(["a", "b", "c"]))
+    cont = GlimpseEnv(task="mnist", action_type="continuous")
+    cont.reset(seed=0)
+    obs, *_ = cont.step(np.array([4.0, -9.0, *np.zeros(10)], np.float32))
+    assert np.allclose(obs["location"], [1.0, -1.0])
+    with pytest.raises(gym.error.ResetNeeded):
+        GlimpseEnv(task="mnist").step(np.zeros(3, np.int64))
+
+
+def test_step_reward_stop_action_and_glimpse_cost():
+    env = GlimpseEnv(
+        task="mnist", allow_stop=True, glimpse_cost=0.1, step_reward=0.5, first_location="centre"
+    )
+    obs, _ = env.reset(seed=0)
+    assert np.allclose(obs["location"], 0.0)
+    _, reward, terminated, _, _ = env.step(np.array([0, 0, 0, 0]))
+    assert not terminated and reward in (pytest.approx(-0.1), pytest.approx(0.4))
+    _, reward, terminated, _, info = env.step(np.array([0, 0, 3, 1]))  # stop, answer 3
+    assert terminated and info["glimpses_taken"] == 2 and info["prediction"] == 3
+    assert reward == float(info["label"] == 3)
+    assert np.isnan(info["locations"][2:]).all()
+
+
+class _AlwaysOne:
+    """Looks at the centre and always answers 1."""
+
+    def start(self, num_envs):
+        self.num_envs = num_envs
+
+    def act(self, observations):
+        return np.tile([4, 4, 1], (self.num_envs, 1))
+
+
+def test_evaluation_walks_the_whole_test_set_once_in_order():
+    episodes = evaluation_episodes({"task": "mnist"}, split="test", num_envs=768)
+    result = evaluate(_AlwaysOne(), episodes)
+    test_labels = episodes.task.images["test"].labels
+    assert np.array_equal(result.labels, test_labels)  # 10,000 canvases, in order
+    assert result.accuracy == pytest.approx(np.mean(test_labels == 1))
+
+
+def test_ppo_and_recurrent_ppo_train_on_single_env_and_adapter():
+    from sb3_contrib import RecurrentPPO
+    from stable_baselines3 import PPO
+
+    from envs.sb3 import GlimpseFeaturesExtractor, make_sb3_env
+
+    torch.set_num_threads(1)
+    kwargs = {"policy_kwargs": {"features_extractor_class": GlimpseFeaturesExtractor}}
+    adapter = make_sb3_env("Glimpse/MNIST-v0", num_envs=8, seed=0)
+    PPO("MultiInputPolicy", adapter, n_steps=32, batch_size=64, **kwargs).learn(300)
+    PPO("MultiInputPolicy", gym.make("Glimpse/MNIST-v0"), n_steps=64, batch_size=32).learn(300)
+    model = RecurrentPPO("MultiInputLstmPolicy", adapter, n_steps=32, batch_size=64, **kwargs)
+    model.learn(300)
+    assert model.num_timesteps >= 300 and len(model.ep_info_buffer) > 0
+    assert "is_success" in model.ep_info_buffer[-1]
+    single = gym.make("Glimpse/MNIST-v0")
+    RecurrentPPO("MultiInputLstmPolicy", single, n_steps=64, batch_size=32).learn(300)
