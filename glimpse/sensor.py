@@ -67,6 +67,15 @@ class IntegralImages:
         return self.table.shape[-1] - 1
 
 
+@dataclass(frozen=True)
+class _ReadConstants:
+    """Tensors every read needs, built once per device, table dtype and value scale."""
+
+    corner_offsets: torch.Tensor  # (k, g+1) int64: block corners relative to a patch origin
+    patch_sizes: torch.Tensor  # (k, 1) float64
+    block_weights: torch.Tensor  # (1, k, 1, 1, 1): value_scale / block area
+
+
 def _positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ConfigError(
@@ -92,6 +101,7 @@ class GlimpseSensor:
         self.scale_factor = _positive_int("scale_factor", scale_factor)
         self.block_sizes = tuple(self.scale_factor**i for i in range(self.num_scales))
         self.patch_sizes = tuple(self.glimpse_size * b for b in self.block_sizes)
+        self._constants: dict[tuple[torch.device, torch.dtype, float], _ReadConstants] = {}
 
     def __repr__(self) -> str:
         return (
@@ -127,6 +137,23 @@ class GlimpseSensor:
             table[start : start + chunk].cumsum_(dim=2).cumsum_(dim=3)
         return IntegralImages(table=table, value_scale=value_scale)
 
+    def _read_constants(
+        self, device: torch.device, dtype: torch.dtype, value_scale: float
+    ) -> _ReadConstants:
+        key = (device, dtype, value_scale)
+        if key not in self._constants:
+            steps = torch.arange(self.glimpse_size + 1, device=device)
+            blocks = torch.tensor(self.block_sizes, device=device)
+            areas = blocks.to(dtype) ** 2
+            self._constants[key] = _ReadConstants(
+                corner_offsets=blocks[:, None] * steps,
+                patch_sizes=torch.tensor(self.patch_sizes, dtype=torch.float64, device=device)[
+                    :, None
+                ],
+                block_weights=(value_scale / areas).view(1, -1, 1, 1, 1),
+            )
+        return self._constants[key]
+
     def patch_origins(self, locations: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """Top-left pixel ``(x0, y0)`` of every patch, ``(B, k, 2)`` int64 (may lie outside)."""
         if locations.ndim != 2 or locations.shape[1] != 2:
@@ -136,11 +163,12 @@ class GlimpseSensor:
             )
         if torch.isnan(locations).any():
             raise ConfigError("A glimpse location is NaN; locations must be numbers in [-1, 1].")
+        sizes = self._read_constants(locations.device, torch.float64, 1.0).patch_sizes
         loc = locations.to(torch.float64).clamp(-1.0, 1.0)
-        extent = loc.new_tensor([width, height])
-        sizes = loc.new_tensor(self.patch_sizes)[:, None]  # (k, 1)
         # Exact in float64: a float32 location times an image side loses no bits.
-        return torch.floor(((loc[:, None, :] + 1.0) * extent - sizes + 1.0) / 2.0).long()
+        x0 = torch.floor(((loc[:, None, 0] + 1.0) * width - sizes.T + 1.0) / 2.0)  # (B, k)
+        y0 = torch.floor(((loc[:, None, 1] + 1.0) * height - sizes.T + 1.0) / 2.0)
+        return torch.stack([x0, y0], dim=-1).long()
 
     def read(self, integral: IntegralImages, locations: torch.Tensor) -> torch.Tensor:
         """Glimpses ``(B, k, C, g, g)`` float32 at ``locations`` ``(B, 2)``."""
@@ -151,23 +179,21 @@ class GlimpseSensor:
             raise ConfigError(
                 f"Got {locations.shape[0]} locations for {batch} images; pass one (x, y) per image."
             )
+        constants = self._read_constants(table.device, table.dtype, integral.value_scale)
         origins = self.patch_origins(locations.to(table.device), height, width)  # (B, k, 2)
-        steps = torch.arange(self.glimpse_size + 1, device=table.device)
-        blocks = torch.tensor(self.block_sizes, device=table.device)
-        offsets = blocks[:, None] * steps  # (k, g+1): block corners relative to the origin
+        offsets = constants.corner_offsets  # (k, g+1)
         cols = (origins[..., 0:1] + offsets).clamp_(0, width)  # (B, k, g+1)
         rows = (origins[..., 1:2] + offsets).clamp_(0, height)  # (B, k, g+1)
         # Flat offsets of each image's channel planes folded into the (small) row offsets, so
         # only one full-size index tensor is ever built.
         plane = (height + 1) * (width + 1)
-        planes = torch.arange(batch * channels, device=table.device).view(batch, 1, channels, 1)
-        row_starts = rows[:, :, None, :] * (width + 1) + planes * plane  # (B, k, C, g+1)
+        planes = torch.arange(0, batch * channels * plane, plane, device=table.device)
+        row_starts = rows[:, :, None, :] * (width + 1) + planes.view(batch, 1, channels, 1)
         index = row_starts[..., :, None] + cols[:, :, None, None, :]  # (B, k, C, g+1, g+1)
-        corner_sums = table.reshape(-1).take(index)
+        # index_select on a flat index: the same lookups as take(), 2x faster on a CPU.
+        corner_sums = table.reshape(-1).index_select(0, index.reshape(-1)).view(index.shape)
         block_sums = corner_sums.diff(dim=-1).diff(dim=-2)  # (B, k, C, g, g)
-        areas = blocks.to(table.dtype) ** 2
-        weight = (integral.value_scale / areas).view(1, -1, 1, 1, 1)
-        return block_sums.mul_(weight).to(torch.float32)
+        return block_sums.mul_(constants.block_weights).to(torch.float32)
 
     def extract(self, images: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:
         """One glimpse per image: ``read(integral(images), locations)``."""
