@@ -36,6 +36,7 @@ class Evaluation:
     predictions: np.ndarray
     glimpses_taken: np.ndarray
     locations: np.ndarray  # (N, T, 2), NaN after the last glimpse
+    scores: np.ndarray  # (N, n_classes) class scores of the final action (continuous actions)
 
     @property
     def accuracy(self) -> float:
@@ -53,22 +54,26 @@ def evaluate(policy: Policy, episodes: GlimpseEpisodes, seed: int = 0) -> Evalua
     total, batch = episodes.task.split_size(episodes.split), episodes.num_envs
     rng = np.random.default_rng(seed)
     episodes.seed(rng.integers(0, 2**63, batch, dtype=np.int64).astype(np.uint64))
-    results: dict[str, list[np.ndarray]] = {
-        "label": [], "prediction": [], "glimpses_taken": [], "locations": []
-    }  # fmt: skip
+    keys = ("label", "prediction", "glimpses_taken", "locations", "scores")
+    results: dict[str, list[np.ndarray]] = {key: [] for key in keys}
     everyone = np.ones(batch, bool)
+    continuous = episodes.config.action_type == "continuous"
+    n_classes = episodes.task.num_classes
     for round_index in range(math.ceil(total / batch)):
         counted = min(batch, total - round_index * batch)
         episodes.reset(everyone)
         policy.start(batch)
         active = everyone.copy()
-        ended: dict[str, np.ndarray] = {}
+        ended = {"scores": np.zeros((batch, n_classes), np.float32)}
         while active.any():
-            _, terminated, infos = episodes.step(policy.act(episodes.observations()), active)
-            for key in results:
+            actions = policy.act(episodes.observations())
+            _, terminated, infos = episodes.step(actions, active)
+            for key in keys[:-1]:
                 if key in infos:
                     mask = infos[f"_{key}"]
                     ended.setdefault(key, np.zeros_like(infos[key]))[mask] = infos[key][mask]
+            if continuous:
+                ended["scores"][terminated] = actions[terminated, 2 : 2 + n_classes]
             active &= ~terminated
         for key, values in results.items():
             values.append(ended[key][:counted])
@@ -77,6 +82,7 @@ def evaluate(policy: Policy, episodes: GlimpseEpisodes, seed: int = 0) -> Evalua
         predictions=np.concatenate(results["prediction"]),
         glimpses_taken=np.concatenate(results["glimpses_taken"]),
         locations=np.concatenate(results["locations"]),
+        scores=np.concatenate(results["scores"]),
     )
 
 

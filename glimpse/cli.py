@@ -8,14 +8,15 @@ value) print one paragraph and exit with status 2; see :mod:`glimpse.errors`.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from glimpse.config import add_options, from_options
-from glimpse.errors import GlimpseError
+from glimpse.config import add_options, from_options, given_options
+from glimpse.errors import ConfigError, GlimpseError
 
 EXIT_USER_ERROR = 2
 
@@ -52,6 +53,45 @@ def _data_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from agents.ram import RAMConfig
+    from agents.runs import make_run_config, read_run_config, train_run
+    from agents.trainer import TrainConfig
+    from envs.episodes import EpisodeConfig
+    from glimpse.tasks import TaskConfig
+
+    if args.resume:
+        summary = train_run(read_run_config(Path(args.resume)), resume=True, progress=args.progress)
+    else:
+        base = read_run_config(Path(args.config)) if args.config else {}
+        agent = args.agent or base.get("agent", "ram")
+        env_id = args.env or base.get("env_id")
+        if env_id is None:
+            raise ConfigError("Name the environment: --env Glimpse/MNIST-v0 (or pass --config).")
+        env = {
+            **base.get("env", {}),
+            **given_options(TaskConfig, args),
+            **given_options(EpisodeConfig, args),
+        }
+        model = RAMConfig(**{**base.get("model", {}), **given_options(RAMConfig, args)})
+        train = TrainConfig(**{**base.get("train", {}), **given_options(TrainConfig, args)})
+        config = make_run_config(agent, env_id, env, model, train)
+        summary = train_run(config, progress=args.progress)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from agents.runs import evaluate_run
+
+    result = evaluate_run(Path(args.run), args.split, args.samples, args.checkpoint)
+    print(
+        f"{args.run}: {result['split']} error {result['error']:.2f}% on {result['images']:,} "
+        f"images ({result['checkpoint']} checkpoint, {result['samples']} sample(s))"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from glimpse.tasks import TaskConfig
 
@@ -81,6 +121,40 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--seed", type=int, default=0, help="seed of the train canvases shown")
     show.add_argument("--out", default="canvases.png", help="PNG file to write")
     show.set_defaults(run=_data_show)
+
+    from agents.ram import RAMConfig
+    from agents.runs import AGENTS
+    from agents.trainer import TrainConfig
+    from envs.episodes import EpisodeConfig
+
+    train = commands.add_parser(
+        "train",
+        help="train an agent; writes a run directory",
+        formatter_class=formatter,
+        description="Train an agent on a Glimpse environment. Settings come from the "
+        "environment id, then --config, then the options typed here.",
+    )
+    train.add_argument("--agent", choices=AGENTS, default=None, help="agent (default: ram)")
+    train.add_argument("--env", default=None, help="environment id, e.g. Glimpse/MNIST-v0")
+    train.add_argument("--config", default=None, help="config.json of an earlier run to start from")
+    train.add_argument("--resume", default=None, metavar="RUN", help="continue this run directory")
+    train.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar"
+    )
+    for cls in (TrainConfig, RAMConfig, EpisodeConfig, TaskConfig):
+        add_options(train, cls, only_given=True)
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser(
+        "eval", help="test error of a trained run", formatter_class=formatter
+    )
+    evaluate.add_argument("run", help="run directory")
+    evaluate.add_argument("--split", default="test", choices=("val", "test"))
+    evaluate.add_argument(
+        "--samples", type=int, default=1, help="Monte Carlo runs averaged (1: mean locations)"
+    )
+    evaluate.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    evaluate.set_defaults(run=_eval)
     return parser
 
 

@@ -35,34 +35,47 @@ def flag_name(field_name: str, prefix: str = "") -> str:
     return "--" + (prefix + field_name).replace("_", "-")
 
 
-def add_options(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
-    """One ``--option`` per field of the dataclass ``cls``, with its help, default and choices."""
+def add_options(
+    parser: argparse.ArgumentParser, cls: type, prefix: str = "", only_given: bool = False
+) -> None:
+    """One ``--option`` per field of the dataclass ``cls``, with its help, default and choices.
+
+    With ``only_given``, an option the user does not type is left out of the parsed namespace
+    (so it cannot override settings from elsewhere); its help still shows the default.
+    """
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(f"{cls.__name__} options")
     for field in dataclasses.fields(cls):
         kind = _scalar_type(hints[field.name])
         metadata = field.metadata
+        help_text = metadata.get("help", "")
+        if only_given:
+            help_text = f"{help_text} (default: {field.default})"
+        default = argparse.SUPPRESS if only_given else field.default
+        common = {"dest": prefix + field.name, "default": default, "help": help_text}
         if kind is bool:
             group.add_argument(
-                flag_name(field.name, prefix),
-                dest=prefix + field.name,
-                action=argparse.BooleanOptionalAction,
-                default=field.default,
-                help=metadata.get("help", ""),
+                flag_name(field.name, prefix), action=argparse.BooleanOptionalAction, **common
             )
             continue
         group.add_argument(
             flag_name(field.name, prefix),
-            dest=prefix + field.name,
             type=kind,
-            default=field.default,
             choices=metadata.get("choices"),
             metavar=kind.__name__.upper() if metadata.get("choices") is None else None,
-            help=metadata.get("help", ""),
+            **common,
         )
+
+
+def given_options(cls: type, namespace: argparse.Namespace, prefix: str = "") -> dict[str, Any]:
+    """The fields of ``cls`` the user typed (see ``only_given`` in :func:`add_options`)."""
+    return {
+        f.name: getattr(namespace, prefix + f.name)
+        for f in dataclasses.fields(cls)
+        if hasattr(namespace, prefix + f.name)
+    }
 
 
 def from_options(cls: type[T], namespace: argparse.Namespace, prefix: str = "") -> T:
     """The dataclass ``cls`` built from the options :func:`add_options` added."""
-    values = {f.name: getattr(namespace, prefix + f.name) for f in dataclasses.fields(cls)}
-    return cls(**values)
+    return cls(**given_options(cls, namespace, prefix))

@@ -1,0 +1,101 @@
+"""Learners: what the generic :class:`agents.trainer.Trainer` trains, one per kind of agent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.ram import RAM, RAMConfig, RAMPolicy, hybrid_loss, rollout
+from envs.episodes import GlimpseEpisodes
+from envs.evaluation import Evaluation, evaluate, evaluation_episodes
+from envs.glimpse_env import make_episodes
+from glimpse.errors import ConfigError
+
+
+class RAMLearner:
+    """RAM trained by the hybrid loss on episodes of the batched glimpse environment.
+
+    The training episodes are one :class:`GlimpseEpisodes` of ``batch_size`` slots on the train
+    split (continuous actions: location, then class scores), seeded from ``seed``: every batch
+    is a fresh set of canvases, and the episode counters are the data stream's whole state.
+    """
+
+    def __init__(
+        self,
+        env_settings: dict[str, Any],
+        config: RAMConfig,
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+        reinforce_weight: float = 1.0,
+        eval_episodes: int = 1000,
+    ) -> None:
+        if env_settings.get("allow_stop"):
+            raise ConfigError("RAM takes a fixed number of glimpses: leave allow_stop off.")
+        self.env_settings = {**env_settings, "action_type": "continuous"}
+        self.device, self.reinforce_weight = device, reinforce_weight
+        self.eval_episodes = eval_episodes
+        self.train_episodes = make_episodes(batch_size, "train", False, self.env_settings)
+        keys = np.random.default_rng(seed).integers(0, 2**63, batch_size, dtype=np.int64)
+        self.train_episodes.seed(keys.astype(np.uint64))
+        torch.manual_seed(seed)
+        task = self.train_episodes.task
+        self.horizon = self.train_episodes.config.glimpses
+        self.model = RAM(self.train_episodes.glimpse_shape, task.num_classes, config).to(device)
+        self._eval: dict[str, GlimpseEpisodes] = {}
+
+    @property
+    def task(self):
+        return self.train_episodes.task
+
+    @property
+    def train_size(self) -> int:
+        return self.task.split_size("train")
+
+    def loss(self, batch_size: int) -> dict[str, torch.Tensor]:
+        batch = rollout(self.model, self.train_episodes, self.device)
+        terms = hybrid_loss(batch, self.reinforce_weight)
+        terms["accuracy"] = batch.rewards.mean()
+        return terms
+
+    def evaluate(self, split: str, samples: int = 1) -> tuple[Evaluation, np.ndarray]:
+        """Results on a whole fixed split, and class probabilities ``(N, n_classes)``.
+
+        ``samples=1`` follows the mean locations (deterministic, as in the paper);
+        ``samples=M > 1`` averages the class probabilities of M runs with sampled locations.
+        """
+        if split not in self._eval:
+            self._eval[split] = evaluation_episodes(self.env_settings, split, self.eval_episodes)
+        episodes = self._eval[split]
+        self.model.eval()
+        sample = samples > 1
+        probabilities = None
+        for m in range(samples):
+            result = evaluate(RAMPolicy(self.model, self.horizon, self.device, sample), episodes, m)
+            p = np.exp(result.scores)
+            probabilities = p if probabilities is None else probabilities + p
+        assert probabilities is not None
+        probabilities /= samples
+        return result, probabilities
+
+    def error(self, split: str, samples: int = 1) -> float:
+        result, probabilities = self.evaluate(split, samples)
+        return 100.0 * float(np.mean(probabilities.argmax(axis=1) != result.labels))
+
+    def validation_error(self) -> float:
+        return self.error("val")
+
+    def test_error(self) -> float:
+        return self.error("test")
+
+    def data_state(self) -> dict[str, Any]:
+        return {
+            "keys": self.train_episodes.keys.copy(),
+            "episode_numbers": self.train_episodes.episode_numbers.copy(),
+        }
+
+    def load_data_state(self, state: dict[str, Any]) -> None:
+        self.train_episodes.seed(state["keys"])
+        self.train_episodes.episode_numbers[:] = state["episode_numbers"]

@@ -1,0 +1,166 @@
+"""Runs: from a configuration to a trained run directory, and from a run directory back to a model.
+
+A run's configuration (``config.json``) has four sections: ``agent``, ``env_id``, ``env`` (the
+environment settings: the id's registered ones plus overrides), ``model`` and ``train``. The
+command line writes it, ``--config`` reads it back, ``--resume`` continues the run it describes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import gymnasium
+import torch
+
+import glimpse  # noqa: F401  (registers the Glimpse ids)
+from agents.learners import RAMLearner
+from agents.ram import RAMConfig
+from agents.trainer import (
+    TrainConfig,
+    Trainer,
+    TrainingError,
+    config_dict,
+    load_checkpoint,
+    load_model_weights,
+    resolve_device,
+)
+from glimpse.errors import ConfigError
+
+AGENTS = ("ram",)
+MODEL_CONFIGS: dict[str, type] = {"ram": RAMConfig}
+
+
+def env_settings(env_id: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The registered settings of ``env_id`` with ``overrides`` on top."""
+    if env_id not in gymnasium.registry or not env_id.startswith("Glimpse/"):
+        known = ", ".join(sorted(i for i in gymnasium.registry if i.startswith("Glimpse/")))
+        raise ConfigError(f"Unknown environment id {env_id!r}; choose one of: {known}.")
+    return {**gymnasium.spec(env_id).kwargs, **overrides}
+
+
+def make_run_config(
+    agent: str,
+    env_id: str,
+    env_overrides: dict[str, Any],
+    model: Any,
+    train: TrainConfig,
+) -> dict[str, Any]:
+    if agent not in AGENTS:
+        raise ConfigError(f"Unknown agent {agent!r}; choose one of {', '.join(AGENTS)}.")
+    return config_dict(
+        agent=agent,
+        env_id=env_id,
+        env=env_settings(env_id, env_overrides),
+        model=model,
+        train=train,
+    )
+
+
+def run_name(config: dict[str, Any]) -> str:
+    train = config["train"]
+    if train["name"]:
+        return train["name"]
+    short = config["env_id"].split("/")[-1].removesuffix("-v0").lower()
+    return f"{short}-{config['agent']}-seed{train['seed']}"
+
+
+def read_run_config(path: Path) -> dict[str, Any]:
+    """A ``config.json`` (or a run directory holding one), checked for its sections."""
+    path = path / "config.json" if path.is_dir() else path
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise ConfigError(
+            f"{path} does not exist: pass a run directory or its config.json."
+        ) from error
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path} is not valid JSON ({error}); fix or delete it.") from error
+    missing = {"agent", "env_id", "env", "model", "train"} - set(config)
+    if missing:
+        raise ConfigError(f"{path} lacks the section(s) {', '.join(sorted(missing))}.")
+    return config
+
+
+def _dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
+    try:
+        return cls(**values)
+    except TypeError as error:
+        names = ", ".join(f.name for f in dataclasses.fields(cls))
+        raise ConfigError(
+            f"The {where} section has an unknown setting ({error}); valid: {names}."
+        ) from error
+
+
+def build_learner(config: dict[str, Any], device: torch.device) -> RAMLearner:
+    """The learner (model and data) that ``config`` describes."""
+    train = _dataclass(TrainConfig, config["train"], "train")
+    model = _dataclass(MODEL_CONFIGS[config["agent"]], config["model"], "model")
+    return RAMLearner(
+        config["env"],
+        model,
+        batch_size=train.batch_size,
+        seed=train.seed,
+        device=device,
+        reinforce_weight=train.reinforce_weight,
+        eval_episodes=train.eval_episodes,
+    )
+
+
+def train_run(
+    config: dict[str, Any], resume: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Trains (or resumes) the run ``config`` describes; returns the summary of ``test.json``."""
+    train = _dataclass(TrainConfig, config["train"], "train")
+    run_dir = Path(train.runs_dir) / run_name(config)
+    if resume:
+        config = read_run_config(run_dir)
+    elif (run_dir / "checkpoints" / "last.pt").exists():
+        raise ConfigError(
+            f"{run_dir} already holds a run. Continue it with --resume, or pick another --name."
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if train.threads:
+        torch.set_num_threads(train.threads)
+    device = resolve_device(train.device)
+    learner = build_learner(config, device)
+    trainer = Trainer(learner, train, run_dir, config, device, progress)
+    if resume:
+        trainer.resume()
+    return trainer.train()
+
+
+def load_run(run_dir: Path, checkpoint: str = "best") -> tuple[dict[str, Any], RAMLearner]:
+    """The run's configuration and its learner holding the chosen checkpoint's weights."""
+    config = read_run_config(run_dir)
+    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
+    saved = load_checkpoint(path)
+    if saved.get("config", config)["model"] != config["model"]:
+        raise TrainingError(
+            f"{path} was trained with model settings {saved['config']['model']}, but "
+            f"{run_dir / 'config.json'} says {config['model']}. Restore the original config.json."
+        )
+    learner = build_learner(config, resolve_device("auto"))
+    load_model_weights(learner.model, saved["model"], path)
+    return config, learner
+
+
+def evaluate_run(
+    run_dir: Path, split: str = "test", samples: int = 1, checkpoint: str = "best"
+) -> dict[str, Any]:
+    """Error of a saved run on a whole fixed split; written to ``eval-<split>.json``."""
+    if samples < 1:
+        raise ConfigError(f"--samples {samples} must be at least 1.")
+    _, learner = load_run(run_dir, checkpoint)
+    result = {
+        "split": split,
+        "checkpoint": checkpoint,
+        "samples": samples,
+        "error": learner.error(split, samples),
+        "images": learner.task.split_size(split),
+    }
+    (run_dir / f"eval-{split}.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result

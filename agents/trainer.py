@@ -1,0 +1,360 @@
+"""The training loop and the run directory, for any agent that implements :class:`Learner`.
+
+A run directory holds everything about one training run::
+
+    runs/<name>/
+      config.json            the resolved configuration (edit it and pass it back with --config)
+      metrics.jsonl          one line per validation: epoch, images, seconds, losses, val error
+      tb/                    TensorBoard event files
+      checkpoints/last.pt    full training state, written atomically after every epoch
+      checkpoints/best.pt    the model with the lowest validation error (small: weights only)
+      test.json              test error of the best model, written when training ends
+
+``--resume`` reloads ``last.pt`` (model, optimiser, learning-rate schedule, torch RNG and the
+learner's data stream) and continues from the batch where it stopped, so an interrupted run
+ends with the same metrics as an uninterrupted one. Ctrl-C or SIGTERM checkpoints the current
+batch and exits; a non-finite loss stops the run without overwriting the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from glimpse.config import option
+from glimpse.errors import ConfigError, GlimpseError
+
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("linear", "cosine", "constant")
+
+
+class TrainingError(GlimpseError):
+    """Training cannot go on (a non-finite loss, a checkpoint that does not fit the run)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How long and how fast to train, and where the run lives."""
+
+    epochs: int = option(100, "Training epochs.")
+    epoch_size: int | None = option(None, "Episodes per epoch; default: the train split's size.")
+    batch_size: int = option(128, "Episodes per gradient step.")
+    optimizer: str = option("adam", "Optimiser.", OPTIMIZERS)
+    lr: float = option(1e-3, "Initial learning rate.")
+    momentum: float = option(0.9, "sgd: momentum (the paper's 0.9).")
+    lr_schedule: str = option(
+        "cosine", "Learning-rate decay over the run (the paper: linear).", SCHEDULES
+    )
+    final_lr_fraction: float = option(0.02, "Learning rate at the end, as a share of --lr.")
+    reinforce_weight: float = option(1.0, "Weight of the REINFORCE term in the hybrid loss.")
+    seed: int = option(1, "Seed of the model initialisation and of the training episodes.")
+    device: str = option("auto", "auto (cuda if available), cpu or cuda.", ("auto", "cpu", "cuda"))
+    threads: int = option(0, "torch CPU threads; 0: all cores of this process.")
+    eval_episodes: int = option(1000, "Episodes run together when evaluating.")
+    runs_dir: str = option("runs", "Folder that holds the run directories.")
+    name: str | None = option(None, "Run directory name; default <env>-<agent>-seed<seed>.")
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_episodes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be at least 1.")
+        if self.lr <= 0:
+            raise ConfigError(f"lr={self.lr} must be positive.")
+
+
+class Learner(Protocol):
+    """What the trainer needs from an agent."""
+
+    model: nn.Module
+
+    @property
+    def train_size(self) -> int:
+        """Images in the training split (an epoch shows as many episodes by default)."""
+
+    def loss(self, batch_size: int) -> dict[str, torch.Tensor]:
+        """Loss terms on a fresh training batch; ``total`` is minimised."""
+
+    def validation_error(self) -> float:
+        """Error in percent on the fixed validation split."""
+
+    def test_error(self) -> float:
+        """Error in percent on the fixed test split."""
+
+    def data_state(self) -> dict[str, Any]:
+        """Where the training data stream stands (for resume)."""
+
+    def load_data_state(self, state: dict[str, Any]) -> None:
+        """Restores :meth:`data_state`."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA device is available.")
+    return torch.device(name)
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename: a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint, or a clear error when it is missing, truncated or not ours."""
+    if not path.is_file():
+        raise TrainingError(f"Checkpoint {path} does not exist. Train first, or check the path.")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch raises several types for a damaged file
+        raise TrainingError(
+            f"Checkpoint {path} cannot be read ({type(error).__name__}: {error}). It is "
+            f"truncated or corrupted; use the other checkpoint in the same folder (best.pt or "
+            f"last.pt) or train again."
+        ) from error
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
+        raise TrainingError(f"{path} is not a glimpse checkpoint (no model weights in it).")
+    return checkpoint
+
+
+def load_model_weights(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    """Loads weights, turning a shape or key mismatch into a clear error."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise TrainingError(
+            f"The weights in {source} do not fit the model built from the configuration "
+            f"(different sizes or parts). Use the config.json saved with that checkpoint. "
+            f"Details: {str(error).splitlines()[0]}"
+        ) from error
+
+
+def learning_rate_factor(schedule: str, progress: float, final_fraction: float) -> float:
+    """Multiplier of the initial learning rate at ``progress`` in ``[0, 1]`` of the run."""
+    if schedule == "constant":
+        return 1.0
+    if schedule == "linear":
+        return 1.0 - (1.0 - final_fraction) * progress
+    return final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@contextlib.contextmanager
+def interrupt_requests() -> Iterator[list[str]]:
+    """Turns Ctrl-C and SIGTERM into a flag the loop checks between batches."""
+    requested: list[str] = []
+
+    def handler(signum: int, frame: object) -> None:
+        requested.append(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+class Trainer:
+    """Trains a :class:`Learner` in ``run_dir``; see the module docstring."""
+
+    def __init__(
+        self,
+        learner: Learner,
+        config: TrainConfig,
+        run_dir: Path,
+        full_config: dict[str, Any],
+        device: torch.device,
+        progress: bool = True,
+    ) -> None:
+        self.learner, self.config, self.run_dir = learner, config, run_dir
+        self.full_config, self.device, self.progress = full_config, device, progress
+        self.model = learner.model
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if config.optimizer == "sgd":
+            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                params, lr=config.lr, momentum=config.momentum, foreach=True
+            )
+        else:
+            self.optimizer = torch.optim.Adam(params, lr=config.lr, foreach=True)
+        epoch_size = config.epoch_size or learner.train_size
+        self.batches_per_epoch = max(1, math.ceil(epoch_size / config.batch_size))
+        total = config.epochs * self.batches_per_epoch
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda step: learning_rate_factor(
+                config.lr_schedule, min(step / total, 1.0), config.final_lr_fraction
+            ),
+        )
+        self.epoch, self.batch = 0, 0  # next batch to run
+        self.best_val_error, self.best_epoch = math.inf, -1
+        self.seconds = 0.0  # training time so far, across resumes
+        self.epoch_sums: dict[str, float] = {}  # loss terms summed over the epoch so far
+
+    # -- files ----------------------------------------------------------------------------
+
+    @property
+    def last_path(self) -> Path:
+        return self.run_dir / "checkpoints" / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / "checkpoints" / "best.pt"
+
+    def save_last(self) -> None:
+        atomic_save(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "data": self.learner.data_state(),
+                "epoch": self.epoch,
+                "batch": self.batch,
+                "best_val_error": self.best_val_error,
+                "best_epoch": self.best_epoch,
+                "seconds": self.seconds,
+                "epoch_sums": self.epoch_sums,
+                "config": self.full_config,
+            },
+            self.last_path,
+        )
+
+    def resume(self) -> None:
+        """Restores the state saved by :meth:`save_last`."""
+        checkpoint = load_checkpoint(self.last_path)
+        if checkpoint.get("config") != self.full_config:
+            raise TrainingError(
+                f"{self.last_path} was written by a run with a different configuration than "
+                f"the one given now. Resume with the run's own settings (glimpse train --resume "
+                f"{self.run_dir}), or start a new run under another --name."
+            )
+        load_model_weights(self.model, checkpoint["model"], self.last_path)
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+        self.learner.load_data_state(checkpoint["data"])
+        self.epoch, self.batch = checkpoint["epoch"], checkpoint["batch"]
+        self.best_val_error, self.best_epoch = (
+            checkpoint["best_val_error"],
+            checkpoint["best_epoch"],
+        )
+        self.seconds = checkpoint["seconds"]
+        self.epoch_sums = checkpoint["epoch_sums"]
+
+    def _log_metrics(self, record: dict[str, Any], writer: Any) -> None:
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        for key, value in record.items():
+            if isinstance(value, float) and key not in ("epoch", "seconds"):
+                writer.add_scalar(key, value, record["images"])
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def train(self) -> dict[str, Any]:
+        """Runs the remaining epochs; returns the final summary (also in ``test.json``)."""
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm import tqdm
+
+        config = self.config
+        writer = SummaryWriter(str(self.run_dir / "tb"))
+        total_batches = config.epochs * self.batches_per_epoch
+        bar = tqdm(
+            total=total_batches,
+            initial=self.epoch * self.batches_per_epoch + self.batch,
+            unit="batch",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
+        try:
+            with interrupt_requests() as interrupted:
+                while self.epoch < config.epochs:
+                    start = time.perf_counter()
+                    first_batch = self.batch
+                    while self.batch < self.batches_per_epoch:
+                        terms = self._train_step()
+                        for key, value in terms.items():
+                            self.epoch_sums[key] = self.epoch_sums.get(key, 0.0) + value
+                        self.batch += 1
+                        bar.update(1)
+                        if interrupted:
+                            self.seconds += time.perf_counter() - start
+                            self.save_last()
+                            raise KeyboardInterrupt(interrupted[0])
+                    elapsed = time.perf_counter() - start
+                    self.seconds += elapsed
+                    images_per_s = (self.batch - first_batch) * config.batch_size / elapsed
+                    val_error = self.learner.validation_error()
+                    self.epoch, self.batch = self.epoch + 1, 0
+                    if val_error < self.best_val_error:
+                        self.best_val_error, self.best_epoch = val_error, self.epoch
+                        atomic_save(
+                            {"model": self.model.state_dict(), "config": self.full_config,
+                             "epoch": self.epoch, "val_error": val_error},
+                            self.best_path,
+                        )  # fmt: skip
+                    sums, self.epoch_sums = self.epoch_sums, {}
+                    record = {
+                        "epoch": self.epoch,
+                        "images": self.epoch * self.batches_per_epoch * config.batch_size,
+                        "seconds": round(self.seconds, 2),
+                        "lr": self.scheduler.get_last_lr()[0],
+                        "val_error": val_error,
+                        "images_per_s": images_per_s,
+                        **{f"train_{k}": v / self.batches_per_epoch for k, v in sums.items()},
+                    }
+                    self._log_metrics(record, writer)
+                    self.save_last()
+                    bar.set_postfix(val_err=f"{val_error:.2f}%", img_s=f"{images_per_s:,.0f}")
+        finally:
+            bar.close()
+            writer.close()
+        return self.finish()
+
+    def _train_step(self) -> dict[str, float]:
+        self.model.train()
+        terms = self.learner.loss(self.config.batch_size)
+        total = terms["total"]
+        if not torch.isfinite(total):
+            raise TrainingError(
+                f"The loss became {total.item()} at epoch {self.epoch + 1}, batch {self.batch}. "
+                f"Training stopped; {self.last_path} still holds the last good state. Lower "
+                f"--lr (now {self.config.lr}) and resume, or start again."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return {k: float(v.detach()) for k, v in terms.items()}
+
+    def finish(self) -> dict[str, Any]:
+        """Tests the best model and writes ``test.json``."""
+        best = load_checkpoint(self.best_path)
+        load_model_weights(self.model, best["model"], self.best_path)
+        summary = {
+            "test_error": self.learner.test_error(),
+            "best_val_error": self.best_val_error,
+            "best_epoch": self.best_epoch,
+            "epochs": self.epoch,
+            "train_seconds": round(self.seconds, 1),
+        }
+        (self.run_dir / "test.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+
+def config_dict(**sections: Any) -> dict[str, Any]:
+    """A JSON-ready configuration: dataclasses become dicts."""
+    return {k: asdict(v) if hasattr(v, "__dataclass_fields__") else v for k, v in sections.items()}
