@@ -164,3 +164,26 @@ def evaluate_run(
     }
     (run_dir / f"eval-{split}.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def visualise_run(
+    run_dir: Path, out: Path, n: int = 16, split: str = "test", checkpoint: str = "best"
+) -> Path:
+    """Records the run's trajectories on the first ``n`` canvases of ``split`` and draws them.
+
+    The trajectories are kept next to the run (``trajectories-<split>.npz``).
+    """
+    from agents.ram import RAMPolicy
+    from agents.visualise import draw_trajectories
+    from envs.evaluation import evaluation_episodes, record_trajectories
+
+    if n < 1:
+        raise ConfigError(f"--n {n} must be at least 1.")
+    _, learner = load_run(run_dir, checkpoint)
+    learner.model.eval()
+    policy = RAMPolicy(learner.model, learner.horizon, learner.device, sample=False)
+    trajectories = record_trajectories(policy, evaluation_episodes(learner.env_settings, split, n))
+    npz = run_dir / f"trajectories-{split}.npz"
+    trajectories.save(npz)
+    draw_trajectories(trajectories, out)
+    return npz

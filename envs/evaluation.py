@@ -8,8 +8,10 @@ images, and the last, partial round counts only the canvases not yet seen.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -91,3 +93,63 @@ def evaluation_episodes(
 ) -> GlimpseEpisodes:
     """Batched episodes that walk ``split`` in order, for :func:`evaluate`."""
     return make_episodes(num_envs, split, True, settings)
+
+
+@dataclass(frozen=True)
+class Trajectories:
+    """What an agent did on ``n`` canvases, step by step (saved as ``.npz``, drawn by viz)."""
+
+    canvases: np.ndarray  # (n, C, H, W) uint8
+    labels: np.ndarray  # (n,)
+    predictions: np.ndarray  # (n,)
+    scores: np.ndarray  # (n, n_classes) final class scores (zeros for discrete actions)
+    locations: np.ndarray  # (n, T, 2) where each glimpse was taken, NaN after the last
+    glimpses: np.ndarray  # (n, T, k, C, g, g)
+    sensor: np.ndarray  # (3,) glimpse_size, num_scales, scale_factor
+    class_names: np.ndarray  # (n_classes,) str
+
+    def save(self, path: str | Path) -> None:
+        np.savez_compressed(path, **dataclasses.asdict(self))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Trajectories:
+        with np.load(path, allow_pickle=False) as data:
+            return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+
+
+def record_trajectories(policy: Policy, episodes: GlimpseEpisodes, seed: int = 0) -> Trajectories:
+    """Runs ``policy`` once on the first ``num_envs`` canvases of the split, recording each step."""
+    n, horizon = episodes.num_envs, episodes.config.glimpses
+    n_classes = episodes.task.num_classes
+    keys = np.random.default_rng(seed).integers(0, 2**63, n, dtype=np.int64)
+    episodes.seed(keys.astype(np.uint64))
+    episodes.reset(np.ones(n, bool))
+    policy.start(n)
+    glimpses = np.zeros((n, horizon, *episodes.glimpse_shape), np.float32)
+    labels, predictions = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    locations = np.full((n, horizon, 2), np.nan, np.float32)
+    scores = np.zeros((n, n_classes), np.float32)
+    active = np.ones(n, bool)
+    for t in range(horizon):
+        observations = episodes.observations()
+        glimpses[active, t] = observations["glimpse"][active]
+        actions = policy.act(observations)
+        _, terminated, infos = episodes.step(actions, active)
+        if terminated.any():
+            labels[terminated] = infos["label"][terminated]
+            predictions[terminated] = infos["prediction"][terminated]
+            locations[terminated] = infos["locations"][terminated]
+            if episodes.config.action_type == "continuous":
+                scores[terminated] = actions[terminated, 2 : 2 + n_classes]
+        active &= ~terminated
+    config = episodes.config
+    return Trajectories(
+        canvases=episodes.canvases.copy(),
+        labels=labels,
+        predictions=predictions,
+        scores=scores,
+        locations=locations,
+        glimpses=glimpses,
+        sensor=np.array([config.glimpse_size, config.num_scales, config.scale_factor]),
+        class_names=np.array(episodes.task.class_names),
+    )

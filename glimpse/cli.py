@@ -92,6 +92,14 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _viz(args: argparse.Namespace) -> int:
+    from agents.runs import visualise_run
+
+    npz = visualise_run(Path(args.run), Path(args.out), args.n, args.split, args.checkpoint)
+    print(f"wrote {args.out} (trajectories in {npz})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from glimpse.tasks import TaskConfig
 
@@ -109,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="report which datasets are found and verified", formatter_class=formatter
     )
     check.add_argument("--data-dir", default=None, help="dataset folder (default $GLIMPSE_DATA)")
-    check.set_defaults(run=_data_check)
+    check.set_defaults(handler=_data_check)
 
     show = data_commands.add_parser(
         "show", help="write a labelled grid of canvases to a PNG", formatter_class=formatter
@@ -120,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--columns", type=int, default=4, help="canvases per row")
     show.add_argument("--seed", type=int, default=0, help="seed of the train canvases shown")
     show.add_argument("--out", default="canvases.png", help="PNG file to write")
-    show.set_defaults(run=_data_show)
+    show.set_defaults(handler=_data_show)
 
     from agents.ram import RAMConfig
     from agents.runs import AGENTS
@@ -143,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for cls in (TrainConfig, RAMConfig, EpisodeConfig, TaskConfig):
         add_options(train, cls, only_given=True)
-    train.set_defaults(run=_train)
+    train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser(
         "eval", help="test error of a trained run", formatter_class=formatter
@@ -154,14 +162,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--samples", type=int, default=1, help="Monte Carlo runs averaged (1: mean locations)"
     )
     evaluate.add_argument("--checkpoint", default="best", choices=("best", "last"))
-    evaluate.set_defaults(run=_eval)
+    evaluate.set_defaults(handler=_eval)
+
+    viz = commands.add_parser(
+        "viz", help="draw glimpse trajectories of a trained run", formatter_class=formatter
+    )
+    viz.add_argument("run", help="run directory")
+    viz.add_argument("--n", type=int, default=16, help="number of test images")
+    viz.add_argument("--out", default="trajectories.gif", help=".gif (animated) or .png (grid)")
+    viz.add_argument("--split", default="test", choices=("val", "test"))
+    viz.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    viz.set_defaults(handler=_viz)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.run(args))
+        return int(args.handler(args))
     except GlimpseError as error:
         print(f"glimpse: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR

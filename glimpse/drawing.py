@@ -68,3 +68,70 @@ def glimpse_frame(
         box = (x0 * zoom, y0 * zoom, (x0 + side) * zoom - 1, (y0 + side) * zoom - 1)
         draw.rectangle(box, outline=SCALE_COLOURS[i % len(SCALE_COLOURS)], width=2)
     return image
+
+
+def glimpse_strip(glimpse: np.ndarray, width: int) -> Image.Image:
+    """The ``k`` patches of one glimpse ``(k, C, g, g)`` in ``[0, 1]``, side by side, enlarged."""
+    k = glimpse.shape[0]
+    side = (width - TILE_GAP * (k - 1)) // k
+    strip = Image.new("RGB", (width, side), "white")
+    for i, patch in enumerate(glimpse):
+        pixels = np.clip(patch * 255 + 0.5, 0, 255).astype(np.uint8)
+        tile = canvas_to_rgb(pixels, side).resize((side, side), Image.Resampling.NEAREST)
+        ImageDraw.Draw(tile).rectangle(
+            (0, 0, side - 1, side - 1), outline=SCALE_COLOURS[i % len(SCALE_COLOURS)], width=2
+        )
+        strip.paste(tile, (i * (side + TILE_GAP), 0))
+    return strip
+
+
+def trajectory_panel(
+    canvas: np.ndarray,
+    locations: np.ndarray,
+    glimpses: np.ndarray,
+    step: int,
+    patch_origins: np.ndarray,
+    patch_sizes: Sequence[int],
+    caption: str,
+    side: int = 180,
+) -> Image.Image:
+    """One episode at ``step``: canvas, path so far, boxes, the glimpse itself, a caption.
+
+    ``locations`` ``(T, 2)`` and ``glimpses`` ``(T, k, C, g, g)`` cover the whole episode
+    (NaN rows after its end); ``patch_origins`` ``(T, k, 2)`` are the boxes' top-left pixels.
+    """
+    taken = int(np.sum(~np.isnan(locations[:, 0])))
+    t = min(step, taken - 1)
+    frame = glimpse_frame(canvas, locations[: t + 1], patch_origins[t], patch_sizes, side)
+    frame = frame.resize((side, side), Image.Resampling.NEAREST)
+    strip = glimpse_strip(glimpses[t], side)
+    panel = Image.new("RGB", (side, side + TILE_GAP + strip.height + CAPTION_HEIGHT), "white")
+    panel.paste(frame, (0, 0))
+    panel.paste(strip, (0, side + TILE_GAP))
+    ImageDraw.Draw(panel).text(
+        (2, side + TILE_GAP + strip.height + 2),
+        f"t={t + 1}/{taken} {caption}",
+        fill="black",
+        font=ImageFont.load_default(),
+    )
+    return panel
+
+
+def tile(panels: Sequence[Image.Image], columns: int) -> Image.Image:
+    """Equal-sized pictures in a grid, ``columns`` per row."""
+    width, height = panels[0].size
+    rows = -(-len(panels) // columns)
+    grid = Image.new(
+        "RGB",
+        (columns * (width + TILE_GAP) + TILE_GAP, rows * (height + TILE_GAP) + TILE_GAP),
+        "white",
+    )
+    for i, panel in enumerate(panels):
+        grid.paste(
+            panel,
+            (
+                TILE_GAP + (i % columns) * (width + TILE_GAP),
+                TILE_GAP + (i // columns) * (height + TILE_GAP),
+            ),
+        )
+    return grid
