@@ -43,6 +43,10 @@ class TrainingError(GlimpseError):
     """Training cannot go on (a non-finite loss, a checkpoint that does not fit the run)."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped training after the state was checkpointed."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How long and how fast to train, and where the run lives."""
@@ -293,7 +297,11 @@ class Trainer:
                         if interrupted:
                             self.seconds += time.perf_counter() - start
                             self.save_last()
-                            raise KeyboardInterrupt(interrupted[0])
+                            raise TrainingInterrupted(
+                                f"{interrupted[0]} at epoch {self.epoch + 1}, batch "
+                                f"{self.batch}: the state is saved in {self.last_path}. "
+                                f"Continue with: glimpse train --resume {self.run_dir}"
+                            )
                     elapsed = time.perf_counter() - start
                     self.seconds += elapsed
                     images_per_s = (self.batch - first_batch) * config.batch_size / elapsed

@@ -183,8 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GlimpseError as error:
         print(f"glimpse: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("glimpse: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        print(f"glimpse: interrupted. {interrupt}".rstrip(". "), file=sys.stderr)
         return 130
 
 

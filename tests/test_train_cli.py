@@ -1,0 +1,175 @@
+"""Training runs through the command line: run directories, eval, viz, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from agents.learners import RAMLearner
+from agents.trainer import load_checkpoint
+from glimpse.cli import main
+from glimpse.drawing import TILE_GAP
+
+TINY = [
+    "--agent", "ram", "--env", "Glimpse/MNIST-v0", "--epochs", "2", "--epoch-size", "1024",
+    "--batch-size", "64", "--val-size", "500", "--eval-episodes", "500", "--no-progress",
+]  # fmt: skip
+
+
+def train(tmp_path, name, *extra):
+    return main(["train", *TINY, "--runs-dir", str(tmp_path), "--name", name, *extra])
+
+
+def glimpse_cli(*args):
+    """The installed command line in a subprocess (exit codes and stderr as a user sees them)."""
+    return subprocess.run(
+        [sys.executable, "-m", "glimpse.cli", *args], capture_output=True, text=True
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    assert train(root, "tiny") == 0
+    return root / "tiny"
+
+
+def test_a_run_directory_has_everything(tiny_run):
+    for name in ("config.json", "metrics.jsonl", "test.json", "checkpoints/last.pt",
+                 "checkpoints/best.pt"):  # fmt: skip
+        assert (tiny_run / name).is_file(), name
+    assert any((tiny_run / "tb").iterdir())
+    lines = (tiny_run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    config = json.loads((tiny_run / "config.json").read_text())
+    assert config["env"]["glimpses"] == 6 and config["model"]["core"] == "rnn"
+    best = torch.load(tiny_run / "checkpoints/best.pt", weights_only=False)
+    assert set(best) == {"model", "config", "epoch", "val_error"}  # small: no optimiser state
+
+
+def test_eval_reproduces_the_recorded_test_error(tiny_run, capsys):
+    recorded = json.loads((tiny_run / "test.json").read_text())["test_error"]
+    assert main(["eval", str(tiny_run)]) == 0
+    result = json.loads((tiny_run / "eval-test.json").read_text())
+    assert result["error"] == pytest.approx(recorded, abs=1e-9)
+    assert f"{recorded:.2f}%" in capsys.readouterr().out
+    assert main(["eval", str(tiny_run), "--samples", "3"]) == 0  # Monte Carlo averaging
+
+
+def test_viz_writes_a_gif_a_png_and_the_trajectories(tiny_run, tmp_path):
+    assert main(["viz", str(tiny_run), "--n", "4", "--out", str(tmp_path / "t.gif")]) == 0
+    assert main(["viz", str(tiny_run), "--n", "4", "--out", str(tmp_path / "t.png")]) == 0
+    with Image.open(tmp_path / "t.gif") as gif:
+        assert gif.n_frames == 6  # one frame per glimpse
+    with Image.open(tmp_path / "t.png") as png:  # one column per step, one row per image
+        assert (png.width - TILE_GAP) == 6 * (180 + TILE_GAP)
+        assert (png.height - TILE_GAP) % 4 == 0
+    assert (tiny_run / "trajectories-test.npz").is_file()
+
+
+def test_config_file_round_trip(tiny_run, tmp_path):
+    assert main(["train", "--config", str(tiny_run / "config.json"), "--runs-dir",
+                 str(tmp_path), "--name", "again", "--no-progress"]) == 0  # fmt: skip
+    again = json.loads((tmp_path / "again/config.json").read_text())
+    original = json.loads((tiny_run / "config.json").read_text())
+    assert again["env"] == original["env"] and again["model"] == original["model"]
+    assert (json.loads((tmp_path / "again/test.json").read_text())["test_error"]
+            == json.loads((tiny_run / "test.json").read_text())["test_error"])  # fmt: skip
+
+
+def test_resume_after_ctrl_c_ends_with_the_same_metrics(tmp_path, monkeypatch):
+    assert train(tmp_path, "straight") == 0
+    original_loss = RAMLearner.loss
+    calls = {"n": 0}
+
+    def interrupted_loss(self, batch_size):
+        calls["n"] += 1
+        if calls["n"] == 21:  # epoch 2, batch 5: as if the user pressed Ctrl-C
+            os.kill(os.getpid(), signal.SIGINT)
+        return original_loss(self, batch_size)
+
+    monkeypatch.setattr(RAMLearner, "loss", interrupted_loss)
+    assert train(tmp_path, "interrupted") == 130
+    saved = load_checkpoint(tmp_path / "interrupted/checkpoints/last.pt")
+    assert (saved["epoch"], saved["batch"]) == (1, 5)
+    monkeypatch.setattr(RAMLearner, "loss", original_loss)
+    assert main(["train", "--resume", str(tmp_path / "interrupted"), "--no-progress"]) == 0
+
+    def metrics(name):
+        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        keep = ("epoch", "val_error", "train_total", "lr")
+        return [{k: json.loads(line)[k] for k in keep} for line in lines]
+
+    assert metrics("interrupted") == metrics("straight")
+    test = [json.loads((tmp_path / n / "test.json").read_text())["test_error"]
+            for n in ("interrupted", "straight")]  # fmt: skip
+    assert test[0] == test[1]
+
+
+def test_a_truncated_checkpoint_gets_a_clear_error(tiny_run, tmp_path):
+    damaged = tmp_path / "damaged"
+    (damaged / "checkpoints").mkdir(parents=True)
+    (damaged / "config.json").write_text((tiny_run / "config.json").read_text())
+    data = (tiny_run / "checkpoints/best.pt").read_bytes()
+    (damaged / "checkpoints/best.pt").write_bytes(data[: len(data) // 2])
+    result = glimpse_cli("eval", str(damaged))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "truncated or corrupted" in result.stderr and "best.pt" in result.stderr
+
+
+def test_a_config_that_does_not_fit_the_checkpoint_gets_a_clear_error(tiny_run, tmp_path):
+    other = tmp_path / "other"
+    (other / "checkpoints").mkdir(parents=True)
+    (other / "checkpoints/best.pt").write_bytes((tiny_run / "checkpoints/best.pt").read_bytes())
+    config = json.loads((tiny_run / "config.json").read_text())
+    config["model"]["hidden_size"] = 64
+    (other / "config.json").write_text(json.dumps(config))
+    result = glimpse_cli("eval", str(other))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "model settings" in result.stderr
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    original_loss = RAMLearner.loss
+    calls = {"n": 0}
+
+    def exploding_loss(self, batch_size):
+        calls["n"] += 1
+        terms = original_loss(self, batch_size)
+        if calls["n"] == 20:  # epoch 2
+            terms["total"] = terms["total"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(RAMLearner, "loss", exploding_loss)
+    assert train(tmp_path, "nan") == 2
+    saved = load_checkpoint(tmp_path / "nan/checkpoints/last.pt")
+    assert saved["epoch"] == 1 and all(torch.isfinite(p).all() for p in saved["model"].values())
+
+
+def test_an_existing_run_is_not_overwritten(tiny_run, capsys):
+    assert train(tiny_run.parent, "tiny") == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_unknown_environment_id_is_a_clear_error():
+    result = glimpse_cli("train", "--env", "Glimpse/Nope-v0", "--no-progress")
+    assert result.returncode == 2 and "Unknown environment id" in result.stderr
+
+
+def test_a_short_mnist_training_beats_90_percent(tmp_path):
+    """CI-sized: 3 epochs of 25,600 episodes; the glimpse starts at the centre, 2 scales."""
+    code = main(
+        ["train", "--agent", "ram", "--env", "Glimpse/MNIST-v0", "--num-scales", "2",
+         "--first-location", "centre", "--epochs", "3", "--epoch-size", "25600",
+         "--batch-size", "64", "--lr", "3e-3", "--val-size", "1000", "--runs-dir",
+         str(tmp_path), "--name", "ci", "--no-progress"]
+    )  # fmt: skip
+    assert code == 0
+    assert json.loads((tmp_path / "ci/test.json").read_text())["test_error"] < 10.0
