@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.ram import RAM, RAMConfig, RAMPolicy, hybrid_loss, rollout
+from agents import distributed
+from agents.ram import RAM, RAMConfig, RAMPolicy, hybrid_loss
 from envs.episodes import GlimpseEpisodes
 from envs.evaluation import Evaluation, evaluate, evaluation_episodes
 from envs.glimpse_env import make_episodes
@@ -37,14 +38,24 @@ class RAMLearner:
         self.env_settings = {**env_settings, "action_type": "continuous"}
         self.device, self.reinforce_weight = device, reinforce_weight
         self.eval_episodes = eval_episodes
+        self.seed = seed
         self.train_episodes = make_episodes(batch_size, "train", False, self.env_settings)
-        keys = np.random.default_rng(seed).integers(0, 2**63, batch_size, dtype=np.int64)
-        self.train_episodes.seed(keys.astype(np.uint64))
-        torch.manual_seed(seed)
+        self.train_episodes.seed(self._stream_keys())
+        torch.manual_seed(seed)  # the same initial weights in every process
         task = self.train_episodes.task
         self.horizon = self.train_episodes.config.glimpses
         self.model = RAM(self.train_episodes.glimpse_shape, task.num_classes, config).to(device)
+        self.forward_model = distributed.wrap(self.model, device)
+        if distributed.world_size() > 1:
+            torch.manual_seed(seed + 7919 * distributed.rank())  # different location samples
         self._eval: dict[str, GlimpseEpisodes] = {}
+
+    def _stream_keys(self) -> np.ndarray:
+        """The training stream's slot keys: from the seed, and the process rank under torchrun."""
+        rank = distributed.rank()
+        rng = np.random.default_rng(self.seed if rank == 0 else [self.seed, rank])
+        keys = rng.integers(0, 2**63, self.train_episodes.num_envs, dtype=np.int64)
+        return keys.astype(np.uint64)
 
     @property
     def task(self):
@@ -55,7 +66,7 @@ class RAMLearner:
         return self.task.split_size("train")
 
     def loss(self, batch_size: int) -> dict[str, torch.Tensor]:
-        batch = rollout(self.model, self.train_episodes, self.device)
+        batch = self.forward_model(self.train_episodes)
         terms = hybrid_loss(batch, self.reinforce_weight)
         terms["accuracy"] = batch.rewards.mean()
         return terms
@@ -97,5 +108,7 @@ class RAMLearner:
         }
 
     def load_data_state(self, state: dict[str, Any]) -> None:
-        self.train_episodes.seed(state["keys"])
+        # Every process has run as many episodes per slot; only the keys differ by rank.
+        keys = state["keys"] if distributed.rank() == 0 else self._stream_keys()
+        self.train_episodes.seed(keys)
         self.train_episodes.episode_numbers[:] = state["episode_numbers"]

@@ -133,6 +133,17 @@ class StepOutput:
     log_probs: torch.Tensor | None  # (B, n_classes) class log-probabilities (last step only)
 
 
+@dataclass
+class Rollout:
+    """A batch of training episodes: what the hybrid loss needs."""
+
+    log_probs: torch.Tensor  # (B, n_classes) class log-probabilities after the last glimpse
+    labels: torch.Tensor  # (B,)
+    rewards: torch.Tensor  # (B,) 1 for a correct answer, else 0
+    log_pi: torch.Tensor  # (B, T-1) log-probabilities of the locations l_1 .. l_{T-1}
+    baselines: torch.Tensor  # (B, T-1)
+
+
 class RAM(nn.Module):
     """The Recurrent Attention Model; see the module docstring."""
 
@@ -177,39 +188,33 @@ class RAM(nn.Module):
         action = np.concatenate([l_t.cpu().numpy(), padding], axis=1)
         return StepOutput(action, log_pi, baseline, None), state
 
+    def forward(self, episodes: GlimpseEpisodes) -> Rollout:
+        """Runs one episode in every slot of ``episodes``, sampling locations, and collects it.
 
-@dataclass
-class Rollout:
-    """A batch of training episodes: what the hybrid loss needs."""
-
-    log_probs: torch.Tensor  # (B, n_classes) class log-probabilities after the last glimpse
-    labels: torch.Tensor  # (B,)
-    rewards: torch.Tensor  # (B,) 1 for a correct answer, else 0
-    log_pi: torch.Tensor  # (B, T-1) log-probabilities of the locations l_1 .. l_{T-1}
-    baselines: torch.Tensor  # (B, T-1)
-
-
-def rollout(model: RAM, episodes: GlimpseEpisodes, device: torch.device) -> Rollout:
-    """Runs one episode in every slot of ``episodes`` (sampling locations) and collects it."""
-    episodes.reset(np.ones(episodes.num_envs, bool))
-    state = model.core.initial_state(episodes.num_envs, device)
-    horizon = episodes.config.glimpses
-    log_pi, baselines = [], []
-    for t in range(horizon):
-        out, state = model.step(episodes.observations(), state, last=t == horizon - 1, sample=True)
-        rewards, _, infos = episodes.step(out.action)
-        if out.log_pi is not None:
-            log_pi.append(out.log_pi)
-            baselines.append(out.baseline)
-    assert out.log_probs is not None
-    empty = out.log_probs.new_zeros(episodes.num_envs, 0)
-    return Rollout(
-        log_probs=out.log_probs,
-        labels=torch.from_numpy(infos["label"]).to(device),
-        rewards=torch.from_numpy(rewards).to(device),
-        log_pi=torch.stack(log_pi, dim=1) if log_pi else empty,
-        baselines=torch.stack(baselines, dim=1) if baselines else empty,
-    )
+        (A training batch is a forward pass, so DistributedDataParallel can wrap the model.)
+        """
+        device = next(self.parameters()).device
+        episodes.reset(np.ones(episodes.num_envs, bool))
+        state = self.core.initial_state(episodes.num_envs, device)
+        horizon = episodes.config.glimpses
+        log_pi, baselines = [], []
+        for t in range(horizon):
+            out, state = self.step(
+                episodes.observations(), state, last=t == horizon - 1, sample=True
+            )
+            rewards, _, infos = episodes.step(out.action)
+            if out.log_pi is not None:
+                log_pi.append(out.log_pi)
+                baselines.append(out.baseline)
+        assert out.log_probs is not None
+        empty = out.log_probs.new_zeros(episodes.num_envs, 0)
+        return Rollout(
+            log_probs=out.log_probs,
+            labels=torch.from_numpy(infos["label"]).to(device),
+            rewards=torch.from_numpy(rewards).to(device),
+            log_pi=torch.stack(log_pi, dim=1) if log_pi else empty,
+            baselines=torch.stack(baselines, dim=1) if baselines else empty,
+        )
 
 
 def hybrid_loss(batch: Rollout, reinforce_weight: float = 1.0) -> dict[str, torch.Tensor]:

@@ -16,6 +16,7 @@ import gymnasium
 import torch
 
 import glimpse  # noqa: F401  (registers the Glimpse ids)
+from agents import distributed
 from agents.learners import RAMLearner
 from agents.ram import RAMConfig
 from agents.trainer import (
@@ -121,11 +122,13 @@ def train_run(
         raise ConfigError(
             f"{run_dir} already holds a run. Continue it with --resume, or pick another --name."
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     if train.threads:
         torch.set_num_threads(train.threads)
     device = resolve_device(train.device)
+    distributed.setup(device)
     learner = build_learner(config, device)
     trainer = Trainer(learner, train, run_dir, config, device, progress)
     if resume:

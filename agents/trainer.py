@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from agents import distributed
 from glimpse.config import option
 from glimpse.errors import ConfigError, GlimpseError
 
@@ -66,6 +67,9 @@ class TrainConfig:
     device: str = option("auto", "auto (cuda if available), cpu or cuda.", ("auto", "cpu", "cuda"))
     threads: int = option(0, "torch CPU threads; 0: all cores of this process.")
     eval_episodes: int = option(1000, "Episodes run together when evaluating.")
+    track_test: bool = option(
+        False, "Also log the test error after every epoch (learning curves; one test pass each)."
+    )
     runs_dir: str = option("runs", "Folder that holds the run directories.")
     name: str | None = option(None, "Run directory name; default <env>-<agent>-seed<seed>.")
 
@@ -194,7 +198,8 @@ class Trainer:
             )
         else:
             self.optimizer = torch.optim.Adam(params, lr=config.lr, foreach=True)
-        epoch_size = config.epoch_size or learner.train_size
+        # Under torchrun each process runs its share of the epoch.
+        epoch_size = math.ceil((config.epoch_size or learner.train_size) / distributed.world_size())
         self.batches_per_epoch = max(1, math.ceil(epoch_size / config.batch_size))
         total = config.epochs * self.batches_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -219,6 +224,8 @@ class Trainer:
         return self.run_dir / "checkpoints" / "best.pt"
 
     def save_last(self) -> None:
+        if not distributed.is_main():
+            return
         atomic_save(
             {
                 "model": self.model.state_dict(),
@@ -274,39 +281,40 @@ class Trainer:
         from tqdm import tqdm
 
         config = self.config
-        writer = SummaryWriter(str(self.run_dir / "tb"))
+        main = distributed.is_main()
+        writer = SummaryWriter(str(self.run_dir / "tb")) if main else None
         total_batches = config.epochs * self.batches_per_epoch
         bar = tqdm(
             total=total_batches,
             initial=self.epoch * self.batches_per_epoch + self.batch,
             unit="batch",
-            disable=not self.progress,
+            disable=not (self.progress and main),
             dynamic_ncols=True,
         )
         try:
             with interrupt_requests() as interrupted:
                 while self.epoch < config.epochs:
-                    start = time.perf_counter()
+                    start = epoch_start = time.perf_counter()
                     first_batch = self.batch
                     while self.batch < self.batches_per_epoch:
-                        terms = self._train_step()
+                        try:
+                            terms = self._train_step(interrupted)
+                        finally:
+                            self.seconds += time.perf_counter() - start
+                            start = time.perf_counter()
                         for key, value in terms.items():
                             self.epoch_sums[key] = self.epoch_sums.get(key, 0.0) + value
                         self.batch += 1
                         bar.update(1)
-                        if interrupted:
-                            self.seconds += time.perf_counter() - start
-                            self.save_last()
-                            raise TrainingInterrupted(
-                                f"{interrupted[0]} at epoch {self.epoch + 1}, batch "
-                                f"{self.batch}: the state is saved in {self.last_path}. "
-                                f"Continue with: glimpse train --resume {self.run_dir}"
-                            )
-                    elapsed = time.perf_counter() - start
-                    self.seconds += elapsed
+                    elapsed = time.perf_counter() - epoch_start
                     images_per_s = (self.batch - first_batch) * config.batch_size / elapsed
-                    val_error = self.learner.validation_error()
+                    images_per_s *= distributed.world_size()
                     self.epoch, self.batch = self.epoch + 1, 0
+                    if not distributed.is_main():  # process 0 evaluates and writes files
+                        self.epoch_sums = {}
+                        distributed.barrier()
+                        continue
+                    val_error = self.learner.validation_error()
                     if val_error < self.best_val_error:
                         self.best_val_error, self.best_epoch = val_error, self.epoch
                         atomic_save(
@@ -317,26 +325,41 @@ class Trainer:
                     sums, self.epoch_sums = self.epoch_sums, {}
                     record = {
                         "epoch": self.epoch,
-                        "images": self.epoch * self.batches_per_epoch * config.batch_size,
+                        "images": self.epoch
+                        * self.batches_per_epoch
+                        * config.batch_size
+                        * distributed.world_size(),
                         "seconds": round(self.seconds, 2),
                         "lr": self.scheduler.get_last_lr()[0],
                         "val_error": val_error,
+                        **({"test_error": self.learner.test_error()} if config.track_test else {}),
                         "images_per_s": images_per_s,
                         **{f"train_{k}": v / self.batches_per_epoch for k, v in sums.items()},
                     }
                     self._log_metrics(record, writer)
                     self.save_last()
+                    distributed.barrier()
                     bar.set_postfix(val_err=f"{val_error:.2f}%", img_s=f"{images_per_s:,.0f}")
         finally:
             bar.close()
-            writer.close()
-        return self.finish()
+            if writer is not None:
+                writer.close()
+        return self.finish() if main else {}
 
-    def _train_step(self) -> dict[str, float]:
+    def _train_step(self, interrupted: list[str]) -> dict[str, float]:
+        """One gradient step, unless a process was interrupted or got a non-finite loss."""
+        # Checked before the batch is drawn, so the saved state has consumed nothing of it.
+        if distributed.any_process([bool(interrupted)])[0]:
+            self.save_last()
+            raise TrainingInterrupted(
+                f"{interrupted[0] if interrupted else 'another process'} at epoch "
+                f"{self.epoch + 1}, batch {self.batch}: the state is saved in "
+                f"{self.last_path}. Continue with: glimpse train --resume {self.run_dir}"
+            )
         self.model.train()
         terms = self.learner.loss(self.config.batch_size)
         total = terms["total"]
-        if not torch.isfinite(total):
+        if distributed.any_process([not bool(torch.isfinite(total))])[0]:
             raise TrainingError(
                 f"The loss became {total.item()} at epoch {self.epoch + 1}, batch {self.batch}. "
                 f"Training stopped; {self.last_path} still holds the last good state. Lower "

@@ -77,7 +77,8 @@ def _train(args: argparse.Namespace) -> int:
         train = TrainConfig(**{**base.get("train", {}), **given_options(TrainConfig, args)})
         config = make_run_config(agent, env_id, env, model, train)
         summary = train_run(config, progress=args.progress)
-    print(json.dumps(summary, indent=2))
+    if summary:  # empty in the helper processes of a torchrun
+        print(json.dumps(summary, indent=2))
     return 0
 
 

@@ -13,7 +13,6 @@ from agents.ram import (
     RAMConfig,
     Rollout,
     hybrid_loss,
-    rollout,
 )
 from envs.glimpse_env import make_episodes
 
@@ -35,7 +34,7 @@ def grads_of(module: torch.nn.Module) -> list[bool]:
 
 def test_reinforce_trains_only_the_location_network(model_and_episodes):
     model, episodes = model_and_episodes
-    batch = rollout(model, episodes, torch.device("cpu"))
+    batch = model(episodes)
     batch.rewards[:8] = 1.0  # make the advantage non-zero whatever the untrained answers
     hybrid_loss(batch)["reinforce"].backward()
     assert all(grads_of(model.locator))
@@ -45,7 +44,7 @@ def test_reinforce_trains_only_the_location_network(model_and_episodes):
 
 def test_classification_does_not_train_the_location_or_baseline_networks(model_and_episodes):
     model, episodes = model_and_episodes
-    hybrid_loss(rollout(model, episodes, torch.device("cpu")))["classification"].backward()
+    hybrid_loss(model(episodes))["classification"].backward()
     assert all(grads_of(model.classifier)) and any(grads_of(model.core))
     assert any(grads_of(model.glimpse_network))
     assert not any(grads_of(model.locator)) and not any(grads_of(model.baseliner))
@@ -53,7 +52,7 @@ def test_classification_does_not_train_the_location_or_baseline_networks(model_a
 
 def test_baseline_is_fit_only_by_its_squared_error(model_and_episodes):
     model, episodes = model_and_episodes
-    hybrid_loss(rollout(model, episodes, torch.device("cpu")))["baseline"].backward()
+    hybrid_loss(model(episodes))["baseline"].backward()
     assert all(grads_of(model.baseliner))
     for part in (model.glimpse_network, model.core, model.locator, model.classifier):
         assert not any(grads_of(part))

@@ -1,0 +1,90 @@
+"""RAM training speed on MNIST 28 x 28 (6 glimpses of 8 x 8, batch 128) on this machine's CPU.
+
+1. Images per second of the whole training step: the batched episodes (canvases, glimpses,
+   rewards), the forward and backward passes and the optimiser step.
+2. With ``--to-error E``: a default ``glimpse train`` run (``--epochs``) that logs the test error
+   after every epoch (``--track-test``); prints the training time until it first reached E.
+
+    python benchmarks/train_speed.py
+    python benchmarks/train_speed.py --to-error 1.5 --epochs 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import gymnasium
+import torch
+
+import glimpse  # noqa: F401  (registers the ids)
+from agents.learners import RAMLearner
+from agents.ram import RAMConfig
+from agents.runs import make_run_config, train_run
+from agents.trainer import TrainConfig
+
+ENV_ID = "Glimpse/MNIST-v0"
+
+
+def images_per_second(threads: int, batch_size: int, seconds: float) -> float:
+    torch.set_num_threads(threads)
+    settings = gymnasium.spec(ENV_ID).kwargs
+    learner = RAMLearner(settings, RAMConfig(), batch_size, seed=0, device=torch.device("cpu"))
+    optimizer = torch.optim.Adam(learner.model.parameters(), lr=1e-3, foreach=True)
+
+    def step() -> None:
+        loss = learner.loss(batch_size)["total"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(10):  # warm-up
+        step()
+    batches, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        step()
+        batches += 1
+    return batches * batch_size / (time.perf_counter() - start)
+
+
+def time_to_error(target: float, epochs: int, threads: int, runs_dir: str) -> None:
+    train = TrainConfig(
+        epochs=epochs, threads=threads, track_test=True, runs_dir=runs_dir,
+        name=f"train-speed-{epochs}ep",
+    )  # fmt: skip
+    config = make_run_config("ram", ENV_ID, {}, RAMConfig(), train)
+    train_run(config, progress=False)
+    metrics = Path(runs_dir) / str(train.name) / "metrics.jsonl"
+    for line in metrics.read_text().splitlines():
+        record = json.loads(line)
+        if record["test_error"] <= target:
+            minutes = record["seconds"] / 60
+            print(f"test error {record['test_error']:.2f}% <= {target}% after epoch "
+                  f"{record['epoch']}: {minutes:.1f} minutes of training")  # fmt: skip
+            return
+    print(f"the test error never reached {target}% in {epochs} epochs (see {metrics})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--seconds", type=float, default=20.0, help="time per speed measurement")
+    parser.add_argument("--to-error", type=float, default=None, help="test error target in %%")
+    parser.add_argument("--epochs", type=int, default=60, help="epochs of the --to-error run")
+    parser.add_argument("--runs-dir", default="runs")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {ENV_ID}, RAM (paper sizes), batch {args.batch_size}\n")
+    print("| threads | training images/s |")
+    print("|---|---|")
+    for threads in args.threads:
+        rate = images_per_second(threads, args.batch_size, args.seconds)
+        print(f"| {threads} | {rate:,.0f} |")
+    if args.to_error is not None:
+        time_to_error(args.to_error, args.epochs, max(args.threads), args.runs_dir)
+
+
+if __name__ == "__main__":
+    main()
