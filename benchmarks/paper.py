@@ -1,0 +1,122 @@
+"""Reproduce the RAM rows of Mnih et al. (2014), Tables 1 and 2, and write the results table.
+
+    python benchmarks/paper.py train mnist-6      # trains into runs/<row>-ram-seed1 (resumable)
+    python benchmarks/paper.py publish mnist-6    # copies its small files into results/
+    python benchmarks/paper.py table              # the README's table, from results/
+
+``results/<run>/`` keeps what the table needs and what ``glimpse eval`` and ``glimpse viz``
+need to work without training: ``config.json``, ``metrics.jsonl``, ``test.json`` and
+``checkpoints/best.pt`` (weights only, about 1 MB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    task: str
+    env_id: str
+    options: tuple[str, ...]
+    paper_a: str  # test error, % (arXiv v1)
+    paper_b: str  # test error, % (conference version)
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.name}-ram-seed1"
+
+    @property
+    def command(self) -> str:
+        return " ".join(
+            ["glimpse train --agent ram --env", self.env_id, *self.options, "--name", self.run_name]
+        )
+
+
+ROWS = [
+    Row("mnist-6", "28x28 MNIST, 6 glimpses, 8x8, 1 scale", "Glimpse/MNIST-v0",
+        ("--glimpses", "6", "--epochs", "200"), "1.29", "1.12"),
+    Row("mnist-7", "28x28 MNIST, 7 glimpses, 8x8, 1 scale", "Glimpse/MNIST-v0",
+        ("--glimpses", "7", "--epochs", "200"), "-", "1.07"),
+    Row("translated-60", "60x60 translated, 8 glimpses, 12x12, 3 scales",
+        "Glimpse/TranslatedMNIST-v0", ("--location-std", "0.1", "--epochs", "200"), "1.84", "1.20"),
+    Row("cluttered-60", "60x60 cluttered (4), 8 glimpses, 12x12, 3 scales",
+        "Glimpse/ClutteredMNIST60-v0", ("--location-std", "0.1", "--epochs", "200"), "5.23",
+        "4.04"),
+    Row("cluttered-100", "100x100 cluttered (8), 8 glimpses, 12x12, 4 scales",
+        "Glimpse/ClutteredMNIST100-v0", ("--location-std", "0.1", "--epochs", "200"), "10.83",
+        "8.11 (unverified)"),
+]  # fmt: skip
+BY_NAME = {row.name: row for row in ROWS}
+
+
+def train(row: Row, runs_dir: str) -> None:
+    from glimpse.cli import main
+
+    run = Path(runs_dir) / row.run_name
+    args = ["train", "--agent", "ram", "--env", row.env_id, *row.options,
+            "--name", row.run_name, "--runs-dir", runs_dir]  # fmt: skip
+    if (run / "checkpoints" / "last.pt").exists():
+        args = ["train", "--resume", str(run)]
+    sys.exit(main(args))
+
+
+def publish(row: Row, runs_dir: str, source_dir: str | None = None) -> None:
+    source = Path(source_dir) if source_dir else Path(runs_dir) / row.run_name
+    target = RESULTS / row.run_name
+    if not (source / "test.json").exists():
+        raise SystemExit(f"{source} has no test.json yet: finish training first.")
+    (target / "checkpoints").mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "metrics.jsonl", "test.json", "checkpoints/best.pt"):
+        shutil.copy2(source / name, target / name)
+    config = json.loads((target / "config.json").read_text())
+    config["train"]["runs_dir"] = str(RESULTS.relative_to(RESULTS.parent))
+    config["train"]["name"] = row.run_name
+    (target / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    print(f"published {target}")
+
+
+def table() -> None:
+    print("| task | our test error % | paper, set A | paper, set B | epochs | training time "
+          "(2 CPU cores) | command |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for row in ROWS:
+        run = RESULTS / row.run_name
+        if (run / "test.json").exists():
+            summary = json.loads((run / "test.json").read_text())
+            ours = f"**{summary['test_error']:.2f}**"
+            epochs = str(summary["epochs"])
+            minutes = f"{summary['train_seconds'] / 60:.0f} min"
+        else:
+            ours, epochs, minutes = "not trained yet", "-", "-"
+        print(f"| {row.task} | {ours} | {row.paper_a} | {row.paper_b} | {epochs} | {minutes} "
+              f"| `{row.command}` |")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("train", "publish", "table"))
+    parser.add_argument("row", nargs="?", choices=sorted(BY_NAME), help="for train / publish")
+    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--source", default=None, help="publish: run directory (default: by row)")
+    args = parser.parse_args()
+    if args.action == "table":
+        table()
+    elif args.row is None:
+        parser.error(f"{args.action} needs a row: {', '.join(BY_NAME)}")
+    elif args.action == "train":
+        train(BY_NAME[args.row], args.runs_dir)
+    else:
+        publish(BY_NAME[args.row], args.runs_dir, args.source)
+
+
+if __name__ == "__main__":
+    main()
