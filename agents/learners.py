@@ -71,6 +71,10 @@ class RAMLearner:
         terms["accuracy"] = batch.rewards.mean()
         return terms
 
+    def policy(self, sample: bool = False) -> RAMPolicy:
+        """The model as an evaluation policy: mean locations, or sampled ones."""
+        return RAMPolicy(self.model, self.horizon, self.device, sample)
+
     def evaluate(self, split: str, samples: int = 1) -> tuple[Evaluation, np.ndarray]:
         """Results on a whole fixed split, and class probabilities ``(N, n_classes)``.
 
@@ -84,7 +88,7 @@ class RAMLearner:
         sample = samples > 1
         probabilities = None
         for m in range(samples):
-            result = evaluate(RAMPolicy(self.model, self.horizon, self.device, sample), episodes, m)
+            result = evaluate(self.policy(sample), episodes, m)
             p = np.exp(result.scores)
             probabilities = p if probabilities is None else probabilities + p
         assert probabilities is not None

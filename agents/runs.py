@@ -18,6 +18,7 @@ import torch
 import glimpse  # noqa: F401  (registers the Glimpse ids)
 from agents import distributed
 from agents.learners import RAMLearner
+from agents.ppo import PPOAgent, PPOConfig, train_ppo
 from agents.ram import RAMConfig
 from agents.trainer import (
     TrainConfig,
@@ -30,8 +31,8 @@ from agents.trainer import (
 )
 from glimpse.errors import ConfigError
 
-AGENTS = ("ram",)
-MODEL_CONFIGS: dict[str, type] = {"ram": RAMConfig}
+AGENTS = ("ram", "ppo", "recurrent-ppo")
+MODEL_CONFIGS: dict[str, type] = {"ram": RAMConfig, "ppo": PPOConfig, "recurrent-ppo": PPOConfig}
 
 
 def env_settings(env_id: str, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -118,13 +119,18 @@ def train_run(
     run_dir = Path(train.runs_dir) / run_name(config)
     if resume:
         config = read_run_config(run_dir)
-    elif (run_dir / "checkpoints" / "last.pt").exists():
+    elif (run_dir / "checkpoints").exists():
         raise ConfigError(
             f"{run_dir} already holds a run. Continue it with --resume, or pick another --name."
         )
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if config["agent"] != "ram":
+        # PPO's small networks run fastest on one thread on a 2-core machine (measured).
+        torch.set_num_threads(train.threads or 1)
+        _dataclass(PPOConfig, config["model"], "model")
+        return train_ppo(config, run_dir, resume)
     if train.threads:
         torch.set_num_threads(train.threads)
     device = resolve_device(train.device)
@@ -137,7 +143,7 @@ def train_run(
 
 
 def load_run(run_dir: Path, checkpoint: str = "best") -> tuple[dict[str, Any], RAMLearner]:
-    """The run's configuration and its learner holding the chosen checkpoint's weights."""
+    """A RAM run's configuration and its learner holding the chosen checkpoint's weights."""
     config = read_run_config(run_dir)
     path = run_dir / "checkpoints" / f"{checkpoint}.pt"
     saved = load_checkpoint(path)
@@ -148,7 +154,16 @@ def load_run(run_dir: Path, checkpoint: str = "best") -> tuple[dict[str, Any], R
         )
     learner = build_learner(config, resolve_device("auto"))
     load_model_weights(learner.model, saved["model"], path)
+    learner.model.eval()
     return config, learner
+
+
+def load_agent(run_dir: Path, checkpoint: str = "best") -> RAMLearner | PPOAgent:
+    """The trained agent of any run directory, ready to evaluate or visualise."""
+    config = read_run_config(run_dir)
+    if config["agent"] == "ram":
+        return load_run(run_dir, checkpoint)[1]
+    return PPOAgent(config, run_dir, checkpoint)
 
 
 def evaluate_run(
@@ -157,13 +172,20 @@ def evaluate_run(
     """Error of a saved run on a whole fixed split; written to ``eval-<split>.json``."""
     if samples < 1:
         raise ConfigError(f"--samples {samples} must be at least 1.")
-    _, learner = load_run(run_dir, checkpoint)
+    agent = load_agent(run_dir, checkpoint)
+    if isinstance(agent, PPOAgent):
+        if samples > 1:
+            raise ConfigError("--samples (Monte Carlo averaging) applies to RAM runs only.")
+        evaluation = agent.evaluate(split)
+        error, images = evaluation.error_percent, len(evaluation.labels)
+    else:
+        error, images = agent.error(split, samples), agent.task.split_size(split)
     result = {
         "split": split,
         "checkpoint": checkpoint,
         "samples": samples,
-        "error": learner.error(split, samples),
-        "images": learner.task.split_size(split),
+        "error": error,
+        "images": images,
     }
     (run_dir / f"eval-{split}.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
@@ -176,16 +198,14 @@ def visualise_run(
 
     The trajectories are kept next to the run (``trajectories-<split>.npz``).
     """
-    from agents.ram import RAMPolicy
     from agents.visualise import draw_trajectories
     from envs.evaluation import evaluation_episodes, record_trajectories
 
     if n < 1:
         raise ConfigError(f"--n {n} must be at least 1.")
-    _, learner = load_run(run_dir, checkpoint)
-    learner.model.eval()
-    policy = RAMPolicy(learner.model, learner.horizon, learner.device, sample=False)
-    trajectories = record_trajectories(policy, evaluation_episodes(learner.env_settings, split, n))
+    agent = load_agent(run_dir, checkpoint)
+    episodes = evaluation_episodes(agent.env_settings, split, n)
+    trajectories = record_trajectories(agent.policy(), episodes)
     npz = run_dir / f"trajectories-{split}.npz"
     trajectories.save(npz)
     draw_trajectories(trajectories, out)

@@ -50,19 +50,21 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How long and how fast to train, and where the run lives."""
+    """How long and how fast to train, and where the run lives (PPO has its own --ppo-*)."""
 
-    epochs: int = option(100, "Training epochs.")
-    epoch_size: int | None = option(None, "Episodes per epoch; default: the train split's size.")
-    batch_size: int = option(128, "Episodes per gradient step.")
-    optimizer: str = option("adam", "Optimiser.", OPTIMIZERS)
-    lr: float = option(1e-3, "Initial learning rate.")
+    epochs: int = option(100, "RAM: training epochs.")
+    epoch_size: int | None = option(
+        None, "RAM: episodes per epoch; default: the train split's size."
+    )
+    batch_size: int = option(128, "RAM: episodes per gradient step.")
+    optimizer: str = option("adam", "RAM: optimiser.", OPTIMIZERS)
+    lr: float = option(1e-3, "RAM: initial learning rate.")
     momentum: float = option(0.9, "sgd: momentum (the paper's 0.9).")
     lr_schedule: str = option(
-        "cosine", "Learning-rate decay over the run (the paper: linear).", SCHEDULES
+        "cosine", "RAM: learning-rate decay over the run (the paper: linear).", SCHEDULES
     )
-    final_lr_fraction: float = option(0.02, "Learning rate at the end, as a share of --lr.")
-    reinforce_weight: float = option(1.0, "Weight of the REINFORCE term in the hybrid loss.")
+    final_lr_fraction: float = option(0.02, "RAM: learning rate at the end, as a share of --lr.")
+    reinforce_weight: float = option(1.0, "RAM: weight of the REINFORCE term in the hybrid loss.")
     seed: int = option(1, "Seed of the model initialisation and of the training episodes.")
     device: str = option("auto", "auto (cuda if available), cpu or cuda.", ("auto", "cpu", "cuda"))
     threads: int = option(0, "torch CPU threads; 0: all cores of this process.")

@@ -58,6 +58,9 @@ class EpisodeConfig:
     )
     allow_stop: bool = option(False, "Add a stop-and-answer action (ends the episode early).")
     glimpse_cost: float = option(0.0, "Reward subtracted for every glimpse after the first.")
+    history: bool = option(
+        False, "Add every glimpse and location so far to the observation (memory for PPO)."
+    )
 
     def __post_init__(self) -> None:
         for name in ("glimpses", "grid_size"):
@@ -112,15 +115,22 @@ class GlimpseEpisodes:
         self.task, self.config, self.num_envs, self.split = task, config, num_envs, split
         self.sequential = sequential and split != "train"
         self.sensor = GlimpseSensor(config.glimpse_size, config.num_scales, config.scale_factor)
-        self.observation_space = spaces.Dict(
-            {
-                "glimpse": spaces.Box(0.0, 1.0, self.glimpse_shape, np.float32),
-                "location": spaces.Box(-1.0, 1.0, (2,), np.float32),
-                "step": spaces.Box(0.0, 1.0, (1,), np.float32),
-            }
-        )
+        horizon = config.glimpses
+        observation_spaces = {
+            "glimpse": spaces.Box(0.0, 1.0, self.glimpse_shape, np.float32),
+            "location": spaces.Box(-1.0, 1.0, (2,), np.float32),
+            "step": spaces.Box(0.0, 1.0, (1,), np.float32),
+        }
+        if config.history:
+            observation_spaces["history_glimpses"] = spaces.Box(
+                0.0, 1.0, (horizon, *self.glimpse_shape), np.float32
+            )
+            observation_spaces["history_locations"] = spaces.Box(
+                -1.0, 1.0, (horizon, 2), np.float32
+            )
+        self.observation_space = spaces.Dict(observation_spaces)
         self.action_space = self._make_action_space()
-        n, horizon = num_envs, config.glimpses
+        n = num_envs
         self.keys = np.zeros(n, np.uint64)
         self.episode_numbers = np.zeros(n, np.uint64)
         self.cursor = 0
@@ -131,6 +141,9 @@ class GlimpseEpisodes:
         self.taken = np.zeros(n, np.int64)  # glimpses taken in the episode so far
         self.visited = np.full((n, horizon, 2), np.nan, np.float32)
         self.glimpses = np.zeros((n, *self.glimpse_shape), np.float32)
+        self.seen = (
+            np.zeros((n, horizon, *self.glimpse_shape), np.float32) if config.history else None
+        )
 
     # -- spaces ---------------------------------------------------------------------------
 
@@ -195,18 +208,28 @@ class GlimpseEpisodes:
         self.taken[index] = 1
         self.visited[index] = np.nan
         self.visited[index, 0] = first
-        self._read_glimpses()
+        if self.seen is not None:
+            self.seen[index] = 0.0
+        self._read_glimpses(slots)
 
-    def _read_glimpses(self) -> None:
+    def _read_glimpses(self, slots: np.ndarray) -> None:
+        """Reads every slot's current glimpse; ``slots`` (a mask) just took a new one."""
         self.glimpses = self.sensor.read(self.table, torch.from_numpy(self.locations)).numpy()
+        if self.seen is not None:
+            index = np.flatnonzero(slots)
+            self.seen[index, self.taken[index] - 1] = self.glimpses[index]
 
     def observations(self) -> dict[str, np.ndarray]:
         """The current observation of every slot (fresh arrays, safe to keep)."""
-        return {
+        observations = {
             "glimpse": self.glimpses.copy(),
             "location": self.locations.copy(),
             "step": ((self.taken - 1) / self.config.glimpses).astype(np.float32)[:, None],
         }
+        if self.seen is not None:
+            observations["history_glimpses"] = self.seen.copy()
+            observations["history_locations"] = np.nan_to_num(self.visited)
+        return observations
 
     def decode_actions(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Next locations ``(N, 2)``, classes ``(N,)`` and stop flags ``(N,)`` from actions.
@@ -260,7 +283,7 @@ class GlimpseEpisodes:
             self.locations[moving] = locations[moving]
             self.visited[moving, self.taken[moving]] = locations[moving]
             self.taken[moving] += 1
-            self._read_glimpses()
+            self._read_glimpses(moving)
         infos: dict[str, np.ndarray] = {}
         if final.any():
             ended = {

@@ -28,6 +28,7 @@ from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvStepReturn
+from torch import nn
 
 from envs.glimpse_env import GlimpseVectorEnv
 from envs.networks import GlimpseNetwork
@@ -133,3 +134,36 @@ class GlimpseFeaturesExtractor(BaseFeaturesExtractor):
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         where = torch.cat([observations["location"], observations["step"]], dim=1)
         return self.network(observations["glimpse"], where)
+
+
+class GlimpseHistoryExtractor(BaseFeaturesExtractor):
+    """Memory without recurrence, for plain PPO: every glimpse so far, encoded and pooled.
+
+    Needs the environment's ``history=True`` observation. Each glimpse taken so far goes through
+    one shared glimpse network with its location; the features are the current glimpse's
+    ``g_t``, the mean of all ``g_i`` seen so far and the step, mixed by one layer.
+    """
+
+    def __init__(self, observation_space: spaces.Dict, features_dim: int = 256) -> None:
+        super().__init__(observation_space, features_dim)
+        if "history_glimpses" not in observation_space.spaces:
+            raise ValueError(
+                "GlimpseHistoryExtractor needs the history observation: make the environment "
+                "with history=True (glimpse train --agent ppo does this)."
+            )
+        self.horizon = observation_space["history_glimpses"].shape[0]
+        self.network = GlimpseNetwork(observation_space["glimpse"].shape, out_units=features_dim)
+        self.mix = nn.Linear(2 * features_dim + 1, features_dim)
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        history = observations["history_glimpses"]  # (B, T, k, C, g, g)
+        batch, horizon = history.shape[:2]
+        step = observations["step"]  # (B, 1): glimpses before the current one, / T
+        encoded = self.network(
+            history.flatten(0, 1), observations["history_locations"].flatten(0, 1)
+        ).view(batch, horizon, -1)  # (B, T, features)
+        taken = torch.round(step * self.horizon) + 1  # (B, 1)
+        seen = (torch.arange(horizon, device=step.device) < taken).float()  # (B, T)
+        pooled = (encoded * seen[..., None]).sum(1) / seen.sum(1, keepdim=True)  # (B, features)
+        current = self.network(observations["glimpse"], observations["location"])
+        return torch.relu(self.mix(torch.cat([current, pooled, step], dim=1)))

@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +55,7 @@ def _data_show(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from agents.ppo import PPOConfig, ppo_config
     from agents.ram import RAMConfig
     from agents.runs import make_run_config, read_run_config, train_run
     from agents.trainer import TrainConfig
@@ -73,7 +75,11 @@ def _train(args: argparse.Namespace) -> int:
             **given_options(TaskConfig, args),
             **given_options(EpisodeConfig, args),
         }
-        model = RAMConfig(**{**base.get("model", {}), **given_options(RAMConfig, args)})
+        if agent == "ram":
+            model: Any = RAMConfig(**{**base.get("model", {}), **given_options(RAMConfig, args)})
+        else:
+            given = given_options(PPOConfig, args, prefix="ppo_")
+            model = ppo_config(agent, env_id, base.get("model", {}), given)
         train = TrainConfig(**{**base.get("train", {}), **given_options(TrainConfig, args)})
         config = make_run_config(agent, env_id, env, model, train)
         summary = train_run(config, progress=args.progress)
@@ -131,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--out", default="canvases.png", help="PNG file to write")
     show.set_defaults(handler=_data_show)
 
+    from agents.ppo import PPOConfig
     from agents.ram import RAMConfig
     from agents.runs import AGENTS
     from agents.trainer import TrainConfig
@@ -152,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for cls in (TrainConfig, RAMConfig, EpisodeConfig, TaskConfig):
         add_options(train, cls, only_given=True)
+    add_options(train, PPOConfig, prefix="ppo_", only_given=True)
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser(

@@ -1,0 +1,255 @@
+"""Hard-attention policies trained with PPO (Stable-Baselines3) and RecurrentPPO (sb3-contrib).
+
+Both train on the batched glimpse episodes through :class:`envs.sb3.GlimpseVecEnv` with the
+discrete action space (a cell of a G x G grid, and the class at the last step). The policy needs
+memory of earlier glimpses: ``ppo`` gets it from the environment's ``history`` observation and
+:class:`envs.sb3.GlimpseHistoryExtractor`; ``recurrent-ppo`` from its LSTM on top of
+:class:`envs.sb3.GlimpseFeaturesExtractor`.
+
+Settings come, in order, from :class:`PPOConfig`'s defaults, the block for the algorithm and
+environment id in ``agents/ppo_hyperparams.toml``, ``--config`` and the ``--ppo-*`` options.
+A PPO run directory has the same shape as a RAM one, with SB3 ``.zip`` models:
+``config.json``, ``metrics.jsonl``, ``tb/`` (SB3's logger), ``checkpoints/last.zip`` (saved at
+every validation; ``--resume`` continues from its step count), ``checkpoints/best.zip``
+(lowest validation error on the fixed validation split) and ``test.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+
+from agents import distributed
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+from envs.evaluation import Evaluation, evaluate, evaluation_episodes
+from envs.sb3 import GlimpseFeaturesExtractor, GlimpseHistoryExtractor, make_sb3_env
+from glimpse.config import option
+from glimpse.errors import ConfigError
+
+ALGORITHMS = ("ppo", "recurrent-ppo")
+HYPERPARAMETERS = Path(__file__).with_name("ppo_hyperparams.toml")
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """PPO settings (``--ppo-<name>`` on the command line)."""
+
+    total_steps: int = option(2_000_000, "Environment steps to train for.")
+    n_envs: int = option(64, "Episodes run in parallel (one batched environment).")
+    n_steps: int = option(128, "Steps per episode slot per rollout.")
+    batch_size: int = option(512, "Minibatch size of the PPO update.")
+    n_epochs: int = option(4, "Passes over each rollout.")
+    learning_rate: float = option(3e-4, "Adam learning rate.")
+    gamma: float = option(1.0, "Discount; 1 because the only reward is the final answer's.")
+    gae_lambda: float = option(0.95, "GAE lambda.")
+    ent_coef: float = option(0.01, "Entropy bonus.")
+    clip_range: float = option(0.2, "PPO clipping.")
+    features_dim: int = option(256, "Units of the glimpse network's output g_t.")
+    lstm_hidden_size: int = option(256, "recurrent-ppo: LSTM units.")
+    eval_every: int = option(100_000, "Environment steps between validations and checkpoints.")
+
+
+def hyperparameters(algorithm: str, env_id: str, path: Path = HYPERPARAMETERS) -> dict[str, Any]:
+    """The block ``[algorithm."env_id"]`` of the hyperparameter file (empty if there is none)."""
+    with open(path, "rb") as f:
+        table = tomllib.load(f)
+    block = table.get(algorithm, {}).get(env_id, {})
+    unknown = set(block) - set(PPOConfig.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"{path} [{algorithm}.{env_id!r}] has unknown keys {sorted(unknown)}.")
+    return block
+
+
+def ppo_env_settings(algorithm: str, env: dict[str, Any]) -> dict[str, Any]:
+    """Environment settings for PPO: discrete actions; history for the non-recurrent one."""
+    return {**env, "action_type": "discrete", "history": algorithm == "ppo"}
+
+
+def build_model(
+    algorithm: str, env: Any, config: PPOConfig, seed: int, device: str, tensorboard: str | None
+) -> BaseAlgorithm:
+    from sb3_contrib import RecurrentPPO
+    from stable_baselines3 import PPO
+
+    common = {
+        "n_steps": config.n_steps,
+        "batch_size": config.batch_size,
+        "n_epochs": config.n_epochs,
+        "learning_rate": config.learning_rate,
+        "gamma": config.gamma,
+        "gae_lambda": config.gae_lambda,
+        "ent_coef": config.ent_coef,
+        "clip_range": config.clip_range,
+        "seed": seed,
+        "device": device,
+        "tensorboard_log": tensorboard,
+        "verbose": 0,
+    }
+    if algorithm == "ppo":
+        kwargs = {"features_extractor_class": GlimpseHistoryExtractor,
+                  "features_extractor_kwargs": {"features_dim": config.features_dim}}  # fmt: skip
+        return PPO("MultiInputPolicy", env, policy_kwargs=kwargs, **common)
+    kwargs = {
+        "features_extractor_class": GlimpseFeaturesExtractor,
+        "features_extractor_kwargs": {"features_dim": config.features_dim},
+        "lstm_hidden_size": config.lstm_hidden_size,
+    }
+    return RecurrentPPO("MultiInputLstmPolicy", env, policy_kwargs=kwargs, **common)
+
+
+def load_model(algorithm: str, path: Path, device: str = "auto") -> BaseAlgorithm:
+    from sb3_contrib import RecurrentPPO
+    from stable_baselines3 import PPO
+
+    from agents.trainer import TrainingError
+
+    cls = PPO if algorithm == "ppo" else RecurrentPPO
+    try:
+        return cls.load(path, device=device)
+    except Exception as error:  # SB3 raises several types for a damaged zip
+        raise TrainingError(
+            f"Cannot load the {algorithm} model {path} ({type(error).__name__}: {error}). It is "
+            f"missing, truncated or from another algorithm; use the other checkpoint in the "
+            f"same folder or train again."
+        ) from error
+
+
+class SB3Policy:
+    """An SB3 model as an :class:`envs.evaluation.Policy` (deterministic actions)."""
+
+    def __init__(self, model: BaseAlgorithm) -> None:
+        self.model = model
+
+    def start(self, num_envs: int) -> None:
+        self.state: Any = None
+        self.episode_start = np.ones(num_envs, bool)
+
+    def act(self, observations: dict[str, np.ndarray]) -> np.ndarray:
+        actions, self.state = self.model.predict(
+            observations, state=self.state, episode_start=self.episode_start, deterministic=True
+        )
+        self.episode_start[:] = False
+        return actions
+
+
+class ValidationCallback(BaseCallback):
+    """Every ``eval_every`` steps: validation error on the fixed split, metrics, checkpoints."""
+
+    def __init__(self, run_dir: Path, env: dict[str, Any], eval_every: int, episodes: int,
+                 track_test: bool, seconds: float) -> None:  # fmt: skip
+        super().__init__()
+        self.run_dir, self.eval_every, self.track_test = run_dir, eval_every, track_test
+        self.val = evaluation_episodes(env, "val", episodes)
+        self.test = evaluation_episodes(env, "test", episodes) if track_test else None
+        self.best = self._best_so_far()
+        self.seconds, self.started = seconds, time.perf_counter()
+        self.next_eval = 0
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+    def _best_so_far(self) -> float:
+        path = self.run_dir / "metrics.jsonl"
+        if not path.exists():
+            return float("inf")
+        return min(json.loads(line)["val_error"] for line in path.read_text().splitlines())
+
+    def _on_training_start(self) -> None:
+        self.next_eval = (self.num_timesteps // self.eval_every + 1) * self.eval_every
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self.next_eval:
+            self.next_eval += self.eval_every
+            self.validate()
+        return True
+
+    def validate(self) -> None:
+        seconds = self.seconds + time.perf_counter() - self.started
+        error = evaluate(SB3Policy(self.model), self.val).error_percent
+        record: dict[str, Any] = {"steps": self.num_timesteps, "seconds": round(seconds, 1),
+                                  "val_error": error}  # fmt: skip
+        if self.test is not None:
+            record["test_error"] = evaluate(SB3Policy(self.model), self.test).error_percent
+        for key, value in record.items():
+            self.logger.record(f"glimpse/{key}", value)
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        checkpoints = self.run_dir / "checkpoints"
+        if error < self.best:
+            self.best = error
+            self.model.save(checkpoints / "best.zip")
+        self.model.save(checkpoints / "last.zip")
+        (checkpoints / "last.json").write_text(json.dumps({"seconds": seconds}) + "\n")
+
+
+def train_ppo(config: dict[str, Any], run_dir: Path, resume: bool) -> dict[str, Any]:
+    """Trains (or resumes) a PPO run; returns the summary written to ``test.json``."""
+    from agents.trainer import TrainConfig, resolve_device
+
+    if distributed.world_size() > 1:
+        raise ConfigError("PPO runs in one process; run it without torchrun.")
+    algorithm, train = config["agent"], TrainConfig(**config["train"])
+    ppo = PPOConfig(**config["model"])
+    env = ppo_env_settings(algorithm, config["env"])
+    device = str(resolve_device(train.device))
+    vec_env = make_sb3_env(None, ppo.n_envs, seed=train.seed, **env)
+    checkpoints = run_dir / "checkpoints"
+    seconds = 0.0
+    if resume:
+        model = load_model(algorithm, checkpoints / "last.zip", device)
+        model.set_env(vec_env)
+        seconds = json.loads((checkpoints / "last.json").read_text())["seconds"]
+    else:
+        model = build_model(algorithm, vec_env, ppo, train.seed, device, str(run_dir / "tb"))
+    callback = ValidationCallback(run_dir, env, ppo.eval_every, train.eval_episodes,
+                                  train.track_test, seconds)  # fmt: skip
+    remaining = ppo.total_steps - model.num_timesteps
+    if remaining > 0:
+        model.learn(remaining, callback=callback, reset_num_timesteps=not resume,
+                    progress_bar=False, tb_log_name="ppo")  # fmt: skip
+    if not (checkpoints / "best.zip").exists():
+        callback.validate()
+    best = load_model(algorithm, checkpoints / "best.zip", device)
+    test = evaluate(SB3Policy(best), evaluation_episodes(env, "test", train.eval_episodes))
+    summary = {
+        "test_error": test.error_percent,
+        "best_val_error": callback.best,
+        "steps": int(model.num_timesteps),
+        "train_seconds": round(callback.seconds + time.perf_counter() - callback.started, 1),
+    }
+    (run_dir / "test.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+class PPOAgent:
+    """A trained PPO run, as ``glimpse eval`` and ``glimpse viz`` use it."""
+
+    def __init__(self, config: dict[str, Any], run_dir: Path, checkpoint: str) -> None:
+        self.algorithm = config["agent"]
+        self.env_settings = ppo_env_settings(self.algorithm, config["env"])
+        self.eval_episodes = config["train"]["eval_episodes"]
+        self.model = load_model(self.algorithm, run_dir / "checkpoints" / f"{checkpoint}.zip")
+
+    def policy(self) -> SB3Policy:
+        return SB3Policy(self.model)
+
+    def evaluate(self, split: str) -> Evaluation:
+        return evaluate(self.policy(), evaluation_episodes(self.env_settings, split,
+                                                          self.eval_episodes))  # fmt: skip
+
+
+def ppo_config(
+    algorithm: str, env_id: str, base: dict[str, Any], given: dict[str, Any]
+) -> PPOConfig:
+    """Defaults, then the hyperparameter file's block, then ``base`` (--config), then ``given``."""
+    return PPOConfig(**{**hyperparameters(algorithm, env_id), **base, **given})
