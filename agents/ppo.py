@@ -184,17 +184,22 @@ class ValidationCallback(BaseCallback):
             self.logger.record(f"glimpse/{key}", value)
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
-        checkpoints = self.run_dir / "checkpoints"
         if error < self.best:
             self.best = error
-            self.model.save(checkpoints / "best.zip")
+            self.model.save(self.run_dir / "checkpoints" / "best.zip")
+        self.save_last()
+
+    def save_last(self) -> None:
+        """The model and training time so far (SB3 keeps the step count in the zip)."""
+        checkpoints = self.run_dir / "checkpoints"
+        seconds = self.seconds + time.perf_counter() - self.started
         self.model.save(checkpoints / "last.zip")
         (checkpoints / "last.json").write_text(json.dumps({"seconds": seconds}) + "\n")
 
 
 def train_ppo(config: dict[str, Any], run_dir: Path, resume: bool) -> dict[str, Any]:
     """Trains (or resumes) a PPO run; returns the summary written to ``test.json``."""
-    from agents.trainer import TrainConfig, resolve_device
+    from agents.trainer import TrainConfig, TrainingInterrupted, resolve_device
 
     if distributed.world_size() > 1:
         raise ConfigError("PPO runs in one process; run it without torchrun.")
@@ -215,8 +220,15 @@ def train_ppo(config: dict[str, Any], run_dir: Path, resume: bool) -> dict[str, 
                                   train.track_test, seconds)  # fmt: skip
     remaining = ppo.total_steps - model.num_timesteps
     if remaining > 0:
-        model.learn(remaining, callback=callback, reset_num_timesteps=not resume,
-                    progress_bar=False, tb_log_name="ppo")  # fmt: skip
+        try:
+            model.learn(remaining, callback=callback, reset_num_timesteps=not resume,
+                        progress_bar=False, tb_log_name="ppo")  # fmt: skip
+        except KeyboardInterrupt as interrupt:
+            callback.save_last()
+            raise TrainingInterrupted(
+                f"at step {model.num_timesteps:,}: the model is saved in "
+                f"{checkpoints / 'last.zip'}. Continue with: glimpse train --resume {run_dir}"
+            ) from interrupt
     if not (checkpoints / "best.zip").exists():
         callback.validate()
     best = load_model(algorithm, checkpoints / "best.zip", device)

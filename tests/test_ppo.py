@@ -1,0 +1,91 @@
+"""PPO and RecurrentPPO through the command line: run directories, eval, viz, resume, learning."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from agents.ppo import ValidationCallback, hyperparameters
+from envs.sb3 import GlimpseHistoryExtractor
+from glimpse.cli import main
+
+SMALL = [
+    "--env", "Glimpse/MNIST-v0", "--ppo-n-envs", "16", "--ppo-n-steps", "32",
+    "--ppo-batch-size", "256", "--ppo-eval-every", "1024", "--eval-episodes", "500",
+    "--val-size", "500",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("agent", ["ppo", "recurrent-ppo"])
+def test_a_short_run_gives_a_run_directory_that_eval_and_viz_accept(agent, tmp_path):
+    args = ["train", "--agent", agent, *SMALL, "--ppo-total-steps", "2048"]
+    assert main([*args, "--runs-dir", str(tmp_path), "--name", "run"]) == 0
+    run = tmp_path / "run"
+    for name in ("config.json", "metrics.jsonl", "test.json", "checkpoints/best.zip",
+                 "checkpoints/last.zip"):  # fmt: skip
+        assert (run / name).is_file(), name
+    recorded = json.loads((run / "test.json").read_text())["test_error"]
+    assert main(["eval", str(run)]) == 0
+    assert json.loads((run / "eval-test.json").read_text())["error"] == pytest.approx(recorded)
+    assert main(["viz", str(run), "--n", "2", "--out", str(tmp_path / "t.gif")]) == 0
+    assert (run / "trajectories-test.npz").is_file()
+
+
+def test_a_ci_sized_ppo_run_beats_chance_by_a_clear_margin(tmp_path):
+    """The easy variant: one glimpse at the centre whose coarsest scale sees the whole digit."""
+    code = main(
+        ["train", "--agent", "ppo", "--env", "Glimpse/MNIST-v0", "--glimpses", "1",
+         "--first-location", "centre", "--num-scales", "3", "--ppo-total-steps", "20000",
+         "--ppo-n-envs", "64", "--ppo-n-steps", "16", "--ppo-batch-size", "256",
+         "--ppo-learning-rate", "1e-3", "--ppo-eval-every", "10000", "--eval-episodes", "500",
+         "--val-size", "1000", "--runs-dir", str(tmp_path), "--name", "easy"]
+    )  # fmt: skip
+    assert code == 0
+    assert json.loads((tmp_path / "easy/test.json").read_text())["test_error"] < 40.0  # chance: 90
+
+
+def test_resume_continues_from_the_saved_step_count(tmp_path, monkeypatch):
+    original = ValidationCallback.validate
+
+    def validate_then_interrupt(self):
+        original(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ValidationCallback, "validate", validate_then_interrupt)
+    args = ["train", "--agent", "ppo", *SMALL, "--ppo-total-steps", "3072"]
+    assert main([*args, "--runs-dir", str(tmp_path), "--name", "run"]) == 130
+    monkeypatch.setattr(ValidationCallback, "validate", original)
+    assert main(["train", "--resume", str(tmp_path / "run")]) == 0
+    steps = [json.loads(line)["steps"] for line in
+             (tmp_path / "run/metrics.jsonl").read_text().splitlines()]  # fmt: skip
+    assert steps[0] == 1024 and steps[1:] == [2048, 3072]  # no step counted twice
+    assert json.loads((tmp_path / "run/test.json").read_text())["steps"] == 3072
+
+
+def test_history_extractor_pools_only_the_glimpses_taken():
+    horizon = 4
+    space = spaces.Dict({
+        "glimpse": spaces.Box(0, 1, (1, 1, 2, 2), np.float32),
+        "location": spaces.Box(-1, 1, (2,), np.float32),
+        "step": spaces.Box(0, 1, (1,), np.float32),
+        "history_glimpses": spaces.Box(0, 1, (horizon, 1, 1, 2, 2), np.float32),
+        "history_locations": spaces.Box(-1, 1, (horizon, 2), np.float32),
+    })  # fmt: skip
+    extractor = GlimpseHistoryExtractor(space, features_dim=8)
+    obs = {k: torch.as_tensor(v.sample())[None] for k, v in space.spaces.items()}
+    obs["step"] = torch.tensor([[1 / horizon]])  # two glimpses taken
+    before = extractor(obs)
+    obs["history_glimpses"][0, 2:] = torch.rand(2, 1, 1, 2, 2)  # slots not yet taken
+    assert torch.equal(extractor(obs), before)
+    obs["history_glimpses"][0, 1] = torch.rand(1, 1, 2, 2)  # a slot that was taken
+    assert not torch.equal(extractor(obs), before)
+
+
+def test_hyperparameter_file_has_a_block_per_algorithm_and_env():
+    assert hyperparameters("ppo", "Glimpse/MNIST-v0")["total_steps"] > 0
+    assert hyperparameters("recurrent-ppo", "Glimpse/ClutteredMNIST60-v0")["n_envs"] > 0
+    assert hyperparameters("ppo", "Glimpse/Unknown-v0") == {}
