@@ -17,7 +17,9 @@ import torch
 
 import glimpse  # noqa: F401  (registers the Glimpse ids)
 from agents import distributed
+from agents.baselines import BASELINES, BaselineConfig, FullViewLearner
 from agents.learners import RAMLearner
+from agents.ppo import ALGORITHMS as PPO_ALGORITHMS
 from agents.ppo import PPOAgent, PPOConfig, train_ppo
 from agents.ram import RAMConfig
 from agents.trainer import (
@@ -31,8 +33,13 @@ from agents.trainer import (
 )
 from glimpse.errors import ConfigError
 
-AGENTS = ("ram", "ppo", "recurrent-ppo")
-MODEL_CONFIGS: dict[str, type] = {"ram": RAMConfig, "ppo": PPOConfig, "recurrent-ppo": PPOConfig}
+AGENTS = ("ram", *PPO_ALGORITHMS, *BASELINES)
+MODEL_CONFIGS: dict[str, type] = {
+    "ram": RAMConfig,
+    "ppo": PPOConfig,
+    "recurrent-ppo": PPOConfig,
+    **{name: BaselineConfig for name in BASELINES},
+}
 
 
 def env_settings(env_id: str, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -96,10 +103,14 @@ def _dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
         ) from error
 
 
-def build_learner(config: dict[str, Any], device: torch.device) -> RAMLearner:
-    """The learner (model and data) that ``config`` describes."""
+def build_learner(config: dict[str, Any], device: torch.device) -> RAMLearner | FullViewLearner:
+    """The learner (model and data) that ``config`` describes (RAM or a full-view baseline)."""
     train = _dataclass(TrainConfig, config["train"], "train")
     model = _dataclass(MODEL_CONFIGS[config["agent"]], config["model"], "model")
+    if config["agent"] in BASELINES:
+        return FullViewLearner(
+            config["agent"], config["env"], model, train.seed, device, train.eval_episodes
+        )
     return RAMLearner(
         config["env"],
         model,
@@ -126,7 +137,7 @@ def train_run(
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    if config["agent"] != "ram":
+    if config["agent"] in PPO_ALGORITHMS:
         # PPO's small networks run fastest on one thread on a 2-core machine (measured).
         torch.set_num_threads(train.threads or 1)
         _dataclass(PPOConfig, config["model"], "model")
@@ -142,8 +153,10 @@ def train_run(
     return trainer.train()
 
 
-def load_run(run_dir: Path, checkpoint: str = "best") -> tuple[dict[str, Any], RAMLearner]:
-    """A RAM run's configuration and its learner holding the chosen checkpoint's weights."""
+def load_run(
+    run_dir: Path, checkpoint: str = "best"
+) -> tuple[dict[str, Any], RAMLearner | FullViewLearner]:
+    """A run's configuration and its learner holding the chosen checkpoint's weights."""
     config = read_run_config(run_dir)
     path = run_dir / "checkpoints" / f"{checkpoint}.pt"
     saved = load_checkpoint(path)
@@ -158,12 +171,12 @@ def load_run(run_dir: Path, checkpoint: str = "best") -> tuple[dict[str, Any], R
     return config, learner
 
 
-def load_agent(run_dir: Path, checkpoint: str = "best") -> RAMLearner | PPOAgent:
+def load_agent(run_dir: Path, checkpoint: str = "best") -> RAMLearner | FullViewLearner | PPOAgent:
     """The trained agent of any run directory, ready to evaluate or visualise."""
     config = read_run_config(run_dir)
-    if config["agent"] == "ram":
-        return load_run(run_dir, checkpoint)[1]
-    return PPOAgent(config, run_dir, checkpoint)
+    if config["agent"] in PPO_ALGORITHMS:
+        return PPOAgent(config, run_dir, checkpoint)
+    return load_run(run_dir, checkpoint)[1]
 
 
 def evaluate_run(
@@ -178,6 +191,10 @@ def evaluate_run(
             raise ConfigError("--samples (Monte Carlo averaging) applies to RAM runs only.")
         evaluation = agent.evaluate(split)
         error, images = evaluation.error_percent, len(evaluation.labels)
+    elif isinstance(agent, FullViewLearner):
+        if samples > 1:
+            raise ConfigError("--samples (Monte Carlo averaging) applies to RAM runs only.")
+        error, images = agent.error(split), agent.task.split_size(split)
     else:
         error, images = agent.error(split, samples), agent.task.split_size(split)
     result = {
@@ -204,6 +221,11 @@ def visualise_run(
     if n < 1:
         raise ConfigError(f"--n {n} must be at least 1.")
     agent = load_agent(run_dir, checkpoint)
+    if isinstance(agent, FullViewLearner):
+        raise ConfigError(
+            f"{run_dir} is a full-view baseline: it takes no glimpses, so there is no "
+            f"trajectory to draw. Use glimpse viz on a RAM or PPO run."
+        )
     episodes = evaluation_episodes(agent.env_settings, split, n)
     trajectories = record_trajectories(agent.policy(), episodes)
     npz = run_dir / f"trajectories-{split}.npz"

@@ -55,9 +55,10 @@ def _data_show(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from agents.baselines import BASELINES, BaselineConfig
     from agents.ppo import PPOConfig, ppo_config
     from agents.ram import RAMConfig
-    from agents.runs import make_run_config, read_run_config, train_run
+    from agents.runs import env_settings, make_run_config, read_run_config, train_run
     from agents.trainer import TrainConfig
     from envs.episodes import EpisodeConfig
     from glimpse.tasks import TaskConfig
@@ -77,6 +78,11 @@ def _train(args: argparse.Namespace) -> int:
         }
         if agent == "ram":
             model: Any = RAMConfig(**{**base.get("model", {}), **given_options(RAMConfig, args)})
+        elif agent in BASELINES:
+            values = {**base.get("model", {}), **given_options(BaselineConfig, args, "baseline_")}
+            if values.get("attention_steps") is None:  # the hard agents' glimpse budget
+                values["attention_steps"] = env_settings(env_id, env)["glimpses"]
+            model = BaselineConfig(**values)
         else:
             given = given_options(PPOConfig, args, prefix="ppo_")
             model = ppo_config(agent, env_id, base.get("model", {}), given)
@@ -137,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--out", default="canvases.png", help="PNG file to write")
     show.set_defaults(handler=_data_show)
 
+    from agents.baselines import BaselineConfig
     from agents.ppo import PPOConfig
     from agents.ram import RAMConfig
     from agents.runs import AGENTS
@@ -160,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     for cls in (TrainConfig, RAMConfig, EpisodeConfig, TaskConfig):
         add_options(train, cls, only_given=True)
     add_options(train, PPOConfig, prefix="ppo_", only_given=True)
+    add_options(train, BaselineConfig, prefix="baseline_", only_given=True)
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser(

@@ -1,0 +1,192 @@
+"""Full-view baselines: they see the whole canvas, as the hard-attention agents never do.
+
+* :class:`SoftAttention`: a small CNN turns the canvas into a grid of feature vectors; a
+  recurrent core runs ``T`` steps and at each computes a softmax over all grid cells from its
+  state, reads the weighted sum of the features (every cell, softly) and updates its state; the
+  classifier reads the last state. Trained end to end by backpropagation (Xu et al. 2015's soft
+  attention, with the glimpse budget ``T`` of the hard agents).
+* :class:`FullViewCNN` and :class:`FullViewFC`: the paper's convolutional and fully connected
+  baselines, two layers each, on the whole canvas.
+
+Their learner (:class:`FullViewLearner`) draws canvases from the same task and splits as the
+environments (fresh training canvases, fixed validation and test canvases), and trains with the
+same :class:`agents.trainer.Trainer`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from glimpse.config import option
+from glimpse.tasks import Task, TaskConfig, make_task
+
+BASELINES = ("soft", "cnn", "fc")
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """Sizes of the full-view baselines."""
+
+    hidden_size: int = option(256, "fc: units per layer; soft: units of the recurrent core.")
+    channels: int = option(16, "cnn, soft: channels of the first convolution (doubled next).")
+    attention_units: int = option(64, "soft: units of the attention scores' hidden layer.")
+    attention_steps: int | None = option(
+        None, "soft: attention steps; default: the environment's glimpse budget."
+    )
+
+
+def _encoder(in_channels: int, channels: int) -> nn.Sequential:
+    """Two strided convolutions (5 x 5 then 3 x 3, stride 2 each): a feature map at 1/4 of the
+    canvas's resolution, with ``2 * channels`` features per cell."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, channels, 5, stride=2, padding=2), nn.ReLU(),
+        nn.Conv2d(channels, 2 * channels, 3, stride=2, padding=1), nn.ReLU(),
+    )  # fmt: skip
+
+
+class FullViewFC(nn.Module):
+    """Two fully connected ReLU layers on the flattened canvas, then a linear classifier."""
+
+    def __init__(self, canvas_shape: tuple[int, int, int], num_classes: int, units: int) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Flatten(), nn.Linear(int(np.prod(canvas_shape)), units), nn.ReLU(),
+            nn.Linear(units, units), nn.ReLU(), nn.Linear(units, num_classes),
+        )  # fmt: skip
+
+    def forward(self, canvases: torch.Tensor) -> torch.Tensor:
+        return self.layers(canvases)  # (B, n_classes) logits
+
+
+class FullViewCNN(nn.Module):
+    """Two convolution layers (strided, see ``_encoder``), then a linear classifier."""
+
+    def __init__(self, canvas_shape: tuple[int, int, int], num_classes: int, channels: int) -> None:
+        super().__init__()
+        self.encoder = _encoder(canvas_shape[0], channels)
+        cells = (-(-canvas_shape[1] // 4)) * (-(-canvas_shape[2] // 4))  # ceil: stride 2 twice
+        self.classifier = nn.Linear(2 * channels * cells, num_classes)
+
+    def forward(self, canvases: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.encoder(canvases).flatten(1))  # (B, n_classes) logits
+
+
+class SoftAttention(nn.Module):
+    """Soft attention over a CNN feature grid, ``T`` steps of a recurrent core.
+
+    ``a_t = v^T tanh(W_f f_i + W_h h_{t-1})``, ``alpha_t = softmax_i(a_t)`` over all cells ``i``,
+    ``z_t = sum_i alpha_t,i f_i``, ``h_t = GRU(z_t, h_{t-1})``; logits ``= W_c h_T``.
+    """
+
+    def __init__(
+        self, canvas_shape: tuple[int, int, int], num_classes: int, config: BaselineConfig
+    ) -> None:
+        super().__init__()
+        features = 2 * config.channels
+        assert config.attention_steps is not None, "resolved from the environment by the caller"
+        self.steps = config.attention_steps
+        self.encoder = _encoder(canvas_shape[0], config.channels)
+        self.key = nn.Linear(features, config.attention_units)  # W_f
+        self.query = nn.Linear(config.hidden_size, config.attention_units)  # W_h
+        self.score = nn.Linear(config.attention_units, 1)  # v
+        self.core = nn.GRUCell(features, config.hidden_size)
+        self.classifier = nn.Linear(config.hidden_size, num_classes)
+
+    def attend(self, canvases: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(B, n_classes)`` and attention weights ``(B, T, H', W')`` (each sums to 1)."""
+        grid = self.encoder(canvases)  # (B, D, H', W')
+        batch, _, rows, cols = grid.shape
+        cells = grid.flatten(2).transpose(1, 2)  # (B, H'W', D)
+        keys = self.key(cells)  # (B, H'W', attention_units)
+        h = cells.new_zeros(batch, self.core.hidden_size)
+        weights = []
+        for _ in range(self.steps):
+            scores = self.score(torch.tanh(keys + self.query(h)[:, None])).squeeze(2)  # (B, H'W')
+            alpha = torch.softmax(scores, dim=1)
+            z = (alpha[..., None] * cells).sum(1)  # (B, D)
+            h = self.core(z, h)
+            weights.append(alpha.view(batch, rows, cols))
+        return self.classifier(h), torch.stack(weights, dim=1)
+
+    def forward(self, canvases: torch.Tensor) -> torch.Tensor:
+        return self.attend(canvases)[0]
+
+
+def make_baseline(name: str, task: Task, config: BaselineConfig) -> nn.Module:
+    shape, n = task.canvas_shape, task.num_classes
+    if name == "fc":
+        return FullViewFC(shape, n, config.hidden_size)
+    if name == "cnn":
+        return FullViewCNN(shape, n, config.channels)
+    return SoftAttention(shape, n, config)
+
+
+class FullViewLearner:
+    """Trains a full-view baseline by cross-entropy on the task's canvases (see the module doc)."""
+
+    def __init__(
+        self,
+        name: str,
+        env_settings: dict[str, Any],
+        config: BaselineConfig,
+        seed: int,
+        device: torch.device,
+        eval_batch: int = 1000,
+    ) -> None:
+        task_fields = TaskConfig.__dataclass_fields__
+        self.task = make_task(
+            TaskConfig(**{k: v for k, v in env_settings.items() if k in task_fields})
+        )
+        self.device, self.eval_batch = device, eval_batch
+        torch.manual_seed(seed)
+        self.model = make_baseline(name, self.task, config).to(device)
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def train_size(self) -> int:
+        return self.task.split_size("train")
+
+    def _tensor(self, canvases: np.ndarray) -> torch.Tensor:
+        return torch.tensor(canvases, device=self.device).float().div_(255.0)
+
+    def loss(self, batch_size: int) -> dict[str, torch.Tensor]:
+        indices = self.rng.integers(0, self.train_size, batch_size)
+        canvases, labels = self.task.canvases("train", indices, self.rng)
+        logits = self.model(self._tensor(canvases))
+        target = torch.from_numpy(labels).to(self.device)
+        loss = F.cross_entropy(logits, target)
+        accuracy = (logits.argmax(1) == target).float().mean()
+        return {"total": loss, "classification": loss, "accuracy": accuracy}
+
+    @torch.no_grad()
+    def predictions(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted and true labels on the whole fixed split."""
+        self.model.eval()
+        fixed = self.task.fixed_canvases(split)
+        predicted = [
+            self.model(self._tensor(fixed.images[i : i + self.eval_batch])).argmax(1).cpu().numpy()
+            for i in range(0, len(fixed.labels), self.eval_batch)
+        ]
+        return np.concatenate(predicted), fixed.labels
+
+    def error(self, split: str) -> float:
+        predicted, labels = self.predictions(split)
+        return 100.0 * float(np.mean(predicted != labels))
+
+    def validation_error(self) -> float:
+        return self.error("val")
+
+    def test_error(self) -> float:
+        return self.error("test")
+
+    def data_state(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_data_state(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]

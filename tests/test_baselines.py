@@ -1,0 +1,39 @@
+"""Full-view baselines: soft attention's weights, and training through the command line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from agents.baselines import BaselineConfig, SoftAttention
+from glimpse.cli import main
+
+
+def test_soft_attention_weights_are_a_distribution_over_all_cells_that_depends_on_the_input():
+    torch.manual_seed(0)
+    model = SoftAttention((1, 60, 60), 10, BaselineConfig(attention_steps=5))
+    canvases = torch.rand(3, 1, 60, 60)
+    logits, weights = model.attend(canvases)
+    assert logits.shape == (3, 10) and weights.shape == (3, 5, 15, 15)  # every 4 x 4 cell
+    torch.testing.assert_close(weights.sum(dim=(2, 3)), torch.ones(3, 5))
+    assert (weights > 0).all()  # soft: every cell is read
+    assert not torch.allclose(weights[0], weights[1])
+
+
+@pytest.mark.parametrize("agent", ["soft", "cnn", "fc"])
+def test_baselines_train_evaluate_and_refuse_viz_clearly(agent, tmp_path, capsys):
+    args = ["train", "--agent", agent, "--env", "Glimpse/ClutteredMNIST60-v0", "--epochs", "1",
+            "--epoch-size", "512", "--batch-size", "64", "--val-size", "500",
+            "--runs-dir", str(tmp_path), "--name", "run", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    run = tmp_path / "run"
+    config = json.loads((run / "config.json").read_text())
+    if agent == "soft":
+        assert config["model"]["attention_steps"] == 8  # the environment's glimpse budget
+    recorded = json.loads((run / "test.json").read_text())["test_error"]
+    assert main(["eval", str(run)]) == 0
+    assert json.loads((run / "eval-test.json").read_text())["error"] == pytest.approx(recorded)
+    assert main(["viz", str(run), "--out", str(tmp_path / "t.gif")]) == 2
+    assert "full-view baseline" in capsys.readouterr().err
