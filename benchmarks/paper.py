@@ -3,6 +3,7 @@
     python benchmarks/paper.py train mnist-6      # trains into runs/<row>-ram-seed1 (resumable)
     python benchmarks/paper.py publish mnist-6    # copies its small files into results/
     python benchmarks/paper.py table              # the README's table, from results/
+    python benchmarks/paper.py table --write README.md
 
 ``results/<run>/`` keeps what the table needs and what ``glimpse eval`` and ``glimpse viz``
 need to work without training: ``config.json``, ``metrics.jsonl``, ``test.json`` and
@@ -84,10 +85,12 @@ def publish(row: Row, runs_dir: str, source_dir: str | None = None) -> None:
     print(f"published {target}")
 
 
-def table() -> None:
-    print("| task | our test error % | paper, set A | paper, set B | epochs | training time "
-          "(2 CPU cores) | command |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+def table() -> str:
+    lines = [
+        "| task | our test error % | paper, set A | paper, set B | epochs | training time "
+        "(2 CPU cores) | command |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in ROWS:
         run = RESULTS / row.run_name
         if (run / "test.json").exists():
@@ -97,8 +100,21 @@ def table() -> None:
             minutes = f"{summary['train_seconds'] / 60:.0f} min"
         else:
             ours, epochs, minutes = "not trained yet", "-", "-"
-        print(f"| {row.task} | {ours} | {row.paper_a} | {row.paper_b} | {epochs} | {minutes} "
-              f"| `{row.command}` |")  # fmt: skip
+        lines.append(f"| {row.task} | {ours} | {row.paper_a} | {row.paper_b} | {epochs} "
+                     f"| {minutes} | `{row.command}` |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def write_table(readme: Path) -> None:
+    """Replaces the table between the README's results-table markers."""
+    start, end = "<!-- results-table -->", "<!-- /results-table -->"
+    text = readme.read_text()
+    if start not in text or end not in text:
+        raise SystemExit(f"{readme} has no {start} ... {end} markers.")
+    before, rest = text.split(start, 1)
+    after = rest.split(end, 1)[1]
+    readme.write_text(f"{before}{start}\n{table()}\n{end}{after}")
+    print(f"updated the results table in {readme}")
 
 
 def main() -> None:
@@ -107,9 +123,13 @@ def main() -> None:
     parser.add_argument("row", nargs="?", choices=sorted(BY_NAME), help="for train / publish")
     parser.add_argument("--runs-dir", default="runs")
     parser.add_argument("--source", default=None, help="publish: run directory (default: by row)")
+    parser.add_argument("--write", default=None, help="table: README file to update in place")
     args = parser.parse_args()
     if args.action == "table":
-        table()
+        if args.write:
+            write_table(Path(args.write))
+        else:
+            print(table())
     elif args.row is None:
         parser.error(f"{args.action} needs a row: {', '.join(BY_NAME)}")
     elif args.action == "train":
