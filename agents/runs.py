@@ -20,7 +20,7 @@ from agents import distributed
 from agents.baselines import BASELINES, BaselineConfig, FullViewLearner
 from agents.learners import RAMLearner
 from agents.ppo import ALGORITHMS as PPO_ALGORITHMS
-from agents.ppo import PPOAgent, PPOConfig, train_ppo
+from agents.ppo import PPOAgent, PPOConfig, ppo_config, train_ppo
 from agents.ram import RAMConfig
 from agents.trainer import (
     TrainConfig,
@@ -48,6 +48,24 @@ def env_settings(env_id: str, overrides: dict[str, Any]) -> dict[str, Any]:
         known = ", ".join(sorted(i for i in gymnasium.registry if i.startswith("Glimpse/")))
         raise ConfigError(f"Unknown environment id {env_id!r}; choose one of: {known}.")
     return {**gymnasium.spec(env_id).kwargs, **overrides}
+
+
+def model_config(
+    agent: str, env_id: str, env: dict[str, Any], base: dict[str, Any], typed: dict[str, Any]
+) -> Any:
+    """The agent's model settings: defaults, then ``base`` (from --config), then ``typed``.
+
+    PPO agents also take their block of the hyperparameter file (before ``base``); the soft
+    attention baseline's steps default to the environment's glimpse budget.
+    """
+    if agent not in AGENTS:
+        raise ConfigError(f"Unknown agent {agent!r}; choose one of {', '.join(AGENTS)}.")
+    if agent in PPO_ALGORITHMS:
+        return ppo_config(agent, env_id, base, typed)
+    values = {**base, **typed}
+    if agent in BASELINES and values.get("attention_steps") is None:
+        values["attention_steps"] = env_settings(env_id, env)["glimpses"]
+    return _dataclass(MODEL_CONFIGS[agent], values, "model")
 
 
 def make_run_config(

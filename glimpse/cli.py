@@ -12,7 +12,6 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -55,10 +54,10 @@ def _data_show(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from agents.baselines import BASELINES, BaselineConfig
-    from agents.ppo import PPOConfig, ppo_config
+    from agents.baselines import BaselineConfig
+    from agents.ppo import PPOConfig
     from agents.ram import RAMConfig
-    from agents.runs import env_settings, make_run_config, read_run_config, train_run
+    from agents.runs import make_run_config, model_config, read_run_config, train_run
     from agents.trainer import TrainConfig
     from envs.episodes import EpisodeConfig
     from glimpse.tasks import TaskConfig
@@ -76,16 +75,12 @@ def _train(args: argparse.Namespace) -> int:
             **given_options(TaskConfig, args),
             **given_options(EpisodeConfig, args),
         }
-        if agent == "ram":
-            model: Any = RAMConfig(**{**base.get("model", {}), **given_options(RAMConfig, args)})
-        elif agent in BASELINES:
-            values = {**base.get("model", {}), **given_options(BaselineConfig, args, "baseline_")}
-            if values.get("attention_steps") is None:  # the hard agents' glimpse budget
-                values["attention_steps"] = env_settings(env_id, env)["glimpses"]
-            model = BaselineConfig(**values)
-        else:
-            given = given_options(PPOConfig, args, prefix="ppo_")
-            model = ppo_config(agent, env_id, base.get("model", {}), given)
+        typed_model = {
+            "ram": given_options(RAMConfig, args),
+            "ppo": given_options(PPOConfig, args, prefix="ppo_"),
+            "recurrent-ppo": given_options(PPOConfig, args, prefix="ppo_"),
+        }.get(agent, given_options(BaselineConfig, args, prefix="baseline_"))
+        model = model_config(agent, env_id, env, base.get("model", {}), typed_model)
         train = TrainConfig(**{**base.get("train", {}), **given_options(TrainConfig, args)})
         config = make_run_config(agent, env_id, env, model, train)
         summary = train_run(config, progress=args.progress)
