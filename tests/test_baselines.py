@@ -37,3 +37,17 @@ def test_baselines_train_evaluate_and_refuse_viz_clearly(agent, tmp_path, capsys
     assert json.loads((run / "eval-test.json").read_text())["error"] == pytest.approx(recorded)
     assert main(["viz", str(run), "--out", str(tmp_path / "t.gif")]) == 2
     assert "full-view baseline" in capsys.readouterr().err
+
+
+def test_soft_attention_flops_grow_with_the_canvas_while_rams_do_not():
+    from agents.cost import baseline_flops, ram_flops
+
+    def settings(size: int) -> dict:
+        return {"task": "cluttered", "size": size, "glimpse_size": 12, "num_scales": 3,
+                "scale_factor": 2, "glimpses": 8}  # fmt: skip
+
+    soft = [baseline_flops("soft", settings(size)) for size in (60, 120)]
+    ram = [ram_flops(settings(size)) for size in (60, 120)]
+    assert ram[0] == ram[1] > 0
+    assert soft[1] > 2.5 * soft[0]  # four times the pixels (plus the constant core)
+    assert ram[0] < soft[0]
