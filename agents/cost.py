@@ -54,3 +54,76 @@ def baseline_flops(name: str, env_settings: dict, config: BaselineConfig | None 
     model = make_baseline(name, task, config).eval()
     canvas = torch.zeros(1, *task.canvas_shape)
     return _count(lambda: model(canvas))
+
+
+def pixels_read(locations: np.ndarray, patch_sizes: tuple[int, ...], canvas: int) -> float:
+    """Mean number of distinct canvas pixels under any patch of any glimpse of an episode.
+
+    ``locations`` ``(n, T, 2)`` from recorded trajectories (NaN after an episode's end).
+    """
+    from glimpse.sensor import GlimpseSensor
+
+    g = patch_sizes[0]
+    s = patch_sizes[1] // g if len(patch_sizes) > 1 else 2
+    sensor = GlimpseSensor(g, len(patch_sizes), s)
+    counts = []
+    for episode in locations:  # a picture per episode: the union of its boxes
+        seen = np.zeros((canvas, canvas), bool)
+        taken = episode[~np.isnan(episode[:, 0])]
+        origins = sensor.patch_origins(torch.from_numpy(taken), canvas, canvas).numpy()
+        for step in origins:
+            for (x0, y0), side in zip(step, patch_sizes, strict=True):
+                seen[max(y0, 0) : max(y0 + side, 0), max(x0, 0) : max(x0 + side, 0)] = True
+        counts.append(seen.sum())
+    return float(np.mean(counts))
+
+
+def latency_ms(run: Callable[[], object], batch: int, repeats: int = 5) -> float:
+    """Milliseconds per image of ``run`` (one batch), best of ``repeats`` after a warm-up."""
+    import time
+
+    run()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        with torch.no_grad():
+            run()
+        best = min(best, time.perf_counter() - start)
+    return 1000.0 * best / batch
+
+
+def ram_latency_ms(env_settings: dict, batch: int, config: RAMConfig | None = None) -> float:
+    """CPU time per image of a whole RAM episode at ``batch``: canvases, glimpses, networks."""
+    settings = {**env_settings, "action_type": "continuous"}
+    episodes = make_episodes(batch, "train", False, settings)
+    model = RAM(episodes.glimpse_shape, episodes.task.num_classes, config or RAMConfig()).eval()
+    episodes.seed(np.arange(batch, dtype=np.uint64))
+
+    def episode() -> None:
+        episodes.reset(np.ones(batch, bool))
+        state = model.core.initial_state(batch, torch.device("cpu"))
+        for t in range(episodes.config.glimpses):
+            last = t == episodes.config.glimpses - 1
+            out, state = model.step(episodes.observations(), state, last, sample=False)
+            episodes.step(out.action)
+
+    return latency_ms(episode, batch)
+
+
+def baseline_latency_ms(
+    name: str, env_settings: dict, batch: int, config: BaselineConfig | None = None
+) -> float:
+    """CPU time per image of a full-view baseline at ``batch``, canvases included."""
+    from glimpse.tasks import TaskConfig, make_task
+
+    task_fields = TaskConfig.__dataclass_fields__
+    task = make_task(TaskConfig(**{k: v for k, v in env_settings.items() if k in task_fields}))
+    config = config or BaselineConfig(attention_steps=env_settings.get("glimpses", 8))
+    model = make_baseline(name, task, config).eval()
+    rng = np.random.default_rng(0)
+
+    def forward() -> None:
+        canvases, _ = task.canvases("train", rng.integers(0, 1000, batch), rng)
+        model(torch.from_numpy(canvases).float().div_(255.0))
+
+    return latency_ms(forward, batch)

@@ -108,6 +108,17 @@ def _viz(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from agents.compare import compare
+
+    report = compare(
+        args.env, args.seeds, args.epochs, Path(args.out), args.runs_dir, args.epoch_size,
+        progress=args.progress, scaling_sizes=tuple(args.scaling_sizes),
+    )  # fmt: skip
+    print(f"wrote {report}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from glimpse.tasks import TaskConfig
 
@@ -185,6 +196,26 @@ def build_parser() -> argparse.ArgumentParser:
     viz.add_argument("--split", default="test", choices=("val", "test"))
     viz.add_argument("--checkpoint", default="best", choices=("best", "last"))
     viz.set_defaults(handler=_viz)
+
+    comparison = commands.add_parser(
+        "compare",
+        help="hard vs soft attention vs CNN vs FC: a Markdown report with plots",
+        formatter_class=formatter,
+    )
+    comparison.add_argument("--env", required=True, help="environment id")
+    comparison.add_argument("--seeds", type=int, default=3, help="seeds per model")
+    comparison.add_argument("--epochs", type=int, default=100, help="training epochs per run")
+    comparison.add_argument("--epoch-size", type=int, default=None, help="episodes per epoch")
+    comparison.add_argument("--runs-dir", default="runs", help="where the runs are (re)used")
+    comparison.add_argument("--out", default="comparison", help="folder of the report")
+    comparison.add_argument(
+        "--scaling-sizes", type=int, nargs="+", default=[60, 100, 200, 400],
+        help="canvas sides of the cost-scaling study",
+    )  # fmt: skip
+    comparison.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars"
+    )
+    comparison.set_defaults(handler=_compare)
     return parser
 
 

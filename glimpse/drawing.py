@@ -135,3 +135,28 @@ def tile(panels: Sequence[Image.Image], columns: int) -> Image.Image:
             ),
         )
     return grid
+
+
+FOCUS = 4.0  # attention_grid: weight relative to uniform that shows as full red
+
+
+def attention_grid(canvases: np.ndarray, weights: np.ndarray, side: int = 120) -> Image.Image:
+    """Soft attention over the canvas: one row per canvas, one column per step.
+
+    ``canvases`` ``(n, C, H, W)`` uint8; ``weights`` ``(n, T, h, w)``, each step summing to 1
+    over its ``h x w`` cells. A cell is tinted red in proportion to its weight relative to
+    uniform attention: full red at ``FOCUS`` times the uniform weight or more, so attention
+    spread evenly shows as a faint tint and a sharp focus as a red spot.
+    """
+    panels = []
+    cells = weights.shape[2] * weights.shape[3]
+    for canvas, steps in zip(canvases, weights, strict=True):
+        base = np.asarray(canvas_to_rgb(canvas, side).resize((side, side))).astype(np.float32)
+        for alpha in steps:
+            relative = np.clip(alpha * cells / FOCUS, 0.0, 1.0)
+            heat = Image.fromarray((255 * relative).astype(np.uint8))
+            heat = np.asarray(heat.resize((side, side), Image.Resampling.BILINEAR)) / 255.0
+            tinted = base * (0.35 + 0.65 * heat[..., None])
+            tinted[..., 0] = np.maximum(tinted[..., 0], 255 * heat)
+            panels.append(Image.fromarray(tinted.clip(0, 255).astype(np.uint8)))
+    return tile(panels, weights.shape[1])
