@@ -49,6 +49,18 @@ def images_per_second(threads: int, batch_size: int, seconds: float) -> float:
     return batches * batch_size / (time.perf_counter() - start)
 
 
+def matmul_gflops(threads: int) -> float:
+    """float32 matrix-product speed at RAM's shapes (batch 128, 512 x 256), for reference."""
+    torch.set_num_threads(threads)
+    a, w = torch.randn(128, 512), torch.randn(512, 256)
+    for _ in range(20):
+        a @ w
+    n, start = 2000, time.perf_counter()
+    for _ in range(n):
+        a @ w
+    return 2 * 128 * 512 * 256 * n / (time.perf_counter() - start) / 1e9
+
+
 def time_to_error(target: float, epochs: int, threads: int, runs_dir: str) -> None:
     train = TrainConfig(
         epochs=epochs, threads=threads, track_test=True, runs_dir=runs_dir,
@@ -77,11 +89,11 @@ def main() -> None:
     parser.add_argument("--runs-dir", default="runs")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {ENV_ID}, RAM (paper sizes), batch {args.batch_size}\n")
-    print("| threads | training images/s |")
-    print("|---|---|")
+    print("| threads | training images/s | float32 matmul GFLOP/s at RAM's shapes |")
+    print("|---|---|---|")
     for threads in args.threads:
         rate = images_per_second(threads, args.batch_size, args.seconds)
-        print(f"| {threads} | {rate:,.0f} |")
+        print(f"| {threads} | {rate:,.0f} | {matmul_gflops(threads):.0f} |")
     if args.to_error is not None:
         time_to_error(args.to_error, args.epochs, max(args.threads), args.runs_dir)
 
