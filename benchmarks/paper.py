@@ -2,6 +2,7 @@
 
     python benchmarks/paper.py train mnist-6      # trains into runs/<row>-ram-seed1 (resumable)
     python benchmarks/paper.py publish mnist-6    # copies its small files into results/
+    python benchmarks/paper.py publish-ppo --source runs/mnist-ppo-seed1
     python benchmarks/paper.py table              # the README's table, from results/
     python benchmarks/paper.py table --write README.md
 
@@ -72,15 +73,24 @@ def train(row: Row, runs_dir: str) -> None:
 
 def publish(row: Row, runs_dir: str, source_dir: str | None = None) -> None:
     source = Path(source_dir) if source_dir else Path(runs_dir) / row.run_name
-    target = RESULTS / row.run_name
+    copy_run(source, RESULTS / row.run_name, row.run_name)
+
+
+def copy_run(source: Path, target: Path, name: str) -> None:
+    """The small files of a finished run (RAM ``best.pt`` or PPO ``best.zip``) into results/."""
     if not (source / "test.json").exists():
         raise SystemExit(f"{source} has no test.json yet: finish training first.")
     (target / "checkpoints").mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "metrics.jsonl", "test.json", "checkpoints/best.pt"):
-        shutil.copy2(source / name, target / name)
+    best = (
+        "checkpoints/best.pt"
+        if (source / "checkpoints/best.pt").exists()
+        else "checkpoints/best.zip"
+    )
+    for file in ("config.json", "metrics.jsonl", "test.json", best):
+        shutil.copy2(source / file, target / file)
     config = json.loads((target / "config.json").read_text())
     config["train"]["runs_dir"] = str(RESULTS.relative_to(RESULTS.parent))
-    config["train"]["name"] = row.run_name
+    config["train"]["name"] = name
     (target / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     print(f"published {target}")
 
@@ -105,26 +115,53 @@ def table() -> str:
     return "\n".join(lines)
 
 
+PPO_RUNS = [  # (run name, task, command) of the published PPO runs
+    ("mnist-ppo-seed1", "28x28 MNIST, 6 glimpses, 8x8",
+     "glimpse train --agent ppo --env Glimpse/MNIST-v0 --ppo-total-steps 2000000 "
+     "--ppo-learning-rate 1e-3 --ppo-eval-every 200000 --name mnist-ppo-seed1"),
+]  # fmt: skip
+
+
+def ppo_table() -> str:
+    lines = ["| task | agent | test accuracy % | env steps | training time | command |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for name, task, command in PPO_RUNS:
+        run = RESULTS / name
+        if not (run / "test.json").exists():
+            continue
+        summary = json.loads((run / "test.json").read_text())
+        agent = json.loads((run / "config.json").read_text())["agent"]
+        lines.append(f"| {task} | {agent} | **{100 - summary['test_error']:.2f}** | "
+                     f"{summary['steps']:,} | {summary['train_seconds'] / 60:.0f} min | "
+                     f"`{command}` |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def write_table(readme: Path) -> None:
     """Replaces the table between the README's results-table markers."""
-    start, end = "<!-- results-table -->", "<!-- /results-table -->"
     text = readme.read_text()
-    if start not in text or end not in text:
-        raise SystemExit(f"{readme} has no {start} ... {end} markers.")
-    before, rest = text.split(start, 1)
-    after = rest.split(end, 1)[1]
-    readme.write_text(f"{before}{start}\n{table()}\n{end}{after}")
-    print(f"updated the results table in {readme}")
+    for marker, content in (("results-table", table()), ("ppo-table", ppo_table())):
+        start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
+        if start not in text or end not in text:
+            raise SystemExit(f"{readme} has no {start} ... {end} markers.")
+        before, rest = text.split(start, 1)
+        text = f"{before}{start}\n{content}\n{end}{rest.split(end, 1)[1]}"
+    readme.write_text(text)
+    print(f"updated the results tables in {readme}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("train", "publish", "table"))
+    parser.add_argument("action", choices=("train", "publish", "publish-ppo", "table"))
     parser.add_argument("row", nargs="?", choices=sorted(BY_NAME), help="for train / publish")
     parser.add_argument("--runs-dir", default="runs")
     parser.add_argument("--source", default=None, help="publish: run directory (default: by row)")
     parser.add_argument("--write", default=None, help="table: README file to update in place")
     args = parser.parse_args()
+    if args.action == "publish-ppo":
+        source = Path(args.source or "")
+        copy_run(source, RESULTS / source.name, source.name)
+        return
     if args.action == "table":
         if args.write:
             write_table(Path(args.write))
