@@ -23,8 +23,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from envs.glimpse_env import task_of
 from glimpse.config import option
-from glimpse.tasks import Task, TaskConfig, make_task
+from glimpse.tasks import Task
 
 BASELINES = ("soft", "cnn", "fc")
 
@@ -139,10 +140,7 @@ class FullViewLearner:
         device: torch.device,
         eval_batch: int = 1000,
     ) -> None:
-        task_fields = TaskConfig.__dataclass_fields__
-        self.task = make_task(
-            TaskConfig(**{k: v for k, v in env_settings.items() if k in task_fields})
-        )
+        self.task = task_of(env_settings)
         self.device, self.eval_batch = device, eval_batch
         torch.manual_seed(seed)
         self.model = make_baseline(name, self.task, config).to(device)

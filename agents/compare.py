@@ -143,8 +143,7 @@ def compare(
             flops = cost.ram_flops(settings)
             episodes = evaluation_episodes(learner.env_settings, "test", 100)
             traj = record_trajectories(learner.policy(), episodes)
-            patch_sizes = learner.train_episodes.sensor.patch_sizes
-            pixels = cost.pixels_read(traj.locations, patch_sizes, canvas)
+            pixels = cost.pixels_read(traj.locations, learner.train_episodes.sensor, canvas)
             latency = [cost.ram_latency_ms(settings, b) for b in (1, 256)]
         else:
             model_settings = json.loads((run_dirs[agent] / "config.json").read_text())["model"]

@@ -16,8 +16,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from agents.baselines import BaselineConfig, make_baseline
-from agents.ram import RAM, RAMConfig
-from envs.glimpse_env import make_episodes
+from agents.ram import RAM, RAMConfig, RAMPolicy
+from envs.episodes import GlimpseEpisodes
+from envs.glimpse_env import make_episodes, task_of
+from glimpse.sensor import GlimpseSensor
 
 
 def _count(run: Callable[[], object]) -> int:
@@ -26,53 +28,53 @@ def _count(run: Callable[[], object]) -> int:
     return int(counter.get_total_flops())
 
 
-def ram_flops(env_settings: dict, config: RAMConfig | None = None) -> int:
-    """FLOPs of one RAM episode (``T`` glimpses and the answer) on one canvas."""
+def ram_episode(
+    env_settings: dict, batch: int, config: RAMConfig | None = None
+) -> tuple[Callable[[], None], GlimpseEpisodes]:
+    """A function that runs one RAM episode (fresh canvases, ``T`` glimpses, the answer) on
+    ``batch`` slots with an untrained model, and the episodes it runs on."""
     settings = {**env_settings, "action_type": "continuous"}
-    episodes = make_episodes(1, "train", False, settings)  # one fresh canvas, nothing cached
+    episodes = make_episodes(batch, "train", False, settings)  # fresh canvases, nothing cached
     model = RAM(episodes.glimpse_shape, episodes.task.num_classes, config or RAMConfig()).eval()
-    episodes.seed(np.zeros(1, np.uint64))
-    episodes.reset(np.ones(1, bool))
+    episodes.seed(np.arange(batch, dtype=np.uint64))
+    policy = RAMPolicy(model, episodes.config.glimpses, torch.device("cpu"))
+    everyone = np.ones(batch, bool)
 
     def episode() -> None:
-        state = model.core.initial_state(1, torch.device("cpu"))
-        for t in range(episodes.config.glimpses):
-            last = t == episodes.config.glimpses - 1
-            out, state = model.step(episodes.observations(), state, last, sample=False)
-            episodes.step(out.action)
+        episodes.reset(everyone)
+        policy.start(batch)
+        for _ in range(episodes.config.glimpses):
+            episodes.step(policy.act(episodes.observations()))
 
-    return _count(episode)
+    return episode, episodes
+
+
+def ram_flops(env_settings: dict, config: RAMConfig | None = None) -> int:
+    """FLOPs of one RAM episode (``T`` glimpses and the answer) on one canvas."""
+    return _count(ram_episode(env_settings, 1, config)[0])
 
 
 def baseline_flops(name: str, env_settings: dict, config: BaselineConfig | None = None) -> int:
     """FLOPs of one forward pass of a full-view baseline on one canvas."""
-    from glimpse.tasks import TaskConfig, make_task
-
-    task_fields = TaskConfig.__dataclass_fields__
-    task = make_task(TaskConfig(**{k: v for k, v in env_settings.items() if k in task_fields}))
+    task = task_of(env_settings)
     config = config or BaselineConfig(attention_steps=env_settings.get("glimpses", 8))
     model = make_baseline(name, task, config).eval()
     canvas = torch.zeros(1, *task.canvas_shape)
     return _count(lambda: model(canvas))
 
 
-def pixels_read(locations: np.ndarray, patch_sizes: tuple[int, ...], canvas: int) -> float:
+def pixels_read(locations: np.ndarray, sensor: GlimpseSensor, canvas: int) -> float:
     """Mean number of distinct canvas pixels under any patch of any glimpse of an episode.
 
     ``locations`` ``(n, T, 2)`` from recorded trajectories (NaN after an episode's end).
     """
-    from glimpse.sensor import GlimpseSensor
-
-    g = patch_sizes[0]
-    s = patch_sizes[1] // g if len(patch_sizes) > 1 else 2
-    sensor = GlimpseSensor(g, len(patch_sizes), s)
     counts = []
     for episode in locations:  # a picture per episode: the union of its boxes
         seen = np.zeros((canvas, canvas), bool)
         taken = episode[~np.isnan(episode[:, 0])]
         origins = sensor.patch_origins(torch.from_numpy(taken), canvas, canvas).numpy()
         for step in origins:
-            for (x0, y0), side in zip(step, patch_sizes, strict=True):
+            for (x0, y0), side in zip(step, sensor.patch_sizes, strict=True):
                 seen[max(y0, 0) : max(y0 + side, 0), max(x0, 0) : max(x0 + side, 0)] = True
         counts.append(seen.sum())
     return float(np.mean(counts))
@@ -94,30 +96,14 @@ def latency_ms(run: Callable[[], object], batch: int, repeats: int = 5) -> float
 
 def ram_latency_ms(env_settings: dict, batch: int, config: RAMConfig | None = None) -> float:
     """CPU time per image of a whole RAM episode at ``batch``: canvases, glimpses, networks."""
-    settings = {**env_settings, "action_type": "continuous"}
-    episodes = make_episodes(batch, "train", False, settings)
-    model = RAM(episodes.glimpse_shape, episodes.task.num_classes, config or RAMConfig()).eval()
-    episodes.seed(np.arange(batch, dtype=np.uint64))
-
-    def episode() -> None:
-        episodes.reset(np.ones(batch, bool))
-        state = model.core.initial_state(batch, torch.device("cpu"))
-        for t in range(episodes.config.glimpses):
-            last = t == episodes.config.glimpses - 1
-            out, state = model.step(episodes.observations(), state, last, sample=False)
-            episodes.step(out.action)
-
-    return latency_ms(episode, batch)
+    return latency_ms(ram_episode(env_settings, batch, config)[0], batch)
 
 
 def baseline_latency_ms(
     name: str, env_settings: dict, batch: int, config: BaselineConfig | None = None
 ) -> float:
     """CPU time per image of a full-view baseline at ``batch``, canvases included."""
-    from glimpse.tasks import TaskConfig, make_task
-
-    task_fields = TaskConfig.__dataclass_fields__
-    task = make_task(TaskConfig(**{k: v for k, v in env_settings.items() if k in task_fields}))
+    task = task_of(env_settings)
     config = config or BaselineConfig(attention_steps=env_settings.get("glimpses", 8))
     model = make_baseline(name, task, config).eval()
     rng = np.random.default_rng(0)

@@ -22,13 +22,13 @@ from gymnasium.vector.utils import batch_space
 from envs.episodes import EpisodeConfig, GlimpseEpisodes
 from glimpse.drawing import glimpse_frame
 from glimpse.errors import ConfigError
-from glimpse.tasks import TaskConfig, make_task
+from glimpse.tasks import Task, TaskConfig, make_task
 
 RENDER_FPS = 2
 
 
-def make_episodes(num_envs: int, split: str, sequential: bool, settings: dict[str, Any]):
-    """The batched episodes for keyword ``settings`` (TaskConfig and EpisodeConfig fields)."""
+def split_settings(settings: dict[str, Any]) -> tuple[TaskConfig, EpisodeConfig]:
+    """Keyword ``settings`` (TaskConfig and EpisodeConfig fields) as the two configs."""
     task_fields = {f.name for f in dataclasses.fields(TaskConfig)}
     episode_fields = {f.name for f in dataclasses.fields(EpisodeConfig)}
     unknown = set(settings) - task_fields - episode_fields
@@ -37,9 +37,22 @@ def make_episodes(num_envs: int, split: str, sequential: bool, settings: dict[st
             f"Unknown environment setting(s) {', '.join(sorted(unknown))}. Valid settings: "
             f"{', '.join(sorted(task_fields | episode_fields))}."
         )
-    task = make_task(TaskConfig(**{k: v for k, v in settings.items() if k in task_fields}))
-    config = EpisodeConfig(**{k: v for k, v in settings.items() if k in episode_fields})
-    return GlimpseEpisodes(task, config, num_envs, split, sequential)
+    task = TaskConfig(**{k: v for k, v in settings.items() if k in task_fields})
+    episode = EpisodeConfig(**{k: v for k, v in settings.items() if k in episode_fields})
+    return task, episode
+
+
+def task_of(settings: dict[str, Any]) -> Task:
+    """The (shared) task that environment ``settings`` describe."""
+    return make_task(split_settings(settings)[0])
+
+
+def make_episodes(
+    num_envs: int, split: str, sequential: bool, settings: dict[str, Any]
+) -> GlimpseEpisodes:
+    """The batched episodes for keyword ``settings`` (TaskConfig and EpisodeConfig fields)."""
+    task_config, episode_config = split_settings(settings)
+    return GlimpseEpisodes(make_task(task_config), episode_config, num_envs, split, sequential)
 
 
 def new_key(rng: np.random.Generator) -> np.uint64:
