@@ -173,6 +173,14 @@ class FullViewLearner:
         ]
         return np.concatenate(predicted), fixed.labels
 
+    @torch.no_grad()
+    def attention(self, canvases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Soft attention only: class logits ``(n, classes)`` and attention weights
+        ``(n, T, h, w)`` of the model on uint8 ``canvases`` ``(n, C, H, W)``."""
+        self.model.eval()
+        logits, weights = self.model.attend(self._tensor(canvases))
+        return logits.cpu().numpy(), weights.cpu().numpy()
+
     def error(self, split: str) -> float:
         predicted, labels = self.predictions(split)
         return 100.0 * float(np.mean(predicted != labels))

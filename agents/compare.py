@@ -93,24 +93,12 @@ def plot_scaling(rows: list[dict[str, Any]], out: Path) -> None:
 
 def draw_pictures(ram_dir: Path, soft_dir: Path, out_dir: Path) -> tuple[Path, Path]:
     """The RAM trajectories and soft attention maps on the same first test canvases."""
-    import torch
+    from agents.runs import visualise_run
 
-    from agents.visualise import draw_trajectories
-    from glimpse.drawing import attention_grid
-
-    _, ram = load_run(ram_dir)
-    trajectories = record_trajectories(
-        ram.policy(), evaluation_episodes(ram.env_settings, "test", PICTURES)
-    )
-    hard = out_dir / "hard-trajectories.png"
-    draw_trajectories(trajectories, hard)
-    _, soft = load_run(soft_dir)
-    canvases = soft.task.fixed_canvases("test").images[:PICTURES]
-    with torch.no_grad():
-        _, weights = soft.model.attend(torch.from_numpy(canvases.copy()).float() / 255)
-    soft_png = out_dir / "soft-attention.png"
-    attention_grid(canvases, weights.numpy()).save(soft_png)
-    return hard, soft_png
+    hard, soft = out_dir / "hard-trajectories.png", out_dir / "soft-attention.png"
+    visualise_run(ram_dir, hard, PICTURES)
+    visualise_run(soft_dir, soft, PICTURES)
+    return hard, soft
 
 
 def compare(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium
+import numpy as np
 import torch
 
 import glimpse  # noqa: F401  (registers the Glimpse ids)
@@ -228,10 +229,12 @@ def evaluate_run(
 
 def visualise_run(
     run_dir: Path, out: Path, n: int = 16, split: str = "test", checkpoint: str = "best"
-) -> Path:
-    """Records the run's trajectories on the first ``n`` canvases of ``split`` and draws them.
+) -> Path | None:
+    """Draws what the run's agent did on the first ``n`` canvases of ``split``.
 
-    The trajectories are kept next to the run (``trajectories-<split>.npz``).
+    Hard attention (RAM, PPO): its glimpse trajectories, also kept next to the run
+    (``trajectories-<split>.npz``, whose path is returned). Soft attention: its attention
+    weights at each step (returns None). The CNN and FC baselines attend to nothing: refused.
     """
     from agents.visualise import draw_trajectories
     from envs.evaluation import evaluation_episodes, record_trajectories
@@ -240,13 +243,30 @@ def visualise_run(
         raise ConfigError(f"--n {n} must be at least 1.")
     agent = load_agent(run_dir, checkpoint)
     if isinstance(agent, FullViewLearner):
-        raise ConfigError(
-            f"{run_dir} is a full-view baseline: it takes no glimpses, so there is no "
-            f"trajectory to draw. Use glimpse viz on a RAM or PPO run."
-        )
+        _draw_soft_attention(agent, run_dir, out, n, split)
+        return None
     episodes = evaluation_episodes(agent.env_settings, split, n)
     trajectories = record_trajectories(agent.policy(), episodes)
     npz = run_dir / f"trajectories-{split}.npz"
     trajectories.save(npz)
     draw_trajectories(trajectories, out)
     return npz
+
+
+def _draw_soft_attention(
+    learner: FullViewLearner, run_dir: Path, out: Path, n: int, split: str
+) -> None:
+    from agents.baselines import SoftAttention
+    from agents.visualise import captions, draw_attention
+
+    if not isinstance(learner.model, SoftAttention):
+        raise ConfigError(
+            f"{run_dir} is a full-view {type(learner.model).__name__}: it reads the whole canvas "
+            f"at once, with no glimpses and no attention to draw. glimpse viz draws RAM and PPO "
+            f"trajectories and soft attention maps."
+        )
+    fixed = learner.task.fixed_canvases(split)
+    canvases, labels = fixed.images[:n], fixed.labels[:n]
+    logits, weights = learner.attention(canvases)
+    texts = captions(labels, logits.argmax(1), logits, np.asarray(learner.task.class_names))
+    draw_attention(canvases, weights, texts, out)

@@ -104,7 +104,7 @@ def _viz(args: argparse.Namespace) -> int:
     from agents.runs import visualise_run
 
     npz = visualise_run(Path(args.run), Path(args.out), args.n, args.split, args.checkpoint)
-    print(f"wrote {args.out} (trajectories in {npz})")
+    print(f"wrote {args.out}" + (f" (trajectories in {npz})" if npz else ""))
     return 0
 
 
@@ -188,7 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=_eval)
 
     viz = commands.add_parser(
-        "viz", help="draw glimpse trajectories of a trained run", formatter_class=formatter
+        "viz",
+        help="draw glimpse trajectories (or soft attention maps) of a trained run",
+        formatter_class=formatter,
     )
     viz.add_argument("run", help="run directory")
     viz.add_argument("--n", type=int, default=16, help="number of test images")

@@ -140,23 +140,44 @@ def tile(panels: Sequence[Image.Image], columns: int) -> Image.Image:
 FOCUS = 4.0  # attention_grid: weight relative to uniform that shows as full red
 
 
-def attention_grid(canvases: np.ndarray, weights: np.ndarray, side: int = 120) -> Image.Image:
+def attention_panel(
+    canvas: np.ndarray, alpha: np.ndarray, caption: str = "", side: int = 120
+) -> Image.Image:
+    """The canvas tinted by one step of soft attention ``alpha`` ``(h, w)`` (sums to 1).
+
+    A cell is tinted red in proportion to its weight relative to uniform attention: full red
+    at ``FOCUS`` times the uniform weight or more, so attention spread evenly shows as a faint
+    tint and a sharp focus as a red spot. A caption, when given, goes under the picture.
+    """
+    base = np.asarray(canvas_to_rgb(canvas, side).resize((side, side))).astype(np.float32)
+    relative = np.clip(alpha * alpha.size / FOCUS, 0.0, 1.0)
+    heat = Image.fromarray((255 * relative).astype(np.uint8))
+    heat = np.asarray(heat.resize((side, side), Image.Resampling.BILINEAR)) / 255.0
+    tinted = base * (0.35 + 0.65 * heat[..., None])
+    tinted[..., 0] = np.maximum(tinted[..., 0], 255 * heat)
+    picture = Image.fromarray(tinted.clip(0, 255).astype(np.uint8))
+    if not caption:
+        return picture
+    panel = Image.new("RGB", (side, side + CAPTION_HEIGHT), "white")
+    panel.paste(picture, (0, 0))
+    ImageDraw.Draw(panel).text((2, side + 2), caption, fill="black", font=ImageFont.load_default())
+    return panel
+
+
+def attention_grid(
+    canvases: np.ndarray, weights: np.ndarray, captions: Sequence[str] | None = None,
+    side: int = 120,
+) -> Image.Image:  # fmt: skip
     """Soft attention over the canvas: one row per canvas, one column per step.
 
     ``canvases`` ``(n, C, H, W)`` uint8; ``weights`` ``(n, T, h, w)``, each step summing to 1
-    over its ``h x w`` cells. A cell is tinted red in proportion to its weight relative to
-    uniform attention: full red at ``FOCUS`` times the uniform weight or more, so attention
-    spread evenly shows as a faint tint and a sharp focus as a red spot.
+    over its ``h x w`` cells (drawn as in :func:`attention_panel`); ``captions``, one per
+    canvas, go under each of its steps.
     """
+    steps = weights.shape[1]
     panels = []
-    cells = weights.shape[2] * weights.shape[3]
-    for canvas, steps in zip(canvases, weights, strict=True):
-        base = np.asarray(canvas_to_rgb(canvas, side).resize((side, side))).astype(np.float32)
-        for alpha in steps:
-            relative = np.clip(alpha * cells / FOCUS, 0.0, 1.0)
-            heat = Image.fromarray((255 * relative).astype(np.uint8))
-            heat = np.asarray(heat.resize((side, side), Image.Resampling.BILINEAR)) / 255.0
-            tinted = base * (0.35 + 0.65 * heat[..., None])
-            tinted[..., 0] = np.maximum(tinted[..., 0], 255 * heat)
-            panels.append(Image.fromarray(tinted.clip(0, 255).astype(np.uint8)))
-    return tile(panels, weights.shape[1])
+    for i, (canvas, alphas) in enumerate(zip(canvases, weights, strict=True)):
+        for t, alpha in enumerate(alphas):
+            text = f"t={t + 1}/{steps}" + (f" {captions[i]}" if captions is not None else "")
+            panels.append(attention_panel(canvas, alpha, text, side))
+    return tile(panels, steps)

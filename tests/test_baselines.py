@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from PIL import Image
 
 from agents.baselines import BaselineConfig, SoftAttention
 from glimpse.cli import main
@@ -23,7 +24,7 @@ def test_soft_attention_weights_are_a_distribution_over_all_cells_that_depends_o
 
 
 @pytest.mark.parametrize("agent", ["soft", "cnn", "fc"])
-def test_baselines_train_evaluate_and_refuse_viz_clearly(agent, tmp_path, capsys):
+def test_baselines_train_evaluate_and_visualise(agent, tmp_path, capsys):
     args = ["train", "--agent", agent, "--env", "Glimpse/ClutteredMNIST60-v0", "--epochs", "1",
             "--epoch-size", "512", "--batch-size", "64", "--val-size", "500",
             "--runs-dir", str(tmp_path), "--name", "run", "--no-progress"]  # fmt: skip
@@ -35,8 +36,17 @@ def test_baselines_train_evaluate_and_refuse_viz_clearly(agent, tmp_path, capsys
     recorded = json.loads((run / "test.json").read_text())["test_error"]
     assert main(["eval", str(run)]) == 0
     assert json.loads((run / "eval-test.json").read_text())["error"] == pytest.approx(recorded)
-    assert main(["viz", str(run), "--out", str(tmp_path / "t.gif")]) == 2
-    assert "full-view baseline" in capsys.readouterr().err
+    gif, png = tmp_path / "attention.gif", tmp_path / "attention.png"
+    if agent == "soft":  # its attention weights at each of the 8 steps, on 3 test canvases
+        assert main(["viz", str(run), "--n", "3", "--out", str(gif)]) == 0
+        assert main(["viz", str(run), "--n", "3", "--out", str(png)]) == 0
+        with Image.open(gif) as animation:
+            assert animation.n_frames == 8
+        with Image.open(png) as grid:
+            assert grid.width > 2 * grid.height  # 3 rows of 8 steps
+    else:  # CNN and FC attend to nothing: a clear refusal, not a traceback
+        assert main(["viz", str(run), "--out", str(gif)]) == 2
+        assert "no attention to draw" in capsys.readouterr().err
 
 
 def test_soft_attention_flops_grow_with_the_canvas_while_rams_do_not():
