@@ -113,7 +113,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     report = compare(
         args.env, args.seeds, args.epochs, Path(args.out), args.runs_dir, args.epoch_size,
-        progress=args.progress, scaling_sizes=tuple(args.scaling_sizes),
+        progress=args.progress, scaling_sizes=tuple(args.scaling_sizes), ram_epochs=args.ram_epochs,
     )  # fmt: skip
     print(f"wrote {report}")
     return 0
@@ -207,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     comparison.add_argument("--env", required=True, help="environment id")
     comparison.add_argument("--seeds", type=int, default=3, help="seeds per model")
     comparison.add_argument("--epochs", type=int, default=100, help="training epochs per run")
+    comparison.add_argument(
+        "--ram-epochs", type=int, default=None, help="RAM's training epochs; default: --epochs"
+    )
     comparison.add_argument("--epoch-size", type=int, default=None, help="episodes per epoch")
     comparison.add_argument("--runs-dir", default="runs", help="where the runs are (re)used")
     comparison.add_argument("--out", default="comparison", help="folder of the report")

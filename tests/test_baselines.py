@@ -66,8 +66,9 @@ def test_soft_attention_flops_grow_with_the_canvas_while_rams_do_not():
 def test_compare_runs_end_to_end_on_a_tiny_budget(tmp_path):
     out = tmp_path / "report"
     code = main(["compare", "--env", "Glimpse/ClutteredMNIST60-v0", "--seeds", "2", "--epochs",
-                 "1", "--epoch-size", "128", "--runs-dir", str(tmp_path / "runs"), "--out",
-                 str(out), "--scaling-sizes", "60", "120", "--no-progress"])  # fmt: skip
+                 "1", "--ram-epochs", "2", "--epoch-size", "128", "--runs-dir",
+                 str(tmp_path / "runs"), "--out", str(out), "--scaling-sizes", "60", "120",
+                 "--no-progress"])  # fmt: skip
     assert code == 0
     report = (out / "report.md").read_text()
     for name in ("hard: RAM", "soft attention", "CNN (2 layers)", "FC (2 layers)", "±"):
@@ -75,6 +76,9 @@ def test_compare_runs_end_to_end_on_a_tiny_budget(tmp_path):
     for picture in ("scaling.png", "hard-trajectories.png", "soft-attention.png"):
         assert (out / picture).is_file() and picture in report
     results = json.loads((out / "results.json").read_text())
+    assert {r["agent"]: r["epochs"] for r in results["rows"]} == {
+        "ram": 2, "soft": 1, "cnn": 1, "fc": 1
+    }  # fmt: skip
     ram, soft = results["scaling"]
     assert ram["ram_flops"] == soft["ram_flops"] and soft["soft_flops"] > ram["soft_flops"]
     assert len(list((tmp_path / "runs").iterdir())) == 8  # 4 models x 2 seeds, reused next time
