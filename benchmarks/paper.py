@@ -3,7 +3,7 @@
     python benchmarks/paper.py train mnist-6      # trains into runs/<row>-ram-seed1 (resumable)
     python benchmarks/paper.py train cluttered-100 --threads 1   # two rows side by side
     python benchmarks/paper.py publish mnist-6    # copies its small files into results/
-    python benchmarks/paper.py publish-ppo --source runs/mnist-ppo-seed1
+    python benchmarks/paper.py publish-run --source runs/mnist-ppo-seed1   # any finished run
     python benchmarks/paper.py table              # the README's table, from results/
     python benchmarks/paper.py table --write README.md
 
@@ -168,14 +168,14 @@ def write_table(readme: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("train", "publish", "publish-ppo", "table"))
+    parser.add_argument("action", choices=("train", "publish", "publish-run", "table"))
     parser.add_argument("row", nargs="?", choices=sorted(BY_NAME), help="for train / publish")
     parser.add_argument("--runs-dir", default="runs")
     parser.add_argument("--source", default=None, help="publish: run directory (default: by row)")
     parser.add_argument("--write", default=None, help="table: README file to update in place")
     parser.add_argument("--threads", type=int, default=0, help="train: torch threads (0: all)")
     args = parser.parse_args()
-    if args.action == "publish-ppo":
+    if args.action == "publish-run":
         source = Path(args.source or "")
         copy_run(source, RESULTS / source.name, source.name)
         return
