@@ -121,6 +121,12 @@ PPO_RUNS = [  # (run name, task, command) of the published PPO runs
     ("mnist-ppo-seed1", "28x28 MNIST, 6 glimpses, 8x8",
      "glimpse train --agent ppo --env Glimpse/MNIST-v0 --ppo-total-steps 2000000 "
      "--ppo-learning-rate 1e-3 --ppo-eval-every 200000 --name mnist-ppo-seed1"),
+    ("mnist-ppo-10m-seed1", "28x28 MNIST, 6 glimpses, 8x8",
+     "glimpse train --agent ppo --env Glimpse/MNIST-v0 --ppo-total-steps 10000000 "
+     "--ppo-learning-rate 1e-3 --ppo-eval-every 500000 --name mnist-ppo-10m-seed1"),
+    ("mnist-recurrent-ppo-seed1", "28x28 MNIST, 6 glimpses, 8x8",
+     "glimpse train --agent recurrent-ppo --env Glimpse/MNIST-v0 --ppo-total-steps 1000000 "
+     "--ppo-learning-rate 1e-3 --ppo-eval-every 250000 --name mnist-recurrent-ppo-seed1"),
 ]  # fmt: skip
 RAM_REFERENCE = ("mnist-6", "cluttered-60")  # RAM rows shown in the PPO table for comparison
 
