@@ -124,6 +124,9 @@ PPO_RUNS = [  # (run name, task, command) of the published PPO runs
     ("mnist-ppo-10m-seed1", "28x28 MNIST, 6 glimpses, 8x8",
      "glimpse train --agent ppo --env Glimpse/MNIST-v0 --ppo-total-steps 10000000 "
      "--ppo-learning-rate 1e-3 --ppo-eval-every 500000 --name mnist-ppo-10m-seed1"),
+    ("mnist-ppo-step-reward-seed1", "28x28 MNIST, 6 glimpses, 8x8",
+     "glimpse train --agent ppo --env Glimpse/MNIST-v0 --step-reward 1.0 --ppo-total-steps "
+     "2000000 --ppo-learning-rate 1e-3 --ppo-eval-every 200000 --name mnist-ppo-step-reward-seed1"),
     ("mnist-recurrent-ppo-seed1", "28x28 MNIST, 6 glimpses, 8x8",
      "glimpse train --agent recurrent-ppo --env Glimpse/MNIST-v0 --ppo-total-steps 1000000 "
      "--ppo-learning-rate 1e-3 --ppo-eval-every 250000 --name mnist-recurrent-ppo-seed1"),
@@ -134,10 +137,11 @@ RAM_REFERENCE = ("mnist-6", "cluttered-60")  # RAM rows shown in the PPO table f
 def ppo_table() -> str:
     """PPO runs, and the RAM runs of the same tasks: test accuracy against env steps.
 
-    An env step is one glimpse, so a RAM epoch costs its images times its glimpses.
+    An env step is one glimpse, so a RAM epoch costs its images times its glimpses. The reward
+    column names the environment's optional per-step reward when a run used it.
     """
-    lines = ["| task | agent | test accuracy % | env steps | training time | command |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| task | agent | reward | test accuracy % | env steps | training time | command |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
     runs = list(PPO_RUNS)
     runs += [(BY_NAME[r].run_name, BY_NAME[r].task, BY_NAME[r].command) for r in RAM_REFERENCE]
     for name, task, command in runs:
@@ -147,7 +151,10 @@ def ppo_table() -> str:
         summary = json.loads((run / "test.json").read_text())
         config = json.loads((run / "config.json").read_text())
         steps = summary.get("steps") or _ram_env_steps(run, config)
-        lines.append(f"| {task} | {config['agent']} | **{100 - summary['test_error']:.2f}** | "
+        step_reward = config["env"].get("step_reward", 0.0)
+        reward = f"final + per step {step_reward:g}" if step_reward else "final only"
+        lines.append(f"| {task} | {config['agent']} | {reward} | "
+                     f"**{100 - summary['test_error']:.2f}** | "
                      f"{steps:,} | {summary['train_seconds'] / 60:.0f} min | "
                      f"`{command}` |")  # fmt: skip
     return "\n".join(lines)
