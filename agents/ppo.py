@@ -11,22 +11,25 @@ environment id in ``agents/ppo_hyperparams.toml``, ``--config`` and the ``--ppo-
 A PPO run directory has the same shape as a RAM one, with SB3 ``.zip`` models:
 ``config.json``, ``metrics.jsonl``, ``tb/`` (SB3's logger), ``checkpoints/last.zip`` (saved at
 every validation; ``--resume`` continues from its step count), ``checkpoints/best.zip``
-(lowest validation error on the fixed validation split; weights without the optimiser state,
-about a third of the size) and ``test.json``. Both zips are written atomically.
+(lowest validation error on the fixed validation split; float16 weights without the optimiser
+state, about a sixth of the size) and ``test.json``. Both zips are written atomically.
 """
 
 from __future__ import annotations
 
 import collections
+import io
 import json
 import os
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
@@ -129,22 +132,47 @@ def load_model(algorithm: str, path: Path, device: str = "auto") -> BaseAlgorith
         ) from error
 
 
-def save_model(model: BaseAlgorithm, path: Path, optimizer_state: bool = True) -> None:
+def save_model(model: BaseAlgorithm, path: Path, evaluation_only: bool = False) -> None:
     """``model.save(path)``, atomically (a crash never leaves a truncated zip behind).
 
-    ``optimizer_state=False`` saves the weights with an empty optimiser state (Adam's moments
-    are two thirds of a zip): enough to evaluate, visualise or fine-tune, a third of the size.
+    ``evaluation_only=True`` keeps what evaluation, visualisation and fine-tuning need: the
+    weights, stored in float16 (SB3 copies them back into the float32 policy on load), with an
+    empty optimiser state (Adam's moments are two thirds of a full zip); about a sixth of the
+    size. The live model is not touched.
     """
     optimizer = model.policy.optimizer
     moments = optimizer.state
-    if not optimizer_state:
+    if evaluation_only:
         optimizer.state = collections.defaultdict(dict)
     partial = path.with_name(f"{path.stem}.partial.zip")
     try:
         model.save(partial)
     finally:
         optimizer.state = moments
+    if evaluation_only:
+        _store_weights_in_float16(partial)
     os.replace(partial, path)
+
+
+def _store_weights_in_float16(zip_path: Path) -> None:
+    """Rewrites the ``policy.pth`` of an SB3 zip with float16 tensors (shared ones stay shared:
+    SB3 lists one features extractor under several names)."""
+    with zipfile.ZipFile(zip_path) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    state = torch.load(io.BytesIO(entries["policy.pth"]), weights_only=True)
+    halved: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
+    for name, tensor in state.items():
+        if tensor.is_floating_point():
+            key = (tensor.data_ptr(), tuple(tensor.shape))
+            if key not in halved:
+                halved[key] = tensor.half()
+            state[name] = halved[key]
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    entries["policy.pth"] = buffer.getvalue()
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
 
 
 class SB3Policy:
@@ -207,7 +235,7 @@ class ValidationCallback(BaseCallback):
             f.write(json.dumps(record) + "\n")
         if error < self.best:
             self.best = error
-            save_model(self.model, self.run_dir / "checkpoints" / "best.zip", optimizer_state=False)
+            save_model(self.model, self.run_dir / "checkpoints" / "best.zip", evaluation_only=True)
         self.save_last()
 
     def save_last(self) -> None:

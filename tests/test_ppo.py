@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -33,6 +35,17 @@ def test_a_short_run_gives_a_run_directory_that_eval_and_viz_accept(agent, tmp_p
     assert json.loads((run / "eval-test.json").read_text())["error"] == pytest.approx(recorded)
     assert main(["viz", str(run), "--n", "2", "--out", str(tmp_path / "t.gif")]) == 0
     assert (run / "trajectories-test.npz").is_file()
+
+    # best.zip holds float16 weights and no optimiser moments; last.zip everything, to resume
+    best, last = (_zip_entries(run / f"checkpoints/{n}.zip") for n in ("best", "last"))
+    weights = torch.load(io.BytesIO(best["policy.pth"]), weights_only=True).values()
+    assert {t.dtype for t in weights if t.is_floating_point()} == {torch.float16}
+    assert len(best["policy.optimizer.pth"]) < len(last["policy.optimizer.pth"]) / 10
+
+
+def _zip_entries(path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
 
 
 def test_a_ci_sized_ppo_run_beats_chance_by_a_clear_margin(tmp_path):
