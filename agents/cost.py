@@ -20,6 +20,7 @@ from agents.ram import RAM, RAMConfig, RAMPolicy
 from envs.episodes import GlimpseEpisodes
 from envs.glimpse_env import make_episodes, task_of
 from glimpse.sensor import GlimpseSensor
+from glimpse.tasks import Task
 
 
 def _count(run: Callable[[], object]) -> int:
@@ -54,11 +55,18 @@ def ram_flops(env_settings: dict, config: RAMConfig | None = None) -> int:
     return _count(ram_episode(env_settings, 1, config)[0])
 
 
-def baseline_flops(name: str, env_settings: dict, config: BaselineConfig | None = None) -> int:
-    """FLOPs of one forward pass of a full-view baseline on one canvas."""
+def _baseline(
+    name: str, env_settings: dict, config: BaselineConfig | None
+) -> tuple[Task, torch.nn.Module]:
+    """The task and an untrained full-view baseline (soft attention: T = the glimpse budget)."""
     task = task_of(env_settings)
     config = config or BaselineConfig(attention_steps=env_settings.get("glimpses", 8))
-    model = make_baseline(name, task, config).eval()
+    return task, make_baseline(name, task, config).eval()
+
+
+def baseline_flops(name: str, env_settings: dict, config: BaselineConfig | None = None) -> int:
+    """FLOPs of one forward pass of a full-view baseline on one canvas."""
+    task, model = _baseline(name, env_settings, config)
     canvas = torch.zeros(1, *task.canvas_shape)
     return _count(lambda: model(canvas))
 
@@ -103,9 +111,7 @@ def baseline_latency_ms(
     name: str, env_settings: dict, batch: int, config: BaselineConfig | None = None
 ) -> float:
     """CPU time per image of a full-view baseline at ``batch``, canvases included."""
-    task = task_of(env_settings)
-    config = config or BaselineConfig(attention_steps=env_settings.get("glimpses", 8))
-    model = make_baseline(name, task, config).eval()
+    task, model = _baseline(name, env_settings, config)
     rng = np.random.default_rng(0)
 
     def forward() -> None:

@@ -205,14 +205,12 @@ def evaluate_run(
     if samples < 1:
         raise ConfigError(f"--samples {samples} must be at least 1.")
     agent = load_agent(run_dir, checkpoint)
+    if samples > 1 and not isinstance(agent, RAMLearner):
+        raise ConfigError("--samples (Monte Carlo averaging) applies to RAM runs only.")
     if isinstance(agent, PPOAgent):
-        if samples > 1:
-            raise ConfigError("--samples (Monte Carlo averaging) applies to RAM runs only.")
         evaluation = agent.evaluate(split)
         error, images = evaluation.error_percent, len(evaluation.labels)
     elif isinstance(agent, FullViewLearner):
-        if samples > 1:
-            raise ConfigError("--samples (Monte Carlo averaging) applies to RAM runs only.")
         error, images = agent.error(split), agent.task.split_size(split)
     else:
         error, images = agent.error(split, samples), agent.task.split_size(split)
