@@ -14,6 +14,9 @@ What gradients flow where (tested in ``tests/test_ram.py``):
 * The classifier's cross-entropy trains the action, core and glimpse networks.
 * REINFORCE trains only the location network: it reads ``h_t.detach()``, and the sampled
   location is a constant (no gradient reaches the classifier through where the agent looked).
+  With ``reinforce_core=True`` it reads ``h_t`` itself, so REINFORCE also trains the core and
+  glimpse networks, as the paper's gradient over all parameters ``theta`` does: the state
+  then learns to serve where to look next, not only what the digit is.
 * The baseline is fit to the reward by squared error and also reads ``h_t.detach()``.
 * The log-probability is that of the location actually sent to the environment (the raw
   Gaussian sample; the environment clips it to the image, which is part of its dynamics).
@@ -47,6 +50,10 @@ class RAMConfig:
     location_units: int = option(128, "Units of h_l (where) in the glimpse network.")
     glimpse_out_units: int = option(256, "Units of g_t.")
     location_std: float = option(0.05, "Standard deviation sigma of the location policy.")
+    reinforce_core: bool = option(
+        False, "REINFORCE also trains the core and glimpse networks (the location head reads h_t, "
+        "not h_t.detach())."
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.core not in CORES:
@@ -58,8 +65,9 @@ class RAMConfig:
 class CoreNetwork(nn.Module):
     """``h_t = ReLU(W_hh h_{t-1} + W_gh g_t)`` (the paper), or ``h_t, c_t = LSTM(g_t, h, c)``.
 
-    The state is a tuple: ``(h,)`` for the RNN, ``(h, c)`` for the LSTM. ``W_hh`` and ``W_gh``
-    are stored as one ``Linear`` on ``[h_{t-1}; g_t]``: the same map with one matrix product.
+    The state is a tuple: ``(h,)`` for the RNN, ``(h, c)`` for the LSTM, or ``None`` before the
+    first glimpse (a zero state; the RNN then skips ``W_hh h_0 = 0``). ``W_hh`` and ``W_gh`` are
+    stored as one ``Linear`` on ``[h_{t-1}; g_t]``: the same map with one matrix product.
     """
 
     def __init__(self, input_size: int, hidden_size: int, kind: str = "rnn") -> None:
@@ -70,15 +78,14 @@ class CoreNetwork(nn.Module):
         else:
             self.linear = nn.Linear(hidden_size + input_size, hidden_size)  # [W_hh W_gh]
 
-    def initial_state(self, batch: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-        zeros = torch.zeros(batch, self.hidden_size, device=device)
-        return (zeros, zeros.clone()) if self.kind == "lstm" else (zeros,)
-
     def forward(
-        self, g_t: torch.Tensor, state: tuple[torch.Tensor, ...]
+        self, g_t: torch.Tensor, state: tuple[torch.Tensor, ...] | None
     ) -> tuple[torch.Tensor, ...]:
         if self.kind == "lstm":
             return self.cell(g_t, state)
+        if state is None:  # h_0 = 0: only W_gh g_1 (a sixth less arithmetic with 6 glimpses)
+            w_gh = self.linear.weight[:, self.hidden_size :]
+            return (torch.relu(F.linear(g_t, w_gh, self.linear.bias)),)
         (h_prev,) = state
         return (torch.relu(self.linear(torch.cat([h_prev, g_t], dim=1))),)
 
@@ -165,12 +172,15 @@ class RAM(nn.Module):
     def step(
         self,
         observations: dict[str, np.ndarray],
-        state: tuple[torch.Tensor, ...],
+        state: tuple[torch.Tensor, ...] | None,
         last: bool,
         sample: bool,
     ) -> tuple[StepOutput, tuple[torch.Tensor, ...]]:
-        """Reads one glimpse, updates the core, and acts: move (``last=False``) or answer."""
-        device = state[0].device
+        """Reads one glimpse, updates the core, and acts: move (``last=False``) or answer.
+
+        ``state`` is the core's state, ``None`` before the first glimpse.
+        """
+        device = self.classifier.linear.weight.device
         glimpse = torch.from_numpy(observations["glimpse"]).to(device)  # (B, k, C, g, g)
         location = torch.from_numpy(observations["location"]).to(device)  # (B, 2)
         g_t = self.glimpse_network(glimpse, location)  # (B, glimpse_out_units)
@@ -182,7 +192,7 @@ class RAM(nn.Module):
             scores = log_probs.detach().cpu().numpy()
             action = np.concatenate([np.zeros((batch, 2), np.float32), scores], axis=1)
             return StepOutput(action, None, None, log_probs), state
-        l_t, log_pi = self.locator(h_t.detach(), sample)
+        l_t, log_pi = self.locator(h_t if self.config.reinforce_core else h_t.detach(), sample)
         baseline = self.baseliner(h_t.detach())
         padding = np.zeros((batch, self.num_classes), np.float32)
         action = np.concatenate([l_t.cpu().numpy(), padding], axis=1)
@@ -195,7 +205,7 @@ class RAM(nn.Module):
         """
         device = next(self.parameters()).device
         episodes.reset(np.ones(episodes.num_envs, bool))
-        state = self.core.initial_state(episodes.num_envs, device)
+        state: tuple[torch.Tensor, ...] | None = None
         horizon = episodes.config.glimpses
         log_pi, baselines = [], []
         for t in range(horizon):
@@ -246,7 +256,7 @@ class RAMPolicy:
         self.model, self.horizon, self.device, self.sample = model, horizon, device, sample
 
     def start(self, num_envs: int) -> None:
-        self.state = self.model.core.initial_state(num_envs, self.device)
+        self.state: tuple[torch.Tensor, ...] | None = None
         self.t = 0
 
     @torch.no_grad()

@@ -199,7 +199,8 @@ class Trainer:
                 params, lr=config.lr, momentum=config.momentum, foreach=True
             )
         else:
-            self.optimizer = torch.optim.Adam(params, lr=config.lr, foreach=True)
+            # fused: one kernel for the whole update (a few % of a RAM step on a CPU)
+            self.optimizer = torch.optim.Adam(params, lr=config.lr, fused=True)
         # Under torchrun each process runs its share of the epoch.
         epoch_size = math.ceil((config.epoch_size or learner.train_size) / distributed.world_size())
         self.batches_per_epoch = max(1, math.ceil(epoch_size / config.batch_size))

@@ -32,7 +32,7 @@ def images_per_second(threads: int, batch_size: int, seconds: float) -> float:
     torch.set_num_threads(threads)
     settings = gymnasium.spec(ENV_ID).kwargs
     learner = RAMLearner(settings, RAMConfig(), batch_size, seed=0, device=torch.device("cpu"))
-    optimizer = torch.optim.Adam(learner.model.parameters(), lr=1e-3, foreach=True)
+    optimizer = torch.optim.Adam(learner.model.parameters(), lr=1e-3, fused=True)  # as the trainer
 
     def step() -> None:
         loss = learner.loss(batch_size)["total"]

@@ -14,18 +14,22 @@ from agents.ram import (
     Rollout,
     hybrid_loss,
 )
+from envs.episodes import GlimpseEpisodes
 from envs.glimpse_env import make_episodes
 
 
-@pytest.fixture
-def model_and_episodes():
+def small_model_and_episodes(config: RAMConfig) -> tuple[RAM, GlimpseEpisodes]:
     torch.manual_seed(0)
     episodes = make_episodes(
         16, "train", False, {"task": "mnist", "action_type": "continuous", "glimpses": 4}
     )
     episodes.seed(np.arange(16, dtype=np.uint64))
-    model = RAM(episodes.glimpse_shape, 10, RAMConfig())
-    return model, episodes
+    return RAM(episodes.glimpse_shape, 10, config), episodes
+
+
+@pytest.fixture
+def model_and_episodes():
+    return small_model_and_episodes(RAMConfig())
 
 
 def grads_of(module: torch.nn.Module) -> list[bool]:
@@ -40,6 +44,16 @@ def test_reinforce_trains_only_the_location_network(model_and_episodes):
     assert all(grads_of(model.locator))
     for part in (model.glimpse_network, model.core, model.classifier, model.baseliner):
         assert not any(grads_of(part))
+
+
+def test_reinforce_core_also_trains_the_core_and_glimpse_networks():
+    model, episodes = small_model_and_episodes(RAMConfig(reinforce_core=True))
+    batch = model(episodes)
+    batch.rewards[:8] = 1.0
+    hybrid_loss(batch)["reinforce"].backward()
+    assert all(grads_of(model.locator))
+    assert any(grads_of(model.core)) and any(grads_of(model.glimpse_network))
+    assert not any(grads_of(model.classifier)) and not any(grads_of(model.baseliner))
 
 
 def test_classification_does_not_train_the_location_or_baseline_networks(model_and_episodes):
