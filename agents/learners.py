@@ -67,7 +67,7 @@ class RAMLearner:
 
     def loss(self, batch_size: int) -> dict[str, torch.Tensor]:
         batch = self.forward_model(self.train_episodes)
-        terms = hybrid_loss(batch, self.reinforce_weight)
+        terms = hybrid_loss(batch, self.reinforce_weight, self.model.config.reward)
         terms["accuracy"] = batch.rewards.mean()
         return terms
 

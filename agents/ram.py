@@ -38,11 +38,12 @@ from glimpse.config import option
 from glimpse.errors import ConfigError
 
 CORES = ("rnn", "lstm")
+REWARDS = ("correct", "log-likelihood")
 
 
 @dataclass(frozen=True)
 class RAMConfig:
-    """Sizes of the networks and the location policy's noise."""
+    """Sizes of the networks, the location policy's noise and what it learns from."""
 
     core: str = option("rnn", "Core network: the paper's rectified RNN or an LSTM.", CORES)
     hidden_size: int = option(256, "Units of the core state h_t.")
@@ -54,8 +55,14 @@ class RAMConfig:
         False, "REINFORCE also trains the core and glimpse networks (the location head reads h_t, "
         "not h_t.detach())."
     )  # fmt: skip
+    reward: str = option(
+        "correct", "REINFORCE's reward: 1 for a correct answer, else 0 (the paper), or "
+        "log p(y | glimpses), the classifier's log-likelihood of the true class.", REWARDS
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
+        if self.reward not in REWARDS:
+            raise ConfigError(f"reward={self.reward!r}; choose one of {', '.join(REWARDS)}.")
         if self.core not in CORES:
             raise ConfigError(f"core={self.core!r}; choose one of {', '.join(CORES)}.")
         if self.location_std <= 0:
@@ -227,14 +234,25 @@ class RAM(nn.Module):
         )
 
 
-def hybrid_loss(batch: Rollout, reinforce_weight: float = 1.0) -> dict[str, torch.Tensor]:
+def hybrid_loss(
+    batch: Rollout, reinforce_weight: float = 1.0, reward_kind: str = "correct"
+) -> dict[str, torch.Tensor]:
     """The paper's hybrid loss, averaged over the batch.
 
     ``classification = -log p(y | h_T)``; ``baseline = sum_t (R - b_t)^2``;
     ``reinforce = -sum_t log pi(l_t | h_t) (R - b_t)``, the advantage a constant. Returns the
     terms and ``total = classification + baseline + reinforce_weight * reinforce``.
+
+    ``R`` is the environment's reward (1 for a correct answer) with ``reward_kind="correct"``,
+    or ``log p(y | h_T)`` with ``"log-likelihood"``: then REINFORCE follows the gradient of the
+    expected log-likelihood of the label (the variational view of Ba, Mnih and Kavukcuoglu,
+    2015), which still tells good glimpses from lucky ones once nearly every answer is right.
     """
-    reward = batch.rewards[:, None]  # (B, 1)
+    if reward_kind == "log-likelihood":
+        final_reward = batch.log_probs.detach().gather(1, batch.labels[:, None]).squeeze(1)
+    else:
+        final_reward = batch.rewards
+    reward = final_reward[:, None]  # (B, 1)
     advantage = (reward - batch.baselines).detach()  # (B, T-1)
     classification = F.nll_loss(batch.log_probs, batch.labels)
     baseline = F.mse_loss(batch.baselines, reward.expand_as(batch.baselines), reduction="none")

@@ -84,6 +84,27 @@ def test_log_probability_is_of_the_location_sent_to_the_environment():
     assert (l_t.abs() > 1).any()  # raw samples, not squashed: the environment clips them
 
 
+def test_log_likelihood_reward_still_ranks_right_answers_by_confidence():
+    log_pi = torch.zeros(2, 1, requires_grad=True)
+    batch = Rollout(
+        log_probs=torch.tensor([[0.9, 0.1], [0.6, 0.4]]).log(),  # both right, one less sure
+        labels=torch.zeros(2, dtype=torch.long),
+        rewards=torch.ones(2),
+        log_pi=log_pi,
+        baselines=torch.full((2, 1), 1.0),  # a perfect baseline for the 0/1 reward
+    )
+    hybrid_loss(batch, reward_kind="correct")["reinforce"].backward()
+    assert log_pi.grad is not None and not log_pi.grad.any()  # nothing left to learn from
+    log_pi.grad = None
+    batch.baselines = torch.full((2, 1), float(np.log(0.75)))
+    terms = hybrid_loss(batch, reward_kind="log-likelihood")
+    terms["reinforce"].backward()
+    assert log_pi.grad is not None
+    assert log_pi.grad[0, 0] < 0 < log_pi.grad[1, 0]  # more of the confident look, less of the other
+    expected = ((np.log(0.9) - np.log(0.75)) ** 2 + (np.log(0.6) - np.log(0.75)) ** 2) / 2
+    assert terms["baseline"].item() == pytest.approx(expected, rel=1e-5)
+
+
 # -- the toy task: looking at one spot reveals the label ---------------------------------------
 
 TARGET = torch.tensor([0.6, -0.4])
