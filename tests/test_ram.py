@@ -100,7 +100,8 @@ def test_log_likelihood_reward_still_ranks_right_answers_by_confidence():
     terms = hybrid_loss(batch, reward_kind="log-likelihood")
     terms["reinforce"].backward()
     assert log_pi.grad is not None
-    assert log_pi.grad[0, 0] < 0 < log_pi.grad[1, 0]  # more of the confident look, less of the other
+    # more of the confident look's probability, less of the other's
+    assert log_pi.grad[0, 0] < 0 < log_pi.grad[1, 0]
     expected = ((np.log(0.9) - np.log(0.75)) ** 2 + (np.log(0.6) - np.log(0.75)) ** 2) / 2
     assert terms["baseline"].item() == pytest.approx(expected, rel=1e-5)
 
