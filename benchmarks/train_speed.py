@@ -2,11 +2,12 @@
 
 1. Images per second of the whole training step: the batched episodes (canvases, glimpses,
    rewards), the forward and backward passes and the optimiser step.
-2. With ``--to-error E``: a default ``glimpse train`` run (``--epochs``) that logs the test error
-   after every epoch (``--track-test``); prints the training time until it first reached E.
+2. With ``--to-error E``: a ``glimpse train`` run (``--epochs``, ``--glimpses``) that logs the
+   test error after every epoch (``--track-test``); prints the training time until it first
+   reached E.
 
     python benchmarks/train_speed.py
-    python benchmarks/train_speed.py --to-error 1.5 --epochs 60
+    python benchmarks/train_speed.py --to-error 1.5 --epochs 40 --glimpses 7 --threads 1
 """
 
 from __future__ import annotations
@@ -61,12 +62,12 @@ def matmul_gflops(threads: int) -> float:
     return 2 * 128 * 512 * 256 * n / (time.perf_counter() - start) / 1e9
 
 
-def time_to_error(target: float, epochs: int, threads: int, runs_dir: str) -> None:
+def time_to_error(target: float, epochs: int, glimpses: int, threads: int, runs_dir: str) -> None:
     train = TrainConfig(
         epochs=epochs, threads=threads, track_test=True, runs_dir=runs_dir,
-        name=f"train-speed-{epochs}ep",
+        name=f"train-speed-{glimpses}g-{epochs}ep",
     )  # fmt: skip
-    config = make_run_config("ram", ENV_ID, {}, RAMConfig(), train)
+    config = make_run_config("ram", ENV_ID, {"glimpses": glimpses}, RAMConfig(), train)
     train_run(config, progress=False)
     metrics = Path(runs_dir) / str(train.name) / "metrics.jsonl"
     for line in metrics.read_text().splitlines():
@@ -85,7 +86,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seconds", type=float, default=20.0, help="time per speed measurement")
     parser.add_argument("--to-error", type=float, default=None, help="test error target in %%")
-    parser.add_argument("--epochs", type=int, default=60, help="epochs of the --to-error run")
+    parser.add_argument("--epochs", type=int, default=40, help="epochs of the --to-error run")
+    parser.add_argument("--glimpses", type=int, default=6, help="glimpses in the --to-error run")
     parser.add_argument("--runs-dir", default="runs")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {ENV_ID}, RAM (paper sizes), batch {args.batch_size}\n")
@@ -95,7 +97,7 @@ def main() -> None:
         rate = images_per_second(threads, args.batch_size, args.seconds)
         print(f"| {threads} | {rate:,.0f} | {matmul_gflops(threads):.0f} |")
     if args.to_error is not None:
-        time_to_error(args.to_error, args.epochs, max(args.threads), args.runs_dir)
+        time_to_error(args.to_error, args.epochs, args.glimpses, max(args.threads), args.runs_dir)
 
 
 if __name__ == "__main__":
