@@ -45,6 +45,7 @@ from glimpse.config import option
 from glimpse.errors import ConfigError
 
 ALGORITHMS = ("ppo", "recurrent-ppo")
+LR_SCHEDULES = ("constant", "linear")
 HYPERPARAMETERS = Path(__file__).with_name("ppo_hyperparams.toml")
 
 
@@ -57,7 +58,11 @@ class PPOConfig:
     n_steps: int = option(128, "Steps per episode slot per rollout.")
     batch_size: int = option(512, "Minibatch size of the PPO update.")
     n_epochs: int = option(4, "Passes over each rollout.")
-    learning_rate: float = option(3e-4, "Adam learning rate.")
+    learning_rate: float = option(3e-4, "Adam learning rate (the initial one with a decay).")
+    lr_schedule: str = option(
+        "constant", "Learning rate over the run: constant, or linear decay to 0 at total_steps.",
+        LR_SCHEDULES,
+    )  # fmt: skip
     gamma: float = option(1.0, "Discount; 1 because the only reward is the final answer's.")
     gae_lambda: float = option(0.95, "GAE lambda.")
     ent_coef: float = option(0.01, "Entropy bonus.")
@@ -65,6 +70,26 @@ class PPOConfig:
     features_dim: int = option(256, "Units of the glimpse network's output g_t.")
     lstm_hidden_size: int = option(256, "recurrent-ppo: LSTM units.")
     eval_every: int = option(100_000, "Environment steps between validations and checkpoints.")
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(
+                f"lr_schedule={self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}."
+            )
+
+
+class LinearDecay:
+    """SB3 learning-rate schedule: ``start`` at the first step, falling linearly to 0 at the last.
+
+    SB3 calls it with the share of the run still to go (1 to 0, counted over ``total_steps``
+    across resumes); a class, not a closure, so that the model zip can store it.
+    """
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+
+    def __call__(self, progress_remaining: float) -> float:
+        return self.start * progress_remaining
 
 
 def hyperparameters(algorithm: str, env_id: str, path: Path = HYPERPARAMETERS) -> dict[str, Any]:
@@ -93,7 +118,11 @@ def build_model(
         "n_steps": config.n_steps,
         "batch_size": config.batch_size,
         "n_epochs": config.n_epochs,
-        "learning_rate": config.learning_rate,
+        "learning_rate": (
+            LinearDecay(config.learning_rate)
+            if config.lr_schedule == "linear"
+            else config.learning_rate
+        ),
         "gamma": config.gamma,
         "gae_lambda": config.gae_lambda,
         "ent_coef": config.ent_coef,

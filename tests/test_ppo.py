@@ -11,7 +11,7 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from agents.ppo import ValidationCallback, hyperparameters
+from agents.ppo import ValidationCallback, hyperparameters, load_model
 from envs.sb3 import GlimpseHistoryExtractor
 from glimpse.cli import main
 
@@ -69,7 +69,8 @@ def test_resume_continues_from_the_saved_step_count(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(ValidationCallback, "validate", validate_then_interrupt)
-    args = ["train", "--agent", "ppo", *SMALL, "--ppo-total-steps", "3072"]
+    args = ["train", "--agent", "ppo", *SMALL, "--ppo-total-steps", "3072",
+            "--ppo-learning-rate", "1e-3", "--ppo-lr-schedule", "linear"]  # fmt: skip
     assert main([*args, "--runs-dir", str(tmp_path), "--name", "run"]) == 130
     monkeypatch.setattr(ValidationCallback, "validate", original)
     assert main(["train", "--resume", str(tmp_path / "run")]) == 0
@@ -77,6 +78,12 @@ def test_resume_continues_from_the_saved_step_count(tmp_path, monkeypatch):
              (tmp_path / "run/metrics.jsonl").read_text().splitlines()]  # fmt: skip
     assert steps[0] == 1024 and steps[1:] == [2048, 3072]  # no step counted twice
     assert json.loads((tmp_path / "run/test.json").read_text())["steps"] == 3072
+    # The learning-rate decay survives the zip and counts the steps before the interruption:
+    # the last update (after the rollout that began at step 2560 of 3072) used 1e-3 * 512/3072;
+    # a schedule restarted at the resume would have used 1e-3 * 512/2048.
+    model = load_model("ppo", tmp_path / "run/checkpoints/last.zip", "cpu")
+    assert model.learning_rate(0.5) == pytest.approx(5e-4)
+    assert model.policy.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 512 / 3072)
 
 
 def test_history_extractor_pools_only_the_glimpses_taken():
