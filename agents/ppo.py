@@ -10,7 +10,8 @@ Settings come, in order, from :class:`PPOConfig`'s defaults, the block for the a
 environment id in ``agents/ppo_hyperparams.toml``, ``--config`` and the ``--ppo-*`` options.
 A PPO run directory has the same shape as a RAM one, with SB3 ``.zip`` models:
 ``config.json``, ``metrics.jsonl``, ``tb/`` (SB3's logger), ``checkpoints/last.zip`` (saved at
-every validation; ``--resume`` continues from its step count), ``checkpoints/best.zip``
+every validation, and when Ctrl-C or SIGTERM stops training after the current step;
+``--resume`` continues from its step count), ``checkpoints/best.zip``
 (lowest validation error on the fixed validation split; float16 weights without the optimiser
 state, about a sixth of the size) and ``test.json``. Both zips are written atomically.
 """
@@ -226,8 +227,10 @@ class ValidationCallback(BaseCallback):
     """Every ``eval_every`` steps: validation error on the fixed split, metrics, checkpoints."""
 
     def __init__(self, run_dir: Path, env: dict[str, Any], eval_every: int, episodes: int,
-                 track_test: bool, seconds: float) -> None:  # fmt: skip
+                 track_test: bool, seconds: float,
+                 stop_requests: list[str] | None = None) -> None:  # fmt: skip
         super().__init__()
+        self.stop_requests = [] if stop_requests is None else stop_requests  # Ctrl-C, SIGTERM
         self.run_dir, self.eval_every, self.track_test = run_dir, eval_every, track_test
         self.val = evaluation_episodes(env, "val", episodes)
         self.test = evaluation_episodes(env, "test", episodes) if track_test else None
@@ -249,7 +252,7 @@ class ValidationCallback(BaseCallback):
         if self.num_timesteps >= self.next_eval:
             self.next_eval += self.eval_every
             self.validate()
-        return True
+        return not self.stop_requests  # False ends SB3's learn() after this step
 
     def validate(self) -> None:
         seconds = self.seconds + time.perf_counter() - self.started
@@ -277,7 +280,12 @@ class ValidationCallback(BaseCallback):
 
 def train_ppo(config: dict[str, Any], run_dir: Path, resume: bool) -> dict[str, Any]:
     """Trains (or resumes) a PPO run; returns the summary written to ``test.json``."""
-    from agents.trainer import TrainConfig, TrainingInterrupted, resolve_device
+    from agents.trainer import (
+        TrainConfig,
+        TrainingInterrupted,
+        interrupt_requests,
+        resolve_device,
+    )
 
     if distributed.world_size() > 1:
         raise ConfigError("PPO runs in one process; run it without torchrun.")
@@ -294,19 +302,19 @@ def train_ppo(config: dict[str, Any], run_dir: Path, resume: bool) -> dict[str, 
         seconds = json.loads((checkpoints / "last.json").read_text())["seconds"]
     else:
         model = build_model(algorithm, vec_env, ppo, train.seed, device, str(run_dir / "tb"))
-    callback = ValidationCallback(run_dir, env, ppo.eval_every, train.eval_episodes,
-                                  train.track_test, seconds)  # fmt: skip
     remaining = ppo.total_steps - model.num_timesteps
-    if remaining > 0:
-        try:
+    with interrupt_requests() as stop_requests:  # Ctrl-C or SIGTERM: stop after this step
+        callback = ValidationCallback(run_dir, env, ppo.eval_every, train.eval_episodes,
+                                      train.track_test, seconds, stop_requests)  # fmt: skip
+        if remaining > 0:
             model.learn(remaining, callback=callback, reset_num_timesteps=not resume,
                         progress_bar=False, tb_log_name="ppo")  # fmt: skip
-        except KeyboardInterrupt as interrupt:
-            callback.save_last()
-            raise TrainingInterrupted(
-                f"at step {model.num_timesteps:,}: the model is saved in "
-                f"{checkpoints / 'last.zip'}. Continue with: glimpse train --resume {run_dir}"
-            ) from interrupt
+    if stop_requests:
+        callback.save_last()
+        raise TrainingInterrupted(
+            f"{stop_requests[0]} at step {model.num_timesteps:,}: the model is saved in "
+            f"{checkpoints / 'last.zip'}. Continue with: glimpse train --resume {run_dir}"
+        )
     if not (checkpoints / "best.zip").exists():
         callback.validate()
     best = load_model(algorithm, checkpoints / "best.zip", device)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import zipfile
 
 import numpy as np
@@ -66,7 +68,7 @@ def test_resume_continues_from_the_saved_step_count(tmp_path, monkeypatch):
 
     def validate_then_interrupt(self):
         original(self)
-        raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGTERM)  # what a scheduler sends; Ctrl-C takes this path too
 
     monkeypatch.setattr(ValidationCallback, "validate", validate_then_interrupt)
     args = ["train", "--agent", "ppo", *SMALL, "--ppo-total-steps", "3072",
