@@ -90,7 +90,7 @@ class CoreNetwork(nn.Module):
     ) -> tuple[torch.Tensor, ...]:
         if self.kind == "lstm":
             return self.cell(g_t, state)
-        if state is None:  # h_0 = 0: only W_gh g_1 (a sixth less arithmetic with 6 glimpses)
+        if state is None:  # h_0 = 0: only W_gh g_1, half the first step's core product
             w_gh = self.linear.weight[:, self.hidden_size :]
             return (torch.relu(F.linear(g_t, w_gh, self.linear.bias)),)
         (h_prev,) = state
