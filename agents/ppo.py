@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.utils import LinearSchedule
 
 from agents import distributed
 
@@ -42,7 +43,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 from envs.evaluation import Evaluation, evaluate, evaluation_episodes
 from envs.sb3 import GlimpseFeaturesExtractor, GlimpseHistoryExtractor, make_sb3_env
-from glimpse.config import option
+from glimpse.config import check_choices, option
 from glimpse.errors import ConfigError
 
 ALGORITHMS = ("ppo", "recurrent-ppo")
@@ -73,24 +74,7 @@ class PPOConfig:
     eval_every: int = option(100_000, "Environment steps between validations and checkpoints.")
 
     def __post_init__(self) -> None:
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(
-                f"lr_schedule={self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}."
-            )
-
-
-class LinearDecay:
-    """SB3 learning-rate schedule: ``start`` at the first step, falling linearly to 0 at the last.
-
-    SB3 calls it with the share of the run still to go (1 to 0, counted over ``total_steps``
-    across resumes); a class, not a closure, so that the model zip can store it.
-    """
-
-    def __init__(self, start: float) -> None:
-        self.start = start
-
-    def __call__(self, progress_remaining: float) -> float:
-        return self.start * progress_remaining
+        check_choices(self)
 
 
 def hyperparameters(algorithm: str, env_id: str, path: Path = HYPERPARAMETERS) -> dict[str, Any]:
@@ -119,8 +103,10 @@ def build_model(
         "n_steps": config.n_steps,
         "batch_size": config.batch_size,
         "n_epochs": config.n_epochs,
+        # SB3 evaluates a schedule on the share of total_steps still to go (counted across
+        # resumes) and stores it in the zip
         "learning_rate": (
-            LinearDecay(config.learning_rate)
+            LinearSchedule(config.learning_rate, 0.0, 1.0)
             if config.lr_schedule == "linear"
             else config.learning_rate
         ),
@@ -227,10 +213,9 @@ class ValidationCallback(BaseCallback):
     """Every ``eval_every`` steps: validation error on the fixed split, metrics, checkpoints."""
 
     def __init__(self, run_dir: Path, env: dict[str, Any], eval_every: int, episodes: int,
-                 track_test: bool, seconds: float,
-                 stop_requests: list[str] | None = None) -> None:  # fmt: skip
+                 track_test: bool, seconds: float, stop_requests: list[str]) -> None:  # fmt: skip
         super().__init__()
-        self.stop_requests = [] if stop_requests is None else stop_requests  # Ctrl-C, SIGTERM
+        self.stop_requests = stop_requests  # filled by Ctrl-C or SIGTERM (interrupt_requests)
         self.run_dir, self.eval_every, self.track_test = run_dir, eval_every, track_test
         self.val = evaluation_episodes(env, "val", episodes)
         self.test = evaluation_episodes(env, "test", episodes) if track_test else None

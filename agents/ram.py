@@ -34,7 +34,7 @@ from torch.nn import functional as F
 
 from envs.episodes import GlimpseEpisodes
 from envs.networks import GlimpseNetwork
-from glimpse.config import option
+from glimpse.config import check_choices, option
 from glimpse.errors import ConfigError
 
 CORES = ("rnn", "lstm")
@@ -61,10 +61,7 @@ class RAMConfig:
     )  # fmt: skip
 
     def __post_init__(self) -> None:
-        if self.reward not in REWARDS:
-            raise ConfigError(f"reward={self.reward!r}; choose one of {', '.join(REWARDS)}.")
-        if self.core not in CORES:
-            raise ConfigError(f"core={self.core!r}; choose one of {', '.join(CORES)}.")
+        check_choices(self)
         if self.location_std <= 0:
             raise ConfigError(f"location_std={self.location_std} must be positive.")
 

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from agents import distributed
-from glimpse.config import option
+from glimpse.config import check_choices, option
 from glimpse.errors import ConfigError, GlimpseError
 
 OPTIMIZERS = ("adam", "sgd")
@@ -76,6 +76,7 @@ class TrainConfig:
     name: str | None = option(None, "Run directory name; default <env>-<agent>-seed<seed>.")
 
     def __post_init__(self) -> None:
+        check_choices(self)
         for name in ("epochs", "batch_size", "eval_episodes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be at least 1.")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from glimpse.config import option
+from glimpse.config import check_choices, option
 from glimpse.errors import ConfigError
 from glimpse.sensor import GlimpseSensor
 from glimpse.tasks import SPLITS, Task
@@ -66,15 +66,7 @@ class EpisodeConfig:
         for name in ("glimpses", "grid_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be at least 1.")
-        if self.action_type not in ACTION_TYPES:
-            raise ConfigError(
-                f"action_type={self.action_type!r}; choose one of {', '.join(ACTION_TYPES)}."
-            )
-        if self.first_location not in FIRST_LOCATIONS:
-            raise ConfigError(
-                f"first_location={self.first_location!r}; choose one of "
-                f"{', '.join(FIRST_LOCATIONS)}."
-            )
+        check_choices(self)
 
 
 def _mix(z: np.ndarray) -> np.ndarray:

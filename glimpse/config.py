@@ -13,12 +13,29 @@ import types
 import typing
 from typing import Any, TypeVar
 
+from glimpse.errors import ConfigError
+
 T = TypeVar("T")
 
 
 def option(default: Any, help: str, choices: tuple[Any, ...] | None = None) -> Any:
     """A dataclass field with the help text (and allowed values) its command-line option shows."""
     return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
+def check_choices(config: Any) -> None:
+    """Raises :class:`ConfigError` for a field of ``config`` outside its :func:`option` choices.
+
+    The command line enforces the choices itself; this catches the same mistake in a config
+    file or a call from Python. Call it from the dataclass's ``__post_init__``.
+    """
+    for field in dataclasses.fields(config):
+        choices = field.metadata.get("choices")
+        value = getattr(config, field.name)
+        if choices is not None and value not in choices:
+            raise ConfigError(
+                f"{field.name}={value!r}; choose one of {', '.join(map(str, choices))}."
+            )
 
 
 def _scalar_type(annotation: Any) -> type:

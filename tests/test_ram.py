@@ -9,6 +9,7 @@ import torch
 from agents.ram import (
     RAM,
     BaselineNetwork,
+    CoreNetwork,
     LocationNetwork,
     RAMConfig,
     Rollout,
@@ -44,6 +45,17 @@ def test_reinforce_trains_only_the_location_network(model_and_episodes):
     assert all(grads_of(model.locator))
     for part in (model.glimpse_network, model.core, model.classifier, model.baseliner):
         assert not any(grads_of(part))
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm"])
+def test_the_core_before_the_first_glimpse_is_the_core_from_a_zero_state(kind):
+    torch.manual_seed(0)
+    core = CoreNetwork(input_size=32, hidden_size=16, kind=kind)
+    g_t = torch.randn(5, 32)
+    zeros = torch.zeros(5, 16)
+    from_zero = core(g_t, (zeros, zeros) if kind == "lstm" else (zeros,))
+    for fresh, expected in zip(core(g_t, None), from_zero, strict=True):
+        torch.testing.assert_close(fresh, expected)
 
 
 def test_reinforce_core_also_trains_the_core_and_glimpse_networks():

@@ -84,6 +84,25 @@ def test_config_file_round_trip(tiny_run, tmp_path):
             == json.loads((tiny_run / "test.json").read_text())["test_error"])  # fmt: skip
 
 
+OUT_OF_CHOICES = [
+    ("train", "optimizer", "adamw"),
+    ("model", "reward", "accuracy"),
+    ("env", "first_location", "corner"),
+]
+
+
+@pytest.mark.parametrize(("part", "key", "value"), OUT_OF_CHOICES)
+def test_a_config_file_value_outside_its_choices_gets_a_clear_error(
+    tiny_run, tmp_path, capsys, part, key, value
+):
+    config = json.loads((tiny_run / "config.json").read_text())
+    config[part][key] = value
+    (tmp_path / "bad.json").write_text(json.dumps(config))
+    args = ["--runs-dir", str(tmp_path), "--name", "bad", "--no-progress"]
+    assert main(["train", "--config", str(tmp_path / "bad.json"), *args]) == 2
+    assert f"{key}={value!r}; choose one of" in capsys.readouterr().err
+
+
 def test_resume_after_ctrl_c_ends_with_the_same_metrics(tmp_path, monkeypatch):
     assert train(tmp_path, "straight") == 0
     original_loss = RAMLearner.loss
