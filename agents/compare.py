@@ -1,7 +1,8 @@
 """Hard versus soft attention on one task: ``glimpse compare --env ID --seeds N``.
 
-Trains (or reuses, when a run with the same name already finished) RAM, soft attention, the CNN
-and the FC baseline for each seed, then writes ``report.md`` and PNG plots into a folder:
+Trains (or reuses, when a run with the same name and settings already finished) RAM, soft
+attention, the CNN and the FC baseline for each seed, then writes ``report.md`` and PNG plots
+into a folder:
 
 * test error, mean and standard deviation over seeds; training time and epochs to the best
   validation error;
@@ -23,9 +24,17 @@ import numpy as np
 
 from agents import cost
 from agents.baselines import BaselineConfig
-from agents.runs import env_settings, load_run, make_run_config, model_config, train_run
+from agents.runs import (
+    env_settings,
+    load_run,
+    make_run_config,
+    model_config,
+    read_run_config,
+    train_run,
+)
 from agents.trainer import TrainConfig
 from envs.evaluation import evaluation_episodes, record_trajectories
+from glimpse.errors import ConfigError
 
 COMPARED = ("ram", "soft", "cnn", "fc")
 SCALING_SIZES = (60, 100, 200, 400)
@@ -37,11 +46,56 @@ def run_names(env_id: str, agent: str, seed: int) -> str:
     return f"compare-{short}-{agent}-seed{seed}"
 
 
+# Settings that do not change what a run learns: a reused run may differ in these.
+_IRRELEVANT_TO_RESULTS = {"name", "runs_dir", "threads", "device"}
+
+
+def _differences(wanted: dict[str, Any], found: dict[str, Any]) -> list[str]:
+    """``section.key: wanted vs found`` for every setting that would change the run's results."""
+    differences = []
+    for section in ("agent", "env_id", "env", "model", "train"):
+        want, have = wanted.get(section), found.get(section)
+        if not isinstance(want, dict) or not isinstance(have, dict):
+            if want != have:
+                differences.append(f"{section}: {want!r} here, {have!r} in the run")
+            continue
+        for key in sorted(set(want) | set(have)):
+            if key not in _IRRELEVANT_TO_RESULTS and want.get(key) != have.get(key):
+                differences.append(
+                    f"{section}.{key}: {want.get(key)!r} here, {have.get(key)!r} in the run"
+                )
+    return differences
+
+
 def train_or_reuse(
-    agent: str, env_id: str, env: dict[str, Any], train: TrainConfig, progress: bool
+    agent: str,
+    env_id: str,
+    env: dict[str, Any],
+    train: TrainConfig,
+    progress: bool,
+    model_options: dict[str, Any] | None = None,
 ) -> Path:
-    config = make_run_config(agent, env_id, env, model_config(agent, env_id, env, {}, {}), train)
+    """The run directory of ``train.name``: trained now, resumed, or reused when it finished.
+
+    A run found under that name must have been trained with the same settings (ignoring thread
+    count, device and folder), or the report would mix recipes without saying so.
+    """
+    model = model_config(agent, env_id, env, {}, model_options or {})
+    config = make_run_config(agent, env_id, env, model, train)
     run_dir = Path(train.runs_dir) / str(train.name)
+    if (run_dir / "config.json").exists():
+        found = read_run_config(run_dir)  # resolved as today, so settings added since get defaults
+        found_model = model_config(found["agent"], found["env_id"], found["env"], found["model"], {})
+        found = make_run_config(found["agent"], found["env_id"], found["env"], found_model,
+                                TrainConfig(**found["train"]))  # fmt: skip
+        differences = _differences(config, found)
+        if differences:
+            raise ConfigError(
+                f"{run_dir} exists but was trained with other settings than glimpse compare "
+                f"asks for ({'; '.join(differences)}). Pass the options it was trained with "
+                "(for RAM, e.g. --location-std or --reinforce-core), or point --runs-dir at "
+                "another folder to train afresh."
+            )
     if not (run_dir / "test.json").exists():
         resume = (run_dir / "checkpoints" / "last.pt").exists()
         train_run(config, resume=resume, progress=progress)
@@ -112,11 +166,13 @@ def compare(
     progress: bool = True,
     scaling_sizes: tuple[int, ...] = SCALING_SIZES,
     ram_epochs: int | None = None,
+    ram_options: dict[str, Any] | None = None,
 ) -> Path:
     """Trains or reuses the runs, measures them, writes ``out_dir/report.md``; returns its path.
 
     Every model trains ``epochs`` epochs, RAM ``ram_epochs`` when given: its location policy
     learns by REINFORCE, which needs more epochs than the baselines' backpropagation alone.
+    ``ram_options`` overrides RAM's model settings (``RAMConfig`` fields, as on the command line).
     """
     env = env_overrides or {}
     settings = env_settings(env_id, env)
@@ -128,7 +184,8 @@ def compare(
             agent_epochs = ram_epochs if agent == "ram" and ram_epochs else epochs
             train = TrainConfig(epochs=agent_epochs, epoch_size=epoch_size, seed=seed,
                                 runs_dir=runs_dir, name=run_names(env_id, agent, seed))  # fmt: skip
-            run_dir = train_or_reuse(agent, env_id, env, train, progress)
+            options = ram_options if agent == "ram" else None
+            run_dir = train_or_reuse(agent, env_id, env, train, progress, options)
             run_dirs.setdefault(agent, run_dir)
             summaries.append(json.loads((run_dir / "test.json").read_text()))
         _, learner = load_run(run_dirs[agent])

@@ -110,10 +110,12 @@ def _viz(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from agents.compare import compare
+    from agents.ram import RAMConfig
 
     report = compare(
         args.env, args.seeds, args.epochs, Path(args.out), args.runs_dir, args.epoch_size,
         progress=args.progress, scaling_sizes=tuple(args.scaling_sizes), ram_epochs=args.ram_epochs,
+        ram_options=given_options(RAMConfig, args),
     )  # fmt: skip
     print(f"wrote {report}")
     return 0
@@ -229,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     comparison.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars"
     )
+    add_options(comparison, RAMConfig, only_given=True)  # RAM's model, as for glimpse train
     comparison.set_defaults(handler=_compare)
     return parser
 

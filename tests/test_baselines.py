@@ -63,13 +63,17 @@ def test_soft_attention_flops_grow_with_the_canvas_while_rams_do_not():
     assert ram[0] < soft[0]
 
 
-def test_compare_runs_end_to_end_on_a_tiny_budget(tmp_path):
+def test_compare_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     out = tmp_path / "report"
-    code = main(["compare", "--env", "Glimpse/ClutteredMNIST60-v0", "--seeds", "2", "--epochs",
-                 "1", "--ram-epochs", "2", "--epoch-size", "128", "--runs-dir",
-                 str(tmp_path / "runs"), "--out", str(out), "--scaling-sizes", "60", "120",
-                 "--no-progress"])  # fmt: skip
+    command = ["compare", "--env", "Glimpse/ClutteredMNIST60-v0", "--seeds", "2", "--epochs",
+               "1", "--ram-epochs", "2", "--epoch-size", "128", "--runs-dir",
+               str(tmp_path / "runs"), "--out", str(out), "--scaling-sizes", "60", "120",
+               "--no-progress", "--location-std", "0.1"]  # fmt: skip
+    code = main(command)
     assert code == 0
+    ram_model = json.loads((tmp_path / "runs" / "compare-clutteredmnist60-ram-seed1" /
+                            "config.json").read_text())["model"]  # fmt: skip
+    assert ram_model["location_std"] == 0.1  # RAM's options reach its runs
     report = (out / "report.md").read_text()
     for name in ("hard: RAM", "soft attention", "CNN (2 layers)", "FC (2 layers)", "±"):
         assert name in report
@@ -82,3 +86,8 @@ def test_compare_runs_end_to_end_on_a_tiny_budget(tmp_path):
     ram, soft = results["scaling"]
     assert ram["ram_flops"] == soft["ram_flops"] and soft["soft_flops"] > ram["soft_flops"]
     assert len(list((tmp_path / "runs").iterdir())) == 8  # 4 models x 2 seeds, reused next time
+
+    # The same names with another recipe: refused, not silently mixed into the report.
+    assert main([*command[:-2], "--location-std", "0.2"]) == 2
+    error = capsys.readouterr().err
+    assert "model.location_std: 0.2 here, 0.1 in the run" in error and "--runs-dir" in error
