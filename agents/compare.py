@@ -67,6 +67,13 @@ def _differences(wanted: dict[str, Any], found: dict[str, Any]) -> list[str]:
     return differences
 
 
+def _resolved(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored run config as it resolves today: settings added since it was saved get defaults."""
+    agent, env_id, env = config["agent"], config["env_id"], config["env"]
+    model = model_config(agent, env_id, env, config["model"], {})
+    return make_run_config(agent, env_id, env, model, TrainConfig(**config["train"]))
+
+
 def train_or_reuse(
     agent: str,
     env_id: str,
@@ -84,11 +91,7 @@ def train_or_reuse(
     config = make_run_config(agent, env_id, env, model, train)
     run_dir = Path(train.runs_dir) / str(train.name)
     if (run_dir / "config.json").exists():
-        found = read_run_config(run_dir)  # resolved as today, so settings added since get defaults
-        found_model = model_config(found["agent"], found["env_id"], found["env"], found["model"], {})
-        found = make_run_config(found["agent"], found["env_id"], found["env"], found_model,
-                                TrainConfig(**found["train"]))  # fmt: skip
-        differences = _differences(config, found)
+        differences = _differences(config, _resolved(read_run_config(run_dir)))
         if differences:
             raise ConfigError(
                 f"{run_dir} exists but was trained with other settings than glimpse compare "
