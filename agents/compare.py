@@ -168,14 +168,15 @@ def compare(
     env_overrides: dict[str, Any] | None = None,
     progress: bool = True,
     scaling_sizes: tuple[int, ...] = SCALING_SIZES,
-    ram_epochs: int | None = None,
-    ram_options: dict[str, Any] | None = None,
+    ram_model: dict[str, Any] | None = None,
+    ram_train: dict[str, Any] | None = None,
 ) -> Path:
     """Trains or reuses the runs, measures them, writes ``out_dir/report.md``; returns its path.
 
-    Every model trains ``epochs`` epochs, RAM ``ram_epochs`` when given: its location policy
-    learns by REINFORCE, which needs more epochs than the baselines' backpropagation alone.
-    ``ram_options`` overrides RAM's model settings (``RAMConfig`` fields, as on the command line).
+    Every model trains ``epochs`` epochs of ``epoch_size`` episodes (default: the training
+    split). RAM takes its own recipe on top: ``ram_model`` (``RAMConfig`` fields) and
+    ``ram_train`` (``TrainConfig`` fields, e.g. more epochs: its location policy learns by
+    REINFORCE, which needs more than the baselines' backpropagation alone).
     """
     env = env_overrides or {}
     settings = env_settings(env_id, env)
@@ -184,11 +185,13 @@ def compare(
     for agent in COMPARED:
         summaries = []
         for seed in range(1, seeds + 1):
-            agent_epochs = ram_epochs if agent == "ram" and ram_epochs else epochs
-            train = TrainConfig(epochs=agent_epochs, epoch_size=epoch_size, seed=seed,
-                                runs_dir=runs_dir, name=run_names(env_id, agent, seed))  # fmt: skip
-            options = ram_options if agent == "ram" else None
-            run_dir = train_or_reuse(agent, env_id, env, train, progress, options)
+            recipe = {"epochs": epochs, **((ram_train or {}) if agent == "ram" else {})}
+            if epoch_size is not None:
+                recipe["epoch_size"] = epoch_size
+            name = run_names(env_id, agent, seed)
+            train = TrainConfig(**{**recipe, "seed": seed, "runs_dir": runs_dir, "name": name})
+            model = ram_model if agent == "ram" else None
+            run_dir = train_or_reuse(agent, env_id, env, train, progress, model)
             run_dirs.setdefault(agent, run_dir)
             summaries.append(json.loads((run_dir / "test.json").read_text()))
         _, learner = load_run(run_dirs[agent])

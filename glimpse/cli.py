@@ -111,11 +111,23 @@ def _viz(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from agents.compare import compare
     from agents.ram import RAMConfig
+    from agents.runs import read_run_config
 
+    recipe = read_run_config(Path(args.ram_config)) if args.ram_config else {}
+    if recipe and (recipe["agent"], recipe["env_id"]) != ("ram", args.env):
+        raise ConfigError(
+            f"--ram-config {args.ram_config} is a {recipe['agent']} run on {recipe['env_id']}; "
+            f"glimpse compare needs a RAM run on {args.env}."
+        )
+    per_run = ("seed", "name", "runs_dir", "threads", "device")  # compare decides these
+    ram_train = {k: v for k, v in recipe.get("train", {}).items() if k not in per_run}
+    if args.ram_epochs is not None:
+        ram_train["epochs"] = args.ram_epochs
+    ram_model = {**recipe.get("model", {}), **given_options(RAMConfig, args)}
     report = compare(
         args.env, args.seeds, args.epochs, Path(args.out), args.runs_dir, args.epoch_size,
-        progress=args.progress, scaling_sizes=tuple(args.scaling_sizes), ram_epochs=args.ram_epochs,
-        ram_options=given_options(RAMConfig, args),
+        progress=args.progress, scaling_sizes=tuple(args.scaling_sizes), ram_model=ram_model,
+        ram_train=ram_train,
     )  # fmt: skip
     print(f"wrote {report}")
     return 0
@@ -219,8 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
     comparison.add_argument("--seeds", type=int, default=3, help="seeds per model")
     comparison.add_argument("--epochs", type=int, default=100, help="training epochs per run")
     comparison.add_argument(
-        "--ram-epochs", type=int, default=None, help="RAM's training epochs; default: --epochs"
-    )
+        "--ram-config", default=None, metavar="CONFIG",
+        help="RAM's recipe (model and training settings) from an earlier run's config.json",
+    )  # fmt: skip
+    comparison.add_argument(
+        "--ram-epochs", type=int, default=None,
+        help="RAM's training epochs; default: --ram-config's, else --epochs",
+    )  # fmt: skip
     comparison.add_argument("--epoch-size", type=int, default=None, help="episodes per epoch")
     comparison.add_argument("--runs-dir", default="runs", help="where the runs are (re)used")
     comparison.add_argument("--out", default="comparison", help="folder of the report")

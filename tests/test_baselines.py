@@ -91,3 +91,13 @@ def test_compare_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     assert main([*command[:-2], "--location-std", "0.2"]) == 2
     error = capsys.readouterr().err
     assert "model.location_std: 0.2 here, 0.1 in the run" in error and "--runs-dir" in error
+
+    # RAM's recipe from a run's config.json: its std 0.1 matches, the typed epochs do not.
+    runs = tmp_path / "runs"
+    recipe = ["--ram-config", str(runs / "compare-clutteredmnist60-ram-seed1" / "config.json")]
+    assert main([*command[:-2], *recipe, "--ram-epochs", "3"]) == 2
+    error = capsys.readouterr().err
+    assert "train.epochs: 3 here, 2 in the run" in error and "location_std" not in error
+    soft = ["--ram-config", str(runs / "compare-clutteredmnist60-soft-seed1")]
+    assert main([*command, *soft]) == 2
+    assert "is a soft run" in capsys.readouterr().err
