@@ -139,9 +139,11 @@ class GlimpseFeaturesExtractor(BaseFeaturesExtractor):
 class GlimpseHistoryExtractor(BaseFeaturesExtractor):
     """Memory without recurrence, for plain PPO: every glimpse so far, encoded and pooled.
 
-    Needs the environment's ``history=True`` observation. Each glimpse taken so far goes through
-    one shared glimpse network with its location; the features are the current glimpse's
-    ``g_t``, the mean of all ``g_i`` seen so far and the step, mixed by one layer.
+    Needs the environment's ``history=True`` observation, whose slot ``i`` holds the ``i``-th
+    glimpse and its location, the current one included. Each glimpse taken so far goes through
+    one shared glimpse network with its location (the empty slots of later steps, about half of
+    them, are not computed); the features are the current glimpse's ``g_t``, the mean of all
+    ``g_i`` seen so far and the step, mixed by one layer.
     """
 
     def __init__(self, observation_space: spaces.Dict, features_dim: int = 256) -> None:
@@ -159,11 +161,11 @@ class GlimpseHistoryExtractor(BaseFeaturesExtractor):
         history = observations["history_glimpses"]  # (B, T, k, C, g, g)
         batch, horizon = history.shape[:2]
         step = observations["step"]  # (B, 1): glimpses before the current one, / T
-        encoded = self.network(
-            history.flatten(0, 1), observations["history_locations"].flatten(0, 1)
-        ).view(batch, horizon, -1)  # (B, T, features)
-        taken = torch.round(step * self.horizon) + 1  # (B, 1)
-        seen = (torch.arange(horizon, device=step.device) < taken).float()  # (B, T)
-        pooled = (encoded * seen[..., None]).sum(1) / seen.sum(1, keepdim=True)  # (B, features)
-        current = self.network(observations["glimpse"], observations["location"])
+        taken = torch.round(step * self.horizon).long() + 1  # (B, 1), the current one included
+        seen = torch.arange(horizon, device=step.device) < taken  # (B, T)
+        features = self.network(history[seen], observations["history_locations"][seen])
+        encoded = features.new_zeros(batch, horizon, features.shape[1])
+        encoded = encoded.index_put((seen,), features)  # (B, T, features), zero where not taken
+        pooled = encoded.sum(1) / taken  # (B, features)
+        current = encoded[torch.arange(batch, device=step.device), taken[:, 0] - 1]
         return torch.relu(self.mix(torch.cat([current, pooled, step], dim=1)))
