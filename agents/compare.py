@@ -74,6 +74,25 @@ def _resolved(config: dict[str, Any]) -> dict[str, Any]:
     return make_run_config(agent, env_id, env, model, TrainConfig(**config["train"]))
 
 
+def ram_recipe(
+    config_path: Path | None, epochs: int | None, model_options: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """RAM's ``(model, train)`` settings for :func:`compare`: an earlier RAM run's config.json
+    (when given), then ``epochs`` and ``model_options`` on top. The settings that compare
+    decides per run (seed, name, folder, threads, device) are left out."""
+    recipe = read_run_config(config_path) if config_path else {}
+    if recipe and recipe["agent"] != "ram":
+        raise ConfigError(
+            f"--ram-config {config_path} is a {recipe['agent']} run; glimpse compare needs the "
+            "config.json of a RAM run."
+        )
+    per_run = {"seed", *_IRRELEVANT_TO_RESULTS}
+    train = {k: v for k, v in recipe.get("train", {}).items() if k not in per_run}
+    if epochs is not None:
+        train["epochs"] = epochs
+    return {**recipe.get("model", {}), **model_options}, train
+
+
 def train_or_reuse(
     agent: str,
     env_id: str,

@@ -109,21 +109,11 @@ def _viz(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from agents.compare import compare
+    from agents.compare import compare, ram_recipe
     from agents.ram import RAMConfig
-    from agents.runs import read_run_config
 
-    recipe = read_run_config(Path(args.ram_config)) if args.ram_config else {}
-    if recipe and (recipe["agent"], recipe["env_id"]) != ("ram", args.env):
-        raise ConfigError(
-            f"--ram-config {args.ram_config} is a {recipe['agent']} run on {recipe['env_id']}; "
-            f"glimpse compare needs a RAM run on {args.env}."
-        )
-    per_run = ("seed", "name", "runs_dir", "threads", "device")  # compare decides these
-    ram_train = {k: v for k, v in recipe.get("train", {}).items() if k not in per_run}
-    if args.ram_epochs is not None:
-        ram_train["epochs"] = args.ram_epochs
-    ram_model = {**recipe.get("model", {}), **given_options(RAMConfig, args)}
+    config = Path(args.ram_config) if args.ram_config else None
+    ram_model, ram_train = ram_recipe(config, args.ram_epochs, given_options(RAMConfig, args))
     report = compare(
         args.env, args.seeds, args.epochs, Path(args.out), args.runs_dir, args.epoch_size,
         progress=args.progress, scaling_sizes=tuple(args.scaling_sizes), ram_model=ram_model,

@@ -10,6 +10,7 @@ from PIL import Image
 
 from agents.baselines import BaselineConfig, SoftAttention
 from glimpse.cli import main
+from glimpse.errors import ConfigError
 
 
 def test_soft_attention_weights_are_a_distribution_over_all_cells_that_depends_on_the_input():
@@ -101,3 +102,23 @@ def test_compare_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     soft = ["--ram-config", str(runs / "compare-clutteredmnist60-soft-seed1")]
     assert main([*command, *soft]) == 2
     assert "is a soft run" in capsys.readouterr().err
+
+
+def test_compare_reuses_a_run_saved_before_an_option_existed(tmp_path):
+    from agents.compare import train_or_reuse
+    from agents.ram import RAMConfig
+    from agents.runs import make_run_config
+    from agents.trainer import TrainConfig
+
+    env_id = "Glimpse/ClutteredMNIST60-v0"
+    train = TrainConfig(epochs=2, runs_dir=str(tmp_path), name="old")
+    config = make_run_config("ram", env_id, {}, RAMConfig(location_std=0.1), train)
+    del config["model"]["reward"], config["train"]["track_test"]  # written by an older version
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    (tmp_path / "old" / "test.json").write_text("{}")  # finished: reused, not trained
+    reused = train_or_reuse("ram", env_id, {}, train, False, {"location_std": 0.1})
+    assert reused == tmp_path / "old"
+    with pytest.raises(ConfigError, match=r"model\.reward: 'log-likelihood' here, 'correct'"):
+        train_or_reuse("ram", env_id, {}, train, False,
+                       {"location_std": 0.1, "reward": "log-likelihood"})  # fmt: skip

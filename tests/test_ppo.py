@@ -14,7 +14,7 @@ import torch
 from gymnasium import spaces
 
 from agents.ppo import ValidationCallback, hyperparameters, load_model
-from envs.sb3 import GlimpseHistoryExtractor
+from envs.sb3 import GlimpseHistoryExtractor, make_sb3_env
 from glimpse.cli import main
 
 SMALL = [
@@ -105,6 +105,22 @@ def test_history_extractor_pools_only_the_glimpses_taken():
     assert torch.equal(extractor(obs), before)
     obs["history_glimpses"][0, 1] = torch.rand(1, 1, 2, 2)  # a slot that was taken
     assert not torch.equal(extractor(obs), before)
+
+
+def test_history_extractor_is_current_glimpse_mean_of_seen_and_step_mixed():
+    env = make_sb3_env("Glimpse/MNIST-v0", num_envs=4, seed=0, history=True)
+    extractor = GlimpseHistoryExtractor(env.observation_space, features_dim=8)
+    observations = env.reset()
+    for step in range(3):  # the third observation: three glimpses taken
+        if step:
+            observations, *_ = env.step(np.array([env.action_space.sample() for _ in range(4)]))
+    obs = {key: torch.as_tensor(value) for key, value in observations.items()}
+    network = extractor.network
+    seen = network(obs["history_glimpses"][:, :3].flatten(0, 1),
+                   obs["history_locations"][:, :3].flatten(0, 1)).view(4, 3, -1)  # fmt: skip
+    current = network(obs["glimpse"], obs["location"])
+    expected = torch.relu(extractor.mix(torch.cat([current, seen.mean(1), obs["step"]], dim=1)))
+    torch.testing.assert_close(extractor(obs), expected)
 
 
 def test_hyperparameter_file_has_a_block_per_algorithm_and_env():
