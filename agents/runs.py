@@ -156,13 +156,11 @@ def train_run(
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    if config["agent"] in PPO_ALGORITHMS:
-        # PPO's small networks run fastest on one thread on a 2-core machine (measured).
-        torch.set_num_threads(train.threads or 1)
-        _dataclass(PPOConfig, config["model"], "model")
-        return train_ppo(config, run_dir, resume)
     if train.threads:
         torch.set_num_threads(train.threads)
+    if config["agent"] in PPO_ALGORITHMS:
+        _dataclass(PPOConfig, config["model"], "model")
+        return train_ppo(config, run_dir, resume)
     device = resolve_device(train.device)
     distributed.setup(device)
     learner = build_learner(config, device)

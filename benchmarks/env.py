@@ -4,7 +4,9 @@
    ``gymnasium.vector.SyncVectorEnv`` of single envs, at 1, 16, 256 and 1,024 envs.
 2. Stable-Baselines3 PPO (``MultiInputPolicy`` with our glimpse features extractor) through
    our ``VecEnv`` adapter and through ``DummyVecEnv`` of single envs, next to PPO on
-   ``CartPole-v1`` (``MlpPolicy``) with the same PPO settings, in the same process.
+   ``CartPole-v1`` (``MlpPolicy``) with the same PPO settings and optimiser, in the same
+   process, at 1 and 2 torch threads; also SB3's default extractor and the ``ppo`` agent's own
+   policy (the glimpse-history extractor, which does several glimpse networks' work per step).
 
     python benchmarks/env.py              # prints Markdown tables
 """
@@ -18,10 +20,15 @@ from collections.abc import Callable
 import gymnasium as gym
 import numpy as np
 import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.env_util import make_vec_env
 
 import glimpse  # noqa: F401  (registers the ids)
+from agents.ppo import PPOConfig, adam_kwargs, build_model, ppo_env_settings
+from envs.sb3 import GlimpseFeaturesExtractor, make_sb3_env
 
 ENV_ID = "Glimpse/ClutteredMNIST60-v0"
+PPO_SETTINGS = PPOConfig(n_steps=128, batch_size=256, n_epochs=4)
 
 
 def steps_per_second(step: Callable[[int], None], num_envs: int, min_seconds: float) -> float:
@@ -42,14 +49,34 @@ def vector_env_rate(vec: gym.vector.VectorEnv, num_envs: int, min_seconds: float
     return rate
 
 
-def ppo_rate(env, policy: str, policy_kwargs: dict, total_steps: int) -> float:
-    from stable_baselines3 import PPO
-
-    model = PPO(policy, env, n_steps=128, batch_size=256, n_epochs=4, policy_kwargs=policy_kwargs)
-    model.learn(2 * 128 * env.num_envs)  # warm-up (first rollout and update)
+def ppo_rate(model, total_steps: int) -> float:
+    """PPO's environment steps per second (rollouts and updates) after one warm-up cycle."""
+    model.learn(2 * model.n_steps * model.n_envs)
     start = time.perf_counter()
     model.learn(total_steps, reset_num_timesteps=False)
     return total_steps / (time.perf_counter() - start)
+
+
+def ppo_row(num_envs: int, threads: int, total_steps: int) -> list[float]:
+    """Steps/s of CartPole-v1 and of our env through each route, with the same PPO settings."""
+
+    torch.set_num_threads(threads)
+    settings = {"n_steps": PPO_SETTINGS.n_steps, "batch_size": PPO_SETTINGS.batch_size,
+                "n_epochs": PPO_SETTINGS.n_epochs}  # fmt: skip
+    adam = {"optimizer_kwargs": adam_kwargs()}
+    extractor = {"features_extractor_class": GlimpseFeaturesExtractor, **adam}
+
+    def ppo(env, policy: str, policy_kwargs: dict) -> float:
+        return ppo_rate(PPO(policy, env, policy_kwargs=policy_kwargs, **settings), total_steps)
+
+    history_env = make_sb3_env(ENV_ID, num_envs, seed=0, **ppo_env_settings("ppo", {}))
+    return [
+        ppo(make_vec_env("CartPole-v1", num_envs, seed=0), "MlpPolicy", adam),
+        ppo(make_vec_env(ENV_ID, num_envs, seed=0), "MultiInputPolicy", extractor),
+        ppo(make_sb3_env(ENV_ID, num_envs, seed=0), "MultiInputPolicy", extractor),
+        ppo(make_sb3_env(ENV_ID, num_envs, seed=0), "MultiInputPolicy", adam),
+        ppo_rate(build_model("ppo", history_env, PPO_SETTINGS, 0, "cpu", None), total_steps),
+    ]
 
 
 def main() -> None:
@@ -58,6 +85,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="time per env measurement")
     parser.add_argument("--ppo-envs", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--ppo-steps", type=int, default=40_960)
+    parser.add_argument("--ppo-threads", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), {ENV_ID}, random actions\n")
@@ -69,28 +97,24 @@ def main() -> None:
         theirs = vector_env_rate(sync, num_envs, args.seconds)
         print(f"| {num_envs:,} | {ours:,.0f} | {theirs:,.0f} | {ours / theirs:.1f}x |")
 
-    from stable_baselines3.common.env_util import make_vec_env
-
-    from envs.sb3 import GlimpseFeaturesExtractor, make_sb3_env
-
     steps = args.ppo_steps
-    extractor = {"features_extractor_class": GlimpseFeaturesExtractor}
-    print(f"\nPPO (1 thread), n_steps=128, batch 256, 4 epochs, {steps:,} steps timed\n")
     print(
-        "| envs | CartPole-v1, DummyVecEnv | ours, DummyVecEnv of single envs | ours, our adapter "
-        "| adapter / CartPole | ours, our adapter, SB3's default extractor |"
+        f"\nPPO, n_steps={PPO_SETTINGS.n_steps}, batch {PPO_SETTINGS.batch_size}, "
+        f"{PPO_SETTINGS.n_epochs} epochs, fused Adam where torch has it, {steps:,} steps timed\n"
     )
-    print("|---|---|---|---|---|---|")
+    print(
+        "| envs | threads | CartPole-v1, DummyVecEnv | ours, DummyVecEnv of single envs "
+        "| ours, our adapter | adapter / CartPole | ours, adapter, SB3's default extractor "
+        "| ours, adapter, the `ppo` agent's policy (history extractor) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for n in args.ppo_envs:
-        torch.set_num_threads(1)
-        cartpole = ppo_rate(make_vec_env("CartPole-v1", n, seed=0), "MlpPolicy", {}, steps)
-        dummy = ppo_rate(make_vec_env(ENV_ID, n, seed=0), "MultiInputPolicy", extractor, steps)
-        adapter = ppo_rate(make_sb3_env(ENV_ID, n, seed=0), "MultiInputPolicy", extractor, steps)
-        default = ppo_rate(make_sb3_env(ENV_ID, n, seed=0), "MultiInputPolicy", {}, steps)
-        print(
-            f"| {n} | {cartpole:,.0f} | {dummy:,.0f} | {adapter:,.0f} | {adapter / cartpole:.2f} "
-            f"| {default:,.0f} |"
-        )
+        for threads in args.ppo_threads:
+            cartpole, dummy, adapter, default, history = ppo_row(n, threads, steps)
+            print(
+                f"| {n} | {threads} | {cartpole:,.0f} | {dummy:,.0f} | {adapter:,.0f} "
+                f"| {adapter / cartpole:.2f} | {default:,.0f} | {history:,.0f} |"
+            )
 
 
 if __name__ == "__main__":

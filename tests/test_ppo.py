@@ -44,6 +44,10 @@ def test_a_short_run_gives_a_run_directory_that_eval_and_viz_accept(agent, tmp_p
     assert {t.dtype for t in weights if t.is_floating_point()} == {torch.float16}
     assert len(best["policy.optimizer.pth"]) < len(last["policy.optimizer.pth"]) / 10
 
+    # the policy's Adam is the fused one (torch 2.4+), kept when the zip is loaded to resume
+    optimizer = load_model(agent, run / "checkpoints/last.zip").policy.optimizer
+    assert optimizer.defaults["fused"] is True
+
 
 def _zip_entries(path) -> dict[str, bytes]:
     with zipfile.ZipFile(path) as archive:
