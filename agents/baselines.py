@@ -43,13 +43,20 @@ class BaselineConfig:
     )
 
 
+def _channels_last(encoder: nn.Sequential) -> nn.Sequential:
+    """The encoder with channels-last (NHWC) weights, which makes its activations NHWC too: on
+    a CPU, oneDNN's convolutions and the max-pool run about twice as fast that way (forward and
+    backward at batch 128). Same function, same ``state_dict`` keys and values."""
+    return encoder.to(memory_format=torch.channels_last)
+
+
 def _encoder(in_channels: int, channels: int) -> nn.Sequential:
     """The CNN baseline's two strided convolutions (5 x 5 then 3 x 3, stride 2 each): a feature
     map at 1/4 of the canvas's resolution, ``2 * channels`` features per cell."""
-    return nn.Sequential(
+    return _channels_last(nn.Sequential(
         nn.Conv2d(in_channels, channels, 5, stride=2, padding=2), nn.ReLU(),
         nn.Conv2d(channels, 2 * channels, 3, stride=2, padding=1), nn.ReLU(),
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def _soft_encoder(in_channels: int, channels: int) -> nn.Sequential:
@@ -61,11 +68,11 @@ def _soft_encoder(in_channels: int, channels: int) -> nn.Sequential:
     on cluttered 60 x 60 that encoder was at 41% validation error after 88,000 training images
     where this one was at 18% (same core, Adam 1e-3, batch 128), for 2.3 times the FLOPs.
     """
-    return nn.Sequential(
+    return _channels_last(nn.Sequential(
         nn.Conv2d(in_channels, channels, 5, stride=2, padding=2), nn.ReLU(),
         nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
         nn.Conv2d(2 * channels, 2 * channels, 3, padding=1), nn.ReLU(),
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 class FullViewFC(nn.Module):
@@ -121,13 +128,18 @@ class SoftAttention(nn.Module):
         grid = self.encoder(canvases)  # (B, D, H', W')
         batch, _, rows, cols = grid.shape
         cells = grid.flatten(2).transpose(1, 2)  # (B, H'W', D)
-        keys = self.key(cells)  # (B, H'W', attention_units)
+        # v^T tanh(u) + b computed as 2 v^T sigmoid(2u) + (b - sum(v)), the same number: on a
+        # CPU sigmoid is several times faster than tanh, and this is the model's largest
+        # elementwise pass (every cell, every step)
+        keys = 2 * self.key(cells)  # (B, H'W', attention_units): 2 W_f f_i
+        v, b = 2 * self.score.weight[0], self.score.bias - self.score.weight.sum()
         h = cells.new_zeros(batch, self.core.hidden_size)
         weights = []
         for _ in range(self.steps):
-            scores = self.score(torch.tanh(keys + self.query(h)[:, None])).squeeze(2)  # (B, H'W')
+            u2 = keys + 2 * self.query(h)[:, None]  # (B, H'W', attention_units)
+            scores = torch.sigmoid(u2) @ v + b  # (B, H'W')
             alpha = torch.softmax(scores, dim=1)
-            z = (alpha[..., None] * cells).sum(1)  # (B, D)
+            z = torch.bmm(alpha[:, None], cells).squeeze(1)  # (B, D): sum_i alpha_i f_i
             h = self.core(z, h)
             weights.append(alpha.view(batch, rows, cols))
         return self.classifier(h), torch.stack(weights, dim=1)

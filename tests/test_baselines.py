@@ -24,6 +24,24 @@ def test_soft_attention_weights_are_a_distribution_over_all_cells_that_depends_o
     assert not torch.allclose(weights[0], weights[1])
 
 
+def test_soft_attention_computes_its_docstring_equations():
+    """The fast path (sigmoid for tanh, NHWC encoder) is the same function as the equations."""
+    torch.manual_seed(0)
+    model = SoftAttention((1, 60, 60), 10, BaselineConfig(attention_steps=4))
+    canvases = torch.rand(2, 1, 60, 60)
+    cells = model.encoder(canvases).flatten(2).transpose(1, 2)  # f_i
+    h = torch.zeros(2, model.core.hidden_size)
+    expected = []
+    for _ in range(4):
+        a = model.score(torch.tanh(model.key(cells) + model.query(h)[:, None])).squeeze(2)
+        alpha = torch.softmax(a, dim=1)
+        h = model.core((alpha[..., None] * cells).sum(1), h)
+        expected.append(alpha)
+    logits, weights = model.attend(canvases)
+    torch.testing.assert_close(weights.flatten(2), torch.stack(expected, 1))
+    torch.testing.assert_close(logits, model.classifier(h))
+
+
 @pytest.mark.parametrize("agent", ["soft", "cnn", "fc"])
 def test_baselines_train_evaluate_and_visualise(agent, tmp_path, capsys):
     args = ["train", "--agent", agent, "--env", "Glimpse/ClutteredMNIST60-v0", "--epochs", "1",
