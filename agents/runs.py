@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +143,28 @@ def build_learner(config: dict[str, Any], device: torch.device) -> RAMLearner | 
     )
 
 
+def set_threads(threads: int) -> None:
+    """Uses ``threads`` torch threads; 0 keeps torch's default, one per core.
+
+    Every core is fastest on an otherwise idle machine (PPO's policy and RAM run faster on 2
+    threads than on 1 on 2 cores). When other processes keep the cores busy, threads that
+    share a core wait on each other and training becomes several times slower than on one
+    thread, so with 0 on a busy machine this says so (``--threads 1`` is the fix).
+    """
+    if threads:
+        torch.set_num_threads(threads)
+        return
+    cores = os.cpu_count() or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if cores > 1 and load >= 1.0:
+        print(
+            f"glimpse: other processes are keeping this machine busy (load average {load:.1f} "
+            f"on {cores} cores); training on every core is then often several times slower "
+            f"than on one: consider --threads 1.",
+            file=sys.stderr,
+        )
+
+
 def train_run(
     config: dict[str, Any], resume: bool = False, progress: bool = True
 ) -> dict[str, Any]:
@@ -156,8 +180,7 @@ def train_run(
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    if train.threads:
-        torch.set_num_threads(train.threads)
+    set_threads(train.threads)
     if config["agent"] in PPO_ALGORITHMS:
         _dataclass(PPOConfig, config["model"], "model")
         return train_ppo(config, run_dir, resume)

@@ -192,3 +192,18 @@ def test_a_short_mnist_training_beats_90_percent(tmp_path):
     )  # fmt: skip
     assert code == 0
     assert json.loads((tmp_path / "ci/test.json").read_text())["test_error"] < 10.0
+
+
+def test_every_core_on_a_busy_machine_suggests_one_thread(monkeypatch, capsys):
+    from agents import runs
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 3.0, 3.0))
+    threads = torch.get_num_threads()
+    runs.set_threads(0)
+    assert "--threads 1" in capsys.readouterr().err
+    assert torch.get_num_threads() == threads  # 0 leaves torch's default alone
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    runs.set_threads(0)
+    assert capsys.readouterr().err == ""
