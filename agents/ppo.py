@@ -97,7 +97,7 @@ def adam_kwargs() -> dict[str, Any]:
     """Keyword arguments for the policies' Adam: the fused kernel where this torch has it.
 
     The same algorithm as SB3's default Adam, updating all parameters in one kernel instead of a
-    loop over them: a PPO update step takes a quarter of the time on a CPU (torch 2.4 or later).
+    loop over them: several times faster on a CPU, where torch (2.4 or later) has it.
     """
     try:
         torch.optim.Adam([torch.zeros(1, requires_grad=True)], fused=True)

@@ -59,7 +59,6 @@ def ppo_rate(model, total_steps: int) -> float:
 
 def ppo_row(num_envs: int, threads: int, total_steps: int) -> list[float]:
     """Steps/s of CartPole-v1 and of our env through each route, with the same PPO settings."""
-
     torch.set_num_threads(threads)
     settings = {"n_steps": PPO_SETTINGS.n_steps, "batch_size": PPO_SETTINGS.batch_size,
                 "n_epochs": PPO_SETTINGS.n_epochs}  # fmt: skip
