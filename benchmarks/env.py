@@ -82,7 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="torch threads for the env part")
     parser.add_argument("--seconds", type=float, default=3.0, help="time per env measurement")
-    parser.add_argument("--ppo-envs", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--ppo-envs", type=int, nargs="*", default=[16, 64], help="none: skip PPO")
     parser.add_argument("--ppo-steps", type=int, default=40_960)
     parser.add_argument("--ppo-threads", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
@@ -96,6 +96,8 @@ def main() -> None:
         theirs = vector_env_rate(sync, num_envs, args.seconds)
         print(f"| {num_envs:,} | {ours:,.0f} | {theirs:,.0f} | {ours / theirs:.1f}x |")
 
+    if not args.ppo_envs:
+        return
     steps = args.ppo_steps
     print(
         f"\nPPO, n_steps={PPO_SETTINGS.n_steps}, batch {PPO_SETTINGS.batch_size}, "
