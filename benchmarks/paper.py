@@ -9,7 +9,8 @@
 
 ``results/<run>/`` keeps what the table needs and what ``glimpse eval`` and ``glimpse viz``
 need to work without training: ``config.json``, ``metrics.jsonl``, ``test.json`` and
-``checkpoints/best.pt`` (weights only, about 1 MB).
+``checkpoints/best.pt`` (weights only, about 1 MB). A checkpoint over 4 MiB (the FC baseline
+at 100 x 100 has 2.6 million parameters) stays out: the run's command remakes it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
+MAX_CHECKPOINT_BYTES = 4 * 2**20  # larger checkpoints stay out of the repository
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,16 @@ def copy_run(source: Path, target: Path, name: str) -> None:
         if (source / "checkpoints/best.pt").exists()
         else "checkpoints/best.zip"
     )
-    for file in ("config.json", "metrics.jsonl", "test.json", best):
+    files = ["config.json", "metrics.jsonl", "test.json", best]
+    size = (source / best).stat().st_size
+    if size > MAX_CHECKPOINT_BYTES:  # e.g. the FC baseline at 100 px: 2.6 M parameters
+        files.remove(best)
+        limit = MAX_CHECKPOINT_BYTES // 2**20
+        print(
+            f"{source / best} is {size / 2**20:.1f} MiB, over the {limit} MiB kept in the "
+            f"repository: published without it (the run's command remakes it)"
+        )
+    for file in files:
         shutil.copy2(source / file, target / file)
     config = json.loads((target / "config.json").read_text())
     config["train"]["runs_dir"] = str(RESULTS.relative_to(RESULTS.parent))
