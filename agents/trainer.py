@@ -67,7 +67,9 @@ class TrainConfig:
     reinforce_weight: float = option(1.0, "RAM: weight of the REINFORCE term in the hybrid loss.")
     seed: int = option(1, "Seed of the model initialisation and of the training episodes.")
     device: str = option("auto", "auto (cuda if available), cpu or cuda.", ("auto", "cpu", "cuda"))
-    threads: int = option(0, "torch CPU threads; 0: all cores of this process.")
+    threads: int = option(
+        0, "torch CPU threads; 0: every core (use 1 when other processes share the cores)."
+    )
     eval_episodes: int = option(1000, "Episodes run together when evaluating.")
     track_test: bool = option(
         False, "Also log the test error after every epoch (learning curves; one test pass each)."
