@@ -132,12 +132,12 @@ class SoftAttention(nn.Module):
         # CPU sigmoid is several times faster than tanh, and this is the model's largest
         # elementwise pass (every cell, every step)
         keys = 2 * self.key(cells)  # (B, H'W', attention_units): 2 W_f f_i
-        v, b = 2 * self.score.weight[0], self.score.bias - self.score.weight.sum()
+        v, b = 2 * self.score.weight.T, self.score.bias - self.score.weight.sum()  # (units, 1)
         h = cells.new_zeros(batch, self.core.hidden_size)
         weights = []
         for _ in range(self.steps):
             u2 = keys + 2 * self.query(h)[:, None]  # (B, H'W', attention_units)
-            scores = torch.sigmoid(u2) @ v + b  # (B, H'W')
+            scores = (torch.sigmoid(u2) @ v).squeeze(2) + b  # (B, H'W')
             alpha = torch.softmax(scores, dim=1)
             z = torch.bmm(alpha[:, None], cells).squeeze(1)  # (B, D): sum_i alpha_i f_i
             h = self.core(z, h)
