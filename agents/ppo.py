@@ -36,6 +36,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import LinearSchedule
 
 from agents import distributed
+from agents.trainer import adam_kwargs
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -91,19 +92,6 @@ def hyperparameters(algorithm: str, env_id: str, path: Path = HYPERPARAMETERS) -
 def ppo_env_settings(algorithm: str, env: dict[str, Any]) -> dict[str, Any]:
     """Environment settings for PPO: discrete actions; history for the non-recurrent one."""
     return {**env, "action_type": "discrete", "history": algorithm == "ppo"}
-
-
-def adam_kwargs() -> dict[str, Any]:
-    """Keyword arguments for the policies' Adam: the fused kernel where this torch has it.
-
-    The same algorithm as SB3's default Adam, updating all parameters in one kernel instead of a
-    loop over them: several times faster on a CPU, where torch (2.4 or later) has it.
-    """
-    try:
-        torch.optim.Adam([torch.zeros(1, requires_grad=True)], fused=True)
-    except (RuntimeError, TypeError):  # torch without a fused CPU Adam
-        return {}
-    return {"fused": True}
 
 
 def build_model(

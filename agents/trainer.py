@@ -44,6 +44,20 @@ class TrainingError(GlimpseError):
     """Training cannot go on (a non-finite loss, a checkpoint that does not fit the run)."""
 
 
+def adam_kwargs() -> dict[str, Any]:
+    """Keyword arguments for every agent's Adam (RAM, baselines, SB3 policies): the fused kernel
+    where this torch has it (2.4 or later on a CPU).
+
+    The same algorithm as the default Adam, updating all parameters in one kernel instead of a
+    loop over them: several times faster per update on a CPU.
+    """
+    try:
+        torch.optim.Adam([torch.zeros(1, requires_grad=True)], fused=True)
+    except (RuntimeError, TypeError):  # torch without a fused CPU Adam
+        return {}
+    return {"fused": True}
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM stopped training after the state was checkpointed."""
 
@@ -202,8 +216,7 @@ class Trainer:
                 params, lr=config.lr, momentum=config.momentum, foreach=True
             )
         else:
-            # fused: one kernel for the whole update (a few % of a RAM step on a CPU)
-            self.optimizer = torch.optim.Adam(params, lr=config.lr, fused=True)
+            self.optimizer = torch.optim.Adam(params, lr=config.lr, **adam_kwargs())
         # Under torchrun each process runs its share of the epoch.
         epoch_size = math.ceil((config.epoch_size or learner.train_size) / distributed.world_size())
         self.batches_per_epoch = max(1, math.ceil(epoch_size / config.batch_size))

@@ -24,7 +24,8 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
 import glimpse  # noqa: F401  (registers the ids)
-from agents.ppo import PPOConfig, adam_kwargs, build_model, ppo_env_settings
+from agents.ppo import PPOConfig, build_model, ppo_env_settings
+from agents.trainer import adam_kwargs
 from envs.sb3 import GlimpseFeaturesExtractor, make_sb3_env
 
 ENV_ID = "Glimpse/ClutteredMNIST60-v0"
