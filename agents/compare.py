@@ -32,7 +32,7 @@ from agents.runs import (
     read_run_config,
     train_run,
 )
-from agents.trainer import TrainConfig
+from agents.trainer import RESULT_NEUTRAL_SETTINGS, TrainConfig
 from envs.evaluation import evaluation_episodes, record_trajectories
 from glimpse.errors import ConfigError
 
@@ -46,10 +46,6 @@ def run_names(env_id: str, agent: str, seed: int) -> str:
     return f"compare-{short}-{agent}-seed{seed}"
 
 
-# Settings that do not change what a run learns: a reused run may differ in these.
-_IRRELEVANT_TO_RESULTS = {"name", "runs_dir", "threads", "device"}
-
-
 def _differences(wanted: dict[str, Any], found: dict[str, Any]) -> list[str]:
     """``section.key: wanted vs found`` for every setting that would change the run's results."""
     differences = []
@@ -60,7 +56,7 @@ def _differences(wanted: dict[str, Any], found: dict[str, Any]) -> list[str]:
                 differences.append(f"{section}: {want!r} here, {have!r} in the run")
             continue
         for key in sorted(set(want) | set(have)):
-            if key not in _IRRELEVANT_TO_RESULTS and want.get(key) != have.get(key):
+            if key not in RESULT_NEUTRAL_SETTINGS and want.get(key) != have.get(key):
                 differences.append(
                     f"{section}.{key}: {want.get(key)!r} here, {have.get(key)!r} in the run"
                 )
@@ -86,7 +82,7 @@ def ram_recipe(
             f"--ram-config {config_path} is a {recipe['agent']} run; glimpse compare needs the "
             "config.json of a RAM run."
         )
-    per_run = {"seed", *_IRRELEVANT_TO_RESULTS}
+    per_run = {"seed", *RESULT_NEUTRAL_SETTINGS}
     train = {k: v for k, v in recipe.get("train", {}).items() if k not in per_run}
     if epochs is not None:
         train["epochs"] = epochs

@@ -165,15 +165,39 @@ def set_threads(threads: int) -> None:
         )
 
 
+RUNTIME_SETTINGS = ("threads", "device")
+"""The training settings a resumed run may change: where and how fast it trains."""
+
+
+def resume_run(
+    run_dir: Path, runtime: dict[str, Any] | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """Continues the run in ``run_dir`` (wherever it now lies) with its own ``config.json``.
+
+    ``runtime`` may change the :data:`RUNTIME_SETTINGS` only, say ``{"threads": 1}`` for a run
+    that continues on a busy machine; the new values are written to ``config.json``.
+    """
+    config = read_run_config(run_dir)
+    changed = sorted(set(runtime or {}) - set(RUNTIME_SETTINGS))
+    if changed:
+        raise ConfigError(
+            f"--resume continues {run_dir} with the settings in its config.json, so it takes "
+            f"no {', '.join('--' + name.replace('_', '-') for name in changed)}; only "
+            f"{' and '.join('--' + name for name in RUNTIME_SETTINGS)} may change. To train "
+            f"with other settings, start a new run: --config {run_dir / 'config.json'} "
+            "--name NEW with the options to change."
+        )
+    config["train"].update(runtime or {}, runs_dir=str(run_dir.parent), name=run_dir.name)
+    return train_run(config, resume=True, progress=progress)
+
+
 def train_run(
     config: dict[str, Any], resume: bool = False, progress: bool = True
 ) -> dict[str, Any]:
     """Trains (or resumes) the run ``config`` describes; returns the summary of ``test.json``."""
     train = _dataclass(TrainConfig, config["train"], "train")
     run_dir = Path(train.runs_dir) / run_name(config)
-    if resume:
-        config = read_run_config(run_dir)
-    elif (run_dir / "checkpoints").exists():
+    if not resume and (run_dir / "checkpoints").exists():
         raise ConfigError(
             f"{run_dir} already holds a run. Continue it with --resume, or pick another --name."
         )

@@ -38,6 +38,9 @@ from glimpse.errors import ConfigError, GlimpseError
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("linear", "cosine", "constant")
+RESULT_NEUTRAL_SETTINGS = frozenset({"name", "runs_dir", "threads", "device"})
+"""Training settings that do not change what a run learns: where the run directory lies, and
+where and how fast it trains. A run resumed or reused may differ in these."""
 
 
 class TrainingError(GlimpseError):
@@ -266,7 +269,7 @@ class Trainer:
     def resume(self) -> None:
         """Restores the state saved by :meth:`save_last`."""
         checkpoint = load_checkpoint(self.last_path)
-        if checkpoint.get("config") != self.full_config:
+        if _what_it_learns(checkpoint.get("config", {})) != _what_it_learns(self.full_config):
             raise TrainingError(
                 f"{self.last_path} was written by a run with a different configuration than "
                 f"the one given now. Resume with the run's own settings (glimpse train --resume "
@@ -408,3 +411,12 @@ class Trainer:
 def config_dict(**sections: Any) -> dict[str, Any]:
     """A JSON-ready configuration: dataclasses become dicts."""
     return {k: asdict(v) if hasattr(v, "__dataclass_fields__") else v for k, v in sections.items()}
+
+
+def _what_it_learns(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` without the :data:`RESULT_NEUTRAL_SETTINGS`."""
+    train = config.get("train", {})
+    return {
+        **config,
+        "train": {k: v for k, v in train.items() if k not in RESULT_NEUTRAL_SETTINGS},
+    }

@@ -57,13 +57,16 @@ def _train(args: argparse.Namespace) -> int:
     from agents.baselines import BaselineConfig
     from agents.ppo import PPOConfig
     from agents.ram import RAMConfig
-    from agents.runs import make_run_config, model_config, read_run_config, train_run
+    from agents.runs import make_run_config, model_config, read_run_config, resume_run, train_run
     from agents.trainer import TrainConfig
     from envs.episodes import EpisodeConfig
     from glimpse.tasks import TaskConfig
 
     if args.resume:
-        summary = train_run(read_run_config(Path(args.resume)), resume=True, progress=args.progress)
+        # Every option of the config dataclasses is absent unless typed (only_given=True).
+        fixed = ("command", "handler", "resume", "progress")
+        given = {k: v for k, v in vars(args).items() if k not in fixed and v is not None}
+        summary = resume_run(Path(args.resume), given, progress=args.progress)
     else:
         base = read_run_config(Path(args.config)) if args.config else {}
         agent = args.agent or base.get("agent", "ram")
@@ -179,7 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--agent", choices=AGENTS, default=None, help="agent (default: ram)")
     train.add_argument("--env", default=None, help="environment id, e.g. Glimpse/MNIST-v0")
     train.add_argument("--config", default=None, help="config.json of an earlier run to start from")
-    train.add_argument("--resume", default=None, metavar="RUN", help="continue this run directory")
+    train.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN",
+        help="continue this run directory with its settings (--threads and --device may change)",
+    )
     train.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -119,17 +120,29 @@ def test_resume_after_ctrl_c_ends_with_the_same_metrics(tmp_path, monkeypatch):
     saved = load_checkpoint(tmp_path / "interrupted/checkpoints/last.pt")
     assert (saved["epoch"], saved["batch"]) == (1, 5)
     monkeypatch.setattr(RAMLearner, "loss", original_loss)
-    assert main(["train", "--resume", str(tmp_path / "interrupted"), "--no-progress"]) == 0
+    # The run continues wherever it now lies, and may change where it runs (its device was
+    # "auto"; --threads may change too, but that reorders float sums, which this compares).
+    (tmp_path / "elsewhere").mkdir()
+    moved = shutil.move(tmp_path / "interrupted", tmp_path / "elsewhere/interrupted")
+    assert main(["train", "--resume", str(moved), "--device", "cpu", "--no-progress"]) == 0
+    assert json.loads((moved / "config.json").read_text())["train"]["device"] == "cpu"
 
     def metrics(name):
         lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
         keep = ("epoch", "val_error", "train_total", "lr")
         return [{k: json.loads(line)[k] for k in keep} for line in lines]
 
-    assert metrics("interrupted") == metrics("straight")
+    assert metrics("elsewhere/interrupted") == metrics("straight")
     test = [json.loads((tmp_path / n / "test.json").read_text())["test_error"]
-            for n in ("interrupted", "straight")]  # fmt: skip
+            for n in ("elsewhere/interrupted", "straight")]  # fmt: skip
     assert test[0] == test[1]
+
+
+def test_resume_refuses_settings_that_would_change_what_the_run_learns(tiny_run, capsys):
+    assert main(["train", "--resume", str(tiny_run), "--epochs", "5", "--ppo-n-envs", "4"]) == 2
+    error = capsys.readouterr().err
+    assert "--epochs, --ppo-n-envs" in error and "--threads and --device" in error
+    assert json.loads((tiny_run / "config.json").read_text())["train"]["epochs"] == 2
 
 
 def test_a_truncated_checkpoint_gets_a_clear_error(tiny_run, tmp_path):
