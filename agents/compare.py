@@ -271,7 +271,8 @@ def render_report(
         "",
         "## Cost against canvas size (cluttered, same glimpse budget)",
         "",
-        "| canvas | RAM FLOPs | soft FLOPs | soft / RAM | RAM ms | soft ms |",
+        "| canvas | RAM FLOPs | soft FLOPs | soft / RAM | RAM ms / image (batch 64) "
+        "| soft ms / image (batch 64) |",
         "|---|---|---|---|---|---|",
     ]
     for r in scaled:
