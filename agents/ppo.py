@@ -72,6 +72,10 @@ class PPOConfig:
     clip_range: float = option(0.2, "PPO clipping.")
     features_dim: int = option(256, "Units of the glimpse network's output g_t.")
     lstm_hidden_size: int = option(256, "recurrent-ppo: LSTM units.")
+    head_units: int = option(
+        64, "Units of each of the two hidden layers of the policy and of the value head (64: "
+        "SB3's default)."
+    )  # fmt: skip
     eval_every: int = option(100_000, "Environment steps between validations and checkpoints.")
 
     def __post_init__(self) -> None:
@@ -120,15 +124,17 @@ def build_model(
         "tensorboard_log": tensorboard,
         "verbose": 0,
     }
+    net_arch = {"pi": [config.head_units] * 2, "vf": [config.head_units] * 2}
     if algorithm == "ppo":
         kwargs = {"features_extractor_class": GlimpseHistoryExtractor,
                   "features_extractor_kwargs": {"features_dim": config.features_dim},
-                  "optimizer_kwargs": adam_kwargs()}  # fmt: skip
+                  "net_arch": net_arch, "optimizer_kwargs": adam_kwargs()}  # fmt: skip
         return PPO("MultiInputPolicy", env, policy_kwargs=kwargs, **common)
     kwargs = {
         "features_extractor_class": GlimpseFeaturesExtractor,
         "features_extractor_kwargs": {"features_dim": config.features_dim},
         "lstm_hidden_size": config.lstm_hidden_size,
+        "net_arch": net_arch,
         "optimizer_kwargs": adam_kwargs(),
     }
     return RecurrentPPO("MultiInputLstmPolicy", env, policy_kwargs=kwargs, **common)

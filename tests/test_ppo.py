@@ -26,7 +26,16 @@ SMALL = [
 
 @pytest.mark.parametrize("agent", ["ppo", "recurrent-ppo"])
 def test_a_short_run_gives_a_run_directory_that_eval_and_viz_accept(agent, tmp_path):
-    args = ["train", "--agent", agent, *SMALL, "--ppo-total-steps", "2048"]
+    args = [
+        "train",
+        "--agent",
+        agent,
+        *SMALL,
+        "--ppo-total-steps",
+        "2048",
+        "--ppo-head-units",
+        "32",
+    ]
     assert main([*args, "--runs-dir", str(tmp_path), "--name", "run"]) == 0
     run = tmp_path / "run"
     for name in ("config.json", "metrics.jsonl", "test.json", "checkpoints/best.zip",
@@ -45,8 +54,13 @@ def test_a_short_run_gives_a_run_directory_that_eval_and_viz_accept(agent, tmp_p
     assert len(best["policy.optimizer.pth"]) < len(last["policy.optimizer.pth"]) / 10
 
     # the policy's Adam is the fused one (torch 2.4+), kept when the zip is loaded to resume
-    optimizer = load_model(agent, run / "checkpoints/last.zip").policy.optimizer
-    assert optimizer.defaults["fused"] is True
+    policy = load_model(agent, run / "checkpoints/last.zip").policy
+    assert policy.optimizer.defaults["fused"] is True
+    # --ppo-head-units sizes both hidden layers of the policy and of the value head
+    heads = (policy.mlp_extractor.policy_net, policy.mlp_extractor.value_net)
+    assert [[m.out_features for m in h if hasattr(m, "out_features")] for h in heads] == [
+        [32, 32]
+    ] * 2
 
 
 def _zip_entries(path) -> dict[str, bytes]:
