@@ -26,6 +26,7 @@ from agents.ppo import ALGORITHMS as PPO_ALGORITHMS
 from agents.ppo import PPOAgent, PPOConfig, ppo_config, train_ppo
 from agents.ram import RAMConfig
 from agents.trainer import (
+    RUNTIME_SETTINGS,
     TrainConfig,
     Trainer,
     TrainingError,
@@ -163,10 +164,6 @@ def set_threads(threads: int) -> None:
             f"than on one: consider --threads 1.",
             file=sys.stderr,
         )
-
-
-RUNTIME_SETTINGS = ("threads", "device")
-"""The training settings a resumed run may change: where and how fast it trains."""
 
 
 def resume_run(

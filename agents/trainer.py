@@ -38,9 +38,11 @@ from glimpse.errors import ConfigError, GlimpseError
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("linear", "cosine", "constant")
-RESULT_NEUTRAL_SETTINGS = frozenset({"name", "runs_dir", "threads", "device"})
-"""Training settings that do not change what a run learns: where the run directory lies, and
-where and how fast it trains. A run resumed or reused may differ in these."""
+RUNTIME_SETTINGS = ("threads", "device")
+"""Training settings for where and how fast a run trains, which a resumed run may change."""
+RESULT_NEUTRAL_SETTINGS = frozenset({*RUNTIME_SETTINGS, "name", "runs_dir"})
+"""Training settings that do not change what a run learns: the runtime ones and where the run
+directory lies. A run resumed or reused by ``glimpse compare`` may differ in these."""
 
 
 class TrainingError(GlimpseError):

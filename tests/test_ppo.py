@@ -26,16 +26,8 @@ SMALL = [
 
 @pytest.mark.parametrize("agent", ["ppo", "recurrent-ppo"])
 def test_a_short_run_gives_a_run_directory_that_eval_and_viz_accept(agent, tmp_path):
-    args = [
-        "train",
-        "--agent",
-        agent,
-        *SMALL,
-        "--ppo-total-steps",
-        "2048",
-        "--ppo-head-units",
-        "32",
-    ]
+    args = ["train", "--agent", agent, *SMALL, "--ppo-total-steps", "2048",
+            "--ppo-head-units", "32"]  # fmt: skip
     assert main([*args, "--runs-dir", str(tmp_path), "--name", "run"]) == 0
     run = tmp_path / "run"
     for name in ("config.json", "metrics.jsonl", "test.json", "checkpoints/best.zip",
@@ -58,9 +50,9 @@ def test_a_short_run_gives_a_run_directory_that_eval_and_viz_accept(agent, tmp_p
     assert policy.optimizer.defaults["fused"] is True
     # --ppo-head-units sizes both hidden layers of the policy and of the value head
     heads = (policy.mlp_extractor.policy_net, policy.mlp_extractor.value_net)
-    assert [[m.out_features for m in h if hasattr(m, "out_features")] for h in heads] == [
-        [32, 32]
-    ] * 2
+    units = [[layer.out_features for layer in head if hasattr(layer, "out_features")]
+             for head in heads]  # fmt: skip
+    assert units == [[32, 32], [32, 32]]
 
 
 def _zip_entries(path) -> dict[str, bytes]:
