@@ -24,7 +24,7 @@ import glimpse  # noqa: F401  (registers the ids)
 from agents.learners import RAMLearner
 from agents.ram import RAMConfig
 from agents.runs import make_run_config, train_run
-from agents.trainer import TrainConfig
+from agents.trainer import TrainConfig, adam_kwargs
 
 ENV_ID = "Glimpse/MNIST-v0"
 
@@ -33,7 +33,7 @@ def images_per_second(threads: int, batch_size: int, seconds: float) -> float:
     torch.set_num_threads(threads)
     settings = gymnasium.spec(ENV_ID).kwargs
     learner = RAMLearner(settings, RAMConfig(), batch_size, seed=0, device=torch.device("cpu"))
-    optimizer = torch.optim.Adam(learner.model.parameters(), lr=1e-3, fused=True)  # as the trainer
+    optimizer = torch.optim.Adam(learner.model.parameters(), lr=1e-3, **adam_kwargs())
 
     def step() -> None:
         loss = learner.loss(batch_size)["total"]
