@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from agents.bptt import Observe, glimpse_core_sequence
 from envs.episodes import GlimpseEpisodes
 from envs.networks import GlimpseNetwork
 from glimpse.config import check_choices, option
@@ -105,11 +106,18 @@ class LocationNetwork(nn.Module):
 
     def forward(self, h_t: torch.Tensor, sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """The location sent to the environment and its log-probability (no gradient via l_t)."""
-        mu = torch.tanh(self.mean(h_t))  # (B, 2)
+        mu = self.mu(h_t)  # (B, 2)
         l_t = (mu + self.std * torch.randn_like(mu)).detach() if sample else mu.detach()
-        # log N(l_t; mu, std^2 I), written out (torch.distributions costs more than the maths)
-        log_pi = -((l_t - mu) ** 2).sum(dim=1) / (2 * self.std**2) - self._log_normaliser
-        return l_t, log_pi  # (B, 2), (B,)
+        return l_t, self.log_prob(l_t, mu)  # (B, 2), (B,)
+
+    def mu(self, h_t: torch.Tensor) -> torch.Tensor:
+        """The mean ``mu_t = tanh(W_l h_t)``, shape ``(..., 2)``."""
+        return torch.tanh(self.mean(h_t))
+
+    def log_prob(self, l_t: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+        """``log N(l_t; mu, sigma^2 I)``, shape ``(...)``; written out, as torch.distributions
+        costs more than the maths."""
+        return -((l_t - mu) ** 2).sum(dim=-1) / (2 * self.std**2) - self._log_normaliser
 
 
 class ActionNetwork(nn.Module):
@@ -131,17 +139,7 @@ class BaselineNetwork(nn.Module):
         self.linear = nn.Linear(hidden_size, 1)
 
     def forward(self, h_t: torch.Tensor) -> torch.Tensor:
-        return self.linear(h_t).squeeze(1)
-
-
-@dataclass
-class StepOutput:
-    """What one RAM step produced: the action for the environment and what the loss needs."""
-
-    action: np.ndarray  # (B, 2 + n_classes): location, then class scores
-    log_pi: torch.Tensor | None  # (B,) log-probability of the location (None at the last step)
-    baseline: torch.Tensor | None  # (B,) b_t (None at the last step)
-    log_probs: torch.Tensor | None  # (B, n_classes) class log-probabilities (last step only)
+        return self.linear(h_t).squeeze(-1)
 
 
 @dataclass
@@ -172,6 +170,7 @@ class RAM(nn.Module):
         self.locator = LocationNetwork(config.hidden_size, config.location_std)
         self.classifier = ActionNetwork(config.hidden_size, num_classes)
         self.baseliner = BaselineNetwork(config.hidden_size)
+        self.hand_written_bptt = True  # see encode()
 
     def step(
         self,
@@ -179,56 +178,81 @@ class RAM(nn.Module):
         state: tuple[torch.Tensor, ...] | None,
         last: bool,
         sample: bool,
-    ) -> tuple[StepOutput, tuple[torch.Tensor, ...]]:
+    ) -> tuple[np.ndarray, tuple[torch.Tensor, ...]]:
         """Reads one glimpse, updates the core, and acts: move (``last=False``) or answer.
 
-        ``state`` is the core's state, ``None`` before the first glimpse.
+        ``state`` is the core's state, ``None`` before the first glimpse. Returns the action
+        ``(B, 2 + n_classes)`` (location, then class log-probabilities) and the new state.
         """
-        device = self.classifier.linear.weight.device
-        glimpse = torch.from_numpy(observations["glimpse"]).to(device)  # (B, k, C, g, g)
-        location = torch.from_numpy(observations["location"]).to(device)  # (B, 2)
-        g_t = self.glimpse_network(glimpse, location)  # (B, glimpse_out_units)
-        state = self.core(g_t, state)
+        glimpse, location = self._observed(observations)
+        state = self.core(self.glimpse_network(glimpse, location), state)
         h_t = state[0]  # (B, hidden_size)
-        batch = h_t.shape[0]
         if last:
-            log_probs = self.classifier(h_t)  # (B, n_classes)
-            scores = log_probs.detach().cpu().numpy()
-            action = np.concatenate([np.zeros((batch, 2), np.float32), scores], axis=1)
-            return StepOutput(action, None, None, log_probs), state
-        l_t, log_pi = self.locator(h_t if self.config.reinforce_core else h_t.detach(), sample)
-        baseline = self.baseliner(h_t.detach())
-        padding = np.zeros((batch, self.num_classes), np.float32)
-        action = np.concatenate([l_t.cpu().numpy(), padding], axis=1)
-        return StepOutput(action, log_pi, baseline, None), state
+            return self._answer_action(self.classifier(h_t)), state
+        l_t, _ = self.locator(h_t, sample)
+        return self._move_action(l_t), state
 
     def forward(self, episodes: GlimpseEpisodes) -> Rollout:
         """Runs one episode in every slot of ``episodes``, sampling locations, and collects it.
 
-        (A training batch is a forward pass, so DistributedDataParallel can wrap the model.)
+        The core states ``h_1 .. h_T`` come from :meth:`encode`; the heads then read them all
+        at once. (A training batch is a forward pass, so DistributedDataParallel can wrap it.)
         """
-        device = next(self.parameters()).device
         episodes.reset(np.ones(episodes.num_envs, bool))
-        state: tuple[torch.Tensor, ...] | None = None
-        horizon = episodes.config.glimpses
-        log_pi, baselines = [], []
-        for t in range(horizon):
-            out, state = self.step(
-                episodes.observations(), state, last=t == horizon - 1, sample=True
-            )
-            rewards, _, infos = episodes.step(out.action)
-            if out.log_pi is not None:
-                log_pi.append(out.log_pi)
-                baselines.append(out.baseline)
-        assert out.log_probs is not None
-        empty = out.log_probs.new_zeros(episodes.num_envs, 0)
+        moves: list[torch.Tensor] = []  # l_1 .. l_{T-1}, as sent to the environment
+
+        def observe(h_prev: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+            if h_prev is not None:  # act on h_{t-1}: look somewhere next
+                with torch.no_grad():
+                    l_t, _ = self.locator(h_prev, sample=True)
+                moves.append(l_t)
+                episodes.step(self._move_action(l_t))
+            return self._observed(episodes.observations())
+
+        h = self.encode(observe, episodes.config.glimpses)  # (T, B, hidden_size)
+        log_probs = self.classifier(h[-1])  # (B, n_classes)
+        rewards, _, infos = episodes.step(self._answer_action(log_probs))
+        states = h[:-1]  # h_1 .. h_{T-1}, which chose l_1 .. l_{T-1}
+        mu = self.locator.mu(states if self.config.reinforce_core else states.detach())
+        log_pi = self.locator.log_prob(torch.stack(moves), mu) if moves else mu[..., 0]
         return Rollout(
-            log_probs=out.log_probs,
-            labels=torch.from_numpy(infos["label"]).to(device),
-            rewards=torch.from_numpy(rewards).to(device),
-            log_pi=torch.stack(log_pi, dim=1) if log_pi else empty,
-            baselines=torch.stack(baselines, dim=1) if baselines else empty,
+            log_probs=log_probs,
+            labels=torch.from_numpy(infos["label"]).to(h.device),
+            rewards=torch.from_numpy(rewards).to(h.device),
+            log_pi=log_pi.t(),  # (B, T-1)
+            baselines=self.baseliner(states.detach()).t(),
         )
+
+    def encode(self, observe: Observe, horizon: int) -> torch.Tensor:
+        """The core states ``h_1 .. h_T`` ``(T, B, hidden_size)`` of one episode.
+
+        ``observe(h_{t-1})`` acts and returns the next glimpse (see :mod:`agents.bptt`). The
+        rectified core backpropagates through time by hand (:mod:`agents.bptt`, the same
+        gradient, faster); the LSTM, or ``hand_written_bptt = False``, through autograd.
+        """
+        if self.config.core == "rnn" and self.hand_written_bptt:
+            return glimpse_core_sequence(observe, horizon, self.glimpse_network, self.core.linear)
+        state: tuple[torch.Tensor, ...] | None = None
+        h = []
+        for _ in range(horizon):
+            glimpse, location = observe(None if state is None else state[0].detach())
+            state = self.core(self.glimpse_network(glimpse, location), state)
+            h.append(state[0])
+        return torch.stack(h)
+
+    def _observed(self, observations: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The glimpse, flattened ``(B, k C g g)``, and its location ``(B, 2)`` as tensors."""
+        device = self.classifier.linear.weight.device
+        glimpse = torch.from_numpy(observations["glimpse"]).flatten(1).to(device)
+        return glimpse, torch.from_numpy(observations["location"]).to(device)
+
+    def _move_action(self, l_t: torch.Tensor) -> np.ndarray:
+        padding = np.zeros((len(l_t), self.num_classes), np.float32)
+        return np.concatenate([l_t.cpu().numpy(), padding], axis=1)
+
+    def _answer_action(self, log_probs: torch.Tensor) -> np.ndarray:
+        scores = log_probs.detach().cpu().numpy()
+        return np.concatenate([np.zeros((len(scores), 2), np.float32), scores], axis=1)
 
 
 def hybrid_loss(
@@ -277,6 +301,6 @@ class RAMPolicy:
     @torch.no_grad()
     def act(self, observations: dict[str, np.ndarray]) -> np.ndarray:
         last = self.t == self.horizon - 1
-        out, self.state = self.model.step(observations, self.state, last, self.sample)
+        action, self.state = self.model.step(observations, self.state, last, self.sample)
         self.t += 1
-        return out.action
+        return action

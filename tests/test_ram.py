@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from agents.bptt import GlimpseCoreSequence
 from agents.ram import (
     RAM,
     BaselineNetwork,
@@ -17,6 +18,7 @@ from agents.ram import (
 )
 from envs.episodes import GlimpseEpisodes
 from envs.glimpse_env import make_episodes
+from envs.networks import GlimpseNetwork
 
 
 def small_model_and_episodes(config: RAMConfig) -> tuple[RAM, GlimpseEpisodes]:
@@ -82,6 +84,52 @@ def test_baseline_is_fit_only_by_its_squared_error(model_and_episodes):
     assert all(grads_of(model.baseliner))
     for part in (model.glimpse_network, model.core, model.locator, model.classifier):
         assert not any(grads_of(part))
+
+
+@pytest.mark.parametrize("reinforce_core", [False, True])
+def test_hand_written_bptt_gives_autograds_loss_and_gradients(reinforce_core):
+    model, episodes = small_model_and_episodes(RAMConfig(reinforce_core=reinforce_core))
+    results = []
+    for hand_written in (True, False):
+        model.hand_written_bptt = hand_written
+        model.zero_grad()
+        torch.manual_seed(1)
+        episodes.seed(np.arange(16, dtype=np.uint64))
+        terms = hybrid_loss(model(episodes))
+        terms["total"].backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+        results.append((terms, grads))
+    (hand_terms, hand_grads), (auto_terms, auto_grads) = results
+    for name in ("classification", "baseline", "reinforce"):
+        torch.testing.assert_close(hand_terms[name], auto_terms[name])
+    for name, grad in auto_grads.items():
+        torch.testing.assert_close(hand_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert hand_grads["core.linear.weight"].abs().sum() > 0
+
+
+def test_glimpse_core_sequence_passes_gradcheck():
+    torch.manual_seed(0)
+    horizon, batch = 4, 3
+    net = GlimpseNetwork((1, 1, 3, 3), where_dim=2, what_units=4, where_units=3, out_units=5)
+    core = torch.nn.Linear(6 + 5, 6)
+    weights = [
+        p.detach().double().requires_grad_()
+        for p in (*net.parameters(), core.weight, core.bias)
+    ]  # fmt: skip
+    glimpses = torch.rand(horizon, batch, 9, dtype=torch.float64)
+    wheres = torch.rand(horizon, batch, 2, dtype=torch.float64) * 2 - 1
+    calls = []
+
+    def observe(h_prev):
+        t = len(calls) % horizon
+        calls.append(h_prev)
+        return glimpses[t], wheres[t]
+
+    def states(*w):
+        return GlimpseCoreSequence.apply(observe, horizon, *w)
+
+    assert torch.autograd.gradcheck(states, weights)
+    assert calls[0] is None and calls[1].shape == (batch, 6)  # observe acts on h_{t-1}
 
 
 def test_log_probability_is_of_the_location_sent_to_the_environment():
