@@ -56,14 +56,14 @@ class GlimpseCoreSequence(torch.autograd.Function):
         h_t: torch.Tensor | None = None
         for _ in range(horizon):
             x_t, where_t = observe(h_t)
-            h_g = torch.relu(torch.addmm(b_what, x_t, w_what.t()))
-            h_l = torch.relu(torch.addmm(b_where, where_t, w_where.t()))
+            h_g = torch.addmm(b_what, x_t, w_what.t()).relu_()
+            h_l = torch.addmm(b_where, where_t, w_where.t()).relu_()
             features_t = torch.cat([h_g, h_l], dim=1)
-            g_t = torch.relu(torch.addmm(b_combine, features_t, w_combine.t()))
+            g_t = torch.addmm(b_combine, features_t, w_combine.t()).relu_()
             if h_t is None:  # h_0 = 0: only W_gh g_1
-                h_t = torch.relu(torch.addmm(b_core, g_t, w_core[:, hidden:].t()))
+                h_t = torch.addmm(b_core, g_t, w_core[:, hidden:].t()).relu_()
             else:
-                h_t = torch.relu(torch.addmm(b_core, torch.cat([h_t, g_t], dim=1), w_core.t()))
+                h_t = torch.addmm(b_core, torch.cat([h_t, g_t], dim=1), w_core.t()).relu_()
             glimpses.append(x_t), wheres.append(where_t), features.append(features_t)
             g.append(g_t), h.append(h_t)
         stacked = [torch.stack(v) for v in (glimpses, wheres, features, g, h)]
@@ -76,21 +76,15 @@ class GlimpseCoreSequence(torch.autograd.Function):
         horizon, hidden = h.shape[0], h.shape[2]
         w_hh, w_gh = w_core[:, :hidden], w_core[:, hidden:]
         # 1. through time: delta_t = dL/d(pre-activation of h_t)
-        delta = torch.empty_like(h)
-        carry: torch.Tensor | None = None
-        for t in range(horizon - 1, -1, -1):
-            d_t = grad_h[t] if carry is None else grad_h[t] + carry
-            delta[t] = d_t = d_t * (h[t] > 0)
-            if t > 0:
-                carry = d_t @ w_hh
+        delta = grad_h.mul(h > 0)
+        for t in range(horizon - 1, 0, -1):
+            delta[t - 1].addmm_(delta[t], w_hh).mul_(h[t - 1] > 0)
         # 2. every weight at once, over all T x B glimpses
         flat = lambda v: v.reshape(-1, v.shape[-1])  # noqa: E731  (T, B, n) -> (T B, n)
         d_core = flat(delta)
-        grad_core = torch.empty_like(w_core)
-        grad_core[:, :hidden] = flat(delta[1:]).t() @ flat(h[:-1])
-        grad_core[:, hidden:] = d_core.t() @ flat(g)
-        d_g = (d_core @ w_gh) * (flat(g) > 0)
-        d_features = (d_g @ w_combine) * (flat(features) > 0)
+        grad_core = torch.cat([flat(delta[1:]).t() @ flat(h[:-1]), d_core.t() @ flat(g)], dim=1)
+        d_g = (d_core @ w_gh).mul_(flat(g) > 0)
+        d_features = (d_g @ w_combine).mul_(flat(features) > 0)
         what_units = w_what.shape[0]
         d_what, d_where = d_features[:, :what_units], d_features[:, what_units:]
         return (

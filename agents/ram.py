@@ -107,12 +107,16 @@ class LocationNetwork(nn.Module):
     def forward(self, h_t: torch.Tensor, sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """The location sent to the environment and its log-probability (no gradient via l_t)."""
         mu = self.mu(h_t)  # (B, 2)
-        l_t = (mu + self.std * torch.randn_like(mu)).detach() if sample else mu.detach()
+        l_t = self.draw(mu, sample)
         return l_t, self.log_prob(l_t, mu)  # (B, 2), (B,)
 
     def mu(self, h_t: torch.Tensor) -> torch.Tensor:
         """The mean ``mu_t = tanh(W_l h_t)``, shape ``(..., 2)``."""
         return torch.tanh(self.mean(h_t))
+
+    def draw(self, mu: torch.Tensor, sample: bool) -> torch.Tensor:
+        """``l_t``: a sample of ``N(mu, sigma^2 I)`` (or ``mu`` itself), a constant."""
+        return (mu + self.std * torch.randn_like(mu)).detach() if sample else mu.detach()
 
     def log_prob(self, l_t: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
         """``log N(l_t; mu, sigma^2 I)``, shape ``(...)``; written out, as torch.distributions
@@ -204,7 +208,7 @@ class RAM(nn.Module):
         def observe(h_prev: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
             if h_prev is not None:  # act on h_{t-1}: look somewhere next
                 with torch.no_grad():
-                    l_t, _ = self.locator(h_prev, sample=True)
+                    l_t = self.locator.draw(self.locator.mu(h_prev), sample=True)
                 moves.append(l_t)
                 episodes.step(self._move_action(l_t))
             return self._observed(episodes.observations())

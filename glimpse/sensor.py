@@ -163,12 +163,11 @@ class GlimpseSensor:
             )
         if torch.isnan(locations).any():
             raise ConfigError("A glimpse location is NaN; locations must be numbers in [-1, 1].")
-        sizes = self._read_constants(locations.device, torch.float64, 1.0).patch_sizes
-        loc = locations.to(torch.float64).clamp(-1.0, 1.0)
+        sizes = self._read_constants(locations.device, torch.float64, 1.0).patch_sizes  # (k, 1)
+        loc = locations.to(torch.float64).clamp(-1.0, 1.0)[:, None, :]  # (B, 1, 2)
+        sides = loc.new_tensor((width, height))
         # Exact in float64: a float32 location times an image side loses no bits.
-        x0 = torch.floor(((loc[:, None, 0] + 1.0) * width - sizes.T + 1.0) / 2.0)  # (B, k)
-        y0 = torch.floor(((loc[:, None, 1] + 1.0) * height - sizes.T + 1.0) / 2.0)
-        return torch.stack([x0, y0], dim=-1).long()
+        return (((loc + 1.0) * sides - sizes + 1.0) / 2.0).floor_().long()  # (B, k, 2)
 
     def read(self, integral: IntegralImages, locations: torch.Tensor) -> torch.Tensor:
         """Glimpses ``(B, k, C, g, g)`` float32 at ``locations`` ``(B, 2)``."""
