@@ -52,6 +52,10 @@ class RAMConfig:
     location_units: int = option(128, "Units of h_l (where) in the glimpse network.")
     glimpse_out_units: int = option(256, "Units of g_t.")
     location_std: float = option(0.05, "Standard deviation sigma of the location policy.")
+    locator_units: int = option(
+        0, "Hidden units of the location network: 0 is the paper's linear map of h_t; N adds "
+        "a rectified layer of N units before it."
+    )  # fmt: skip
     reinforce_core: bool = option(
         False, "REINFORCE also trains the core and glimpse networks (the location head reads h_t, "
         "not h_t.detach())."
@@ -65,6 +69,8 @@ class RAMConfig:
         check_choices(self)
         if self.location_std <= 0:
             raise ConfigError(f"location_std={self.location_std} must be positive.")
+        if self.locator_units < 0:
+            raise ConfigError(f"locator_units={self.locator_units} must be 0 or more.")
 
 
 class CoreNetwork(nn.Module):
@@ -96,11 +102,16 @@ class CoreNetwork(nn.Module):
 
 
 class LocationNetwork(nn.Module):
-    """``mu_t = tanh(W_l h_t)``, ``l_t ~ N(mu_t, sigma^2 I)``; tanh keeps the mean on the image."""
+    """``mu_t = tanh(W_l h_t)``, ``l_t ~ N(mu_t, sigma^2 I)``; tanh keeps the mean on the image.
 
-    def __init__(self, hidden_size: int, std: float) -> None:
+    With ``hidden_units > 0`` the mean is ``tanh(W_l ReLU(W_h h_t))``: a rectified layer
+    between the state and the mean (not in the paper; see the README's RAM experiments).
+    """
+
+    def __init__(self, hidden_size: int, std: float, hidden_units: int = 0) -> None:
         super().__init__()
-        self.mean = nn.Linear(hidden_size, 2)
+        self.hidden = nn.Linear(hidden_size, hidden_units) if hidden_units else None
+        self.mean = nn.Linear(hidden_units or hidden_size, 2)
         self.std = std
         self._log_normaliser = 2 * (math.log(std) + 0.5 * math.log(2 * math.pi))
 
@@ -111,7 +122,9 @@ class LocationNetwork(nn.Module):
         return l_t, self.log_prob(l_t, mu)  # (B, 2), (B,)
 
     def mu(self, h_t: torch.Tensor) -> torch.Tensor:
-        """The mean ``mu_t = tanh(W_l h_t)``, shape ``(..., 2)``."""
+        """The mean ``mu_t``, shape ``(..., 2)``."""
+        if self.hidden is not None:
+            h_t = torch.relu(self.hidden(h_t))
         return torch.tanh(self.mean(h_t))
 
     def draw(self, mu: torch.Tensor, sample: bool) -> torch.Tensor:
@@ -171,7 +184,9 @@ class RAM(nn.Module):
             out_units=config.glimpse_out_units,
         )
         self.core = CoreNetwork(config.glimpse_out_units, config.hidden_size, config.core)
-        self.locator = LocationNetwork(config.hidden_size, config.location_std)
+        self.locator = LocationNetwork(
+            config.hidden_size, config.location_std, config.locator_units
+        )
         self.classifier = ActionNetwork(config.hidden_size, num_classes)
         self.baseliner = BaselineNetwork(config.hidden_size)
         self.hand_written_bptt = True  # see encode()

@@ -39,8 +39,10 @@ def grads_of(module: torch.nn.Module) -> list[bool]:
     return [p.grad is not None and bool(p.grad.abs().sum() > 0) for p in module.parameters()]
 
 
-def test_reinforce_trains_only_the_location_network(model_and_episodes):
-    model, episodes = model_and_episodes
+@pytest.mark.parametrize("locator_units", [0, 8])
+def test_reinforce_trains_only_the_location_network(locator_units):
+    model, episodes = small_model_and_episodes(RAMConfig(locator_units=locator_units))
+    assert (model.locator.hidden is None) == (locator_units == 0)
     batch = model(episodes)
     batch.rewards[:8] = 1.0  # make the advantage non-zero whatever the untrained answers
     hybrid_loss(batch)["reinforce"].backward()
