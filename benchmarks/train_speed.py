@@ -1,7 +1,9 @@
 """RAM training speed on MNIST 28 x 28 (6 glimpses of 8 x 8, batch 128) on this machine's CPU.
 
 1. Images per second of the whole training step: the batched episodes (canvases, glimpses,
-   rewards), the forward and backward passes and the optimiser step.
+   rewards), the forward and backward passes and the optimiser step; with the hand-written
+   backward pass through time (the default, ``agents/bptt.py``) and, for comparison in the
+   same run, with autograd's.
 2. With ``--to-error E``: a ``glimpse train`` run (``--epochs``, ``--glimpses``) that logs the
    test error after every epoch (``--track-test``); prints the training time until it first
    reached E.
@@ -29,10 +31,11 @@ from agents.trainer import TrainConfig, adam_kwargs
 ENV_ID = "Glimpse/MNIST-v0"
 
 
-def images_per_second(threads: int, batch_size: int, seconds: float) -> float:
+def images_per_second(threads: int, batch_size: int, seconds: float, hand_written: bool) -> float:
     torch.set_num_threads(threads)
     settings = gymnasium.spec(ENV_ID).kwargs
     learner = RAMLearner(settings, RAMConfig(), batch_size, seed=0, device=torch.device("cpu"))
+    learner.model.hand_written_bptt = hand_written
     optimizer = torch.optim.Adam(learner.model.parameters(), lr=1e-3, **adam_kwargs())
 
     def step() -> None:
@@ -91,11 +94,15 @@ def main() -> None:
     parser.add_argument("--runs-dir", default="runs")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {ENV_ID}, RAM (paper sizes), batch {args.batch_size}\n")
-    print("| threads | training images/s | float32 matmul GFLOP/s at RAM's shapes |")
-    print("|---|---|---|")
+    print("| threads | training images/s | the same with autograd's backward pass "
+          "| float32 matmul GFLOP/s at RAM's shapes |")  # fmt: skip
+    print("|---|---|---|---|")
     for threads in args.threads:
-        rate = images_per_second(threads, args.batch_size, args.seconds)
-        print(f"| {threads} | {rate:,.0f} | {matmul_gflops(threads):.0f} |")
+        rate, autograd_rate = (
+            images_per_second(threads, args.batch_size, args.seconds, hand_written)
+            for hand_written in (True, False)
+        )
+        print(f"| {threads} | {rate:,.0f} | {autograd_rate:,.0f} | {matmul_gflops(threads):.0f} |")
     if args.to_error is not None:
         time_to_error(args.to_error, args.epochs, args.glimpses, max(args.threads), args.runs_dir)
 
