@@ -233,6 +233,7 @@ class RAM(nn.Module):
         rewards, _, infos = episodes.step(self._answer_action(log_probs))
         states = h[:-1]  # h_1 .. h_{T-1}, which chose l_1 .. l_{T-1}
         mu = self.locator.mu(states if self.config.reinforce_core else states.detach())
+        # (T-1, B); with a single glimpse there is no move: empty, shape (0, B)
         log_pi = self.locator.log_prob(torch.stack(moves), mu) if moves else mu[..., 0]
         return Rollout(
             log_probs=log_probs,
