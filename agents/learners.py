@@ -21,6 +21,8 @@ class RAMLearner:
     The training episodes are one :class:`GlimpseEpisodes` of ``batch_size`` slots on the train
     split (continuous actions: location, then class scores), seeded from ``seed``: every batch
     is a fresh set of canvases, and the episode counters are the data stream's whole state.
+    With ``rollouts_per_image = K`` each run of K neighbouring slots shares its key, so they
+    play the same canvas from the same first location and differ only in the sampled looks.
     """
 
     def __init__(
@@ -32,11 +34,13 @@ class RAMLearner:
         device: torch.device,
         reinforce_weight: float = 1.0,
         eval_episodes: int = 1000,
+        rollouts_per_image: int = 1,
     ) -> None:
         if env_settings.get("allow_stop"):
             raise ConfigError("RAM takes a fixed number of glimpses: leave allow_stop off.")
         self.env_settings = {**env_settings, "action_type": "continuous"}
         self.device, self.reinforce_weight = device, reinforce_weight
+        self.rollouts_per_image = rollouts_per_image
         self.eval_episodes = eval_episodes
         self.seed = seed
         self.train_episodes = make_episodes(batch_size, "train", False, self.env_settings)
@@ -54,8 +58,9 @@ class RAMLearner:
         """The training stream's slot keys: from the seed, and the process rank under torchrun."""
         rank = distributed.rank()
         rng = np.random.default_rng(self.seed if rank == 0 else [self.seed, rank])
-        keys = rng.integers(0, 2**63, self.train_episodes.num_envs, dtype=np.int64)
-        return keys.astype(np.uint64)
+        images = self.train_episodes.num_envs // self.rollouts_per_image
+        keys = rng.integers(0, 2**63, images, dtype=np.int64)
+        return np.repeat(keys, self.rollouts_per_image).astype(np.uint64)
 
     @property
     def task(self):
@@ -67,7 +72,9 @@ class RAMLearner:
 
     def loss(self, batch_size: int) -> dict[str, torch.Tensor]:
         batch = self.forward_model(self.train_episodes)
-        terms = hybrid_loss(batch, self.reinforce_weight, self.model.config.reward)
+        terms = hybrid_loss(
+            batch, self.reinforce_weight, self.model.config.reward, self.rollouts_per_image
+        )
         terms["accuracy"] = batch.rewards.mean()
         return terms
 

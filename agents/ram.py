@@ -276,7 +276,10 @@ class RAM(nn.Module):
 
 
 def hybrid_loss(
-    batch: Rollout, reinforce_weight: float = 1.0, reward_kind: str = "correct"
+    batch: Rollout,
+    reinforce_weight: float = 1.0,
+    reward_kind: str = "correct",
+    rollouts_per_image: int = 1,
 ) -> dict[str, torch.Tensor]:
     """The paper's hybrid loss, averaged over the batch.
 
@@ -288,13 +291,23 @@ def hybrid_loss(
     or ``log p(y | h_T)`` with ``"log-likelihood"``: then REINFORCE follows the gradient of the
     expected log-likelihood of the label (the variational view of Ba, Mnih and Kavukcuoglu,
     2015), which still tells good glimpses from lucky ones once nearly every answer is right.
+
+    With ``rollouts_per_image = K > 1`` the batch holds K episodes of each image side by side,
+    and REINFORCE's advantage is ``R`` minus the mean ``R`` of the same image's other K - 1
+    episodes (a baseline that knows how hard the image is; ``b_t`` is still fit, and logged).
     """
     if reward_kind == "log-likelihood":
         final_reward = batch.log_probs.detach().gather(1, batch.labels[:, None]).squeeze(1)
     else:
         final_reward = batch.rewards
     reward = final_reward[:, None]  # (B, 1)
-    advantage = (reward - batch.baselines).detach()  # (B, T-1)
+    if rollouts_per_image > 1:
+        per_image = final_reward.view(-1, rollouts_per_image)  # (B / K, K)
+        others = (per_image.sum(1, keepdim=True) - per_image) / (rollouts_per_image - 1)
+        reference = others.reshape(-1, 1)  # (B, 1): the same at every step
+    else:
+        reference = batch.baselines  # (B, T-1)
+    advantage = (reward - reference).detach()
     classification = F.nll_loss(batch.log_probs, batch.labels)
     baseline = F.mse_loss(batch.baselines, reward.expand_as(batch.baselines), reduction="none")
     baseline = baseline.sum(dim=1).mean()

@@ -140,6 +140,7 @@ def build_learner(config: dict[str, Any], device: torch.device) -> RAMLearner | 
         seed=train.seed,
         device=device,
         reinforce_weight=train.reinforce_weight,
+        rollouts_per_image=train.rollouts_per_image,
         eval_episodes=train.eval_episodes,
     )
 

@@ -84,6 +84,11 @@ class TrainConfig:
     )
     final_lr_fraction: float = option(0.02, "RAM: learning rate at the end, as a share of --lr.")
     reinforce_weight: float = option(1.0, "RAM: weight of the REINFORCE term in the hybrid loss.")
+    rollouts_per_image: int = option(
+        1, "RAM: episodes of each training image in a batch (K, dividing --batch-size); K > 1 "
+        "measures REINFORCE's advantage against the mean reward of the image's other K - 1 "
+        "episodes instead of the learned baseline."
+    )  # fmt: skip
     seed: int = option(1, "Seed of the model initialisation and of the training episodes.")
     device: str = option("auto", "auto (cuda if available), cpu or cuda.", ("auto", "cpu", "cuda"))
     threads: int = option(
@@ -98,9 +103,14 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_choices(self)
-        for name in ("epochs", "batch_size", "eval_episodes"):
+        for name in ("epochs", "batch_size", "eval_episodes", "rollouts_per_image"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be at least 1.")
+        if self.batch_size % self.rollouts_per_image:
+            raise ConfigError(
+                f"batch_size={self.batch_size} is not a multiple of rollouts_per_image="
+                f"{self.rollouts_per_image}; choose a batch size that K divides."
+            )
         if self.lr <= 0:
             raise ConfigError(f"lr={self.lr} must be positive.")
 

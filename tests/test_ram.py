@@ -240,3 +240,40 @@ def test_the_baseline_reduces_the_variance_of_the_gradient():
     # Both estimate the same expected gradient: the baseline removes noise, not signal.
     difference = (with_baseline.mean(0) - without.mean(0)).norm()
     assert difference < 3 * without.std(0).norm() / np.sqrt(200)
+
+
+def test_rollouts_of_one_image_measure_the_advantage_against_each_other():
+    log_pi = torch.zeros(4, 1, requires_grad=True)
+    batch = Rollout(
+        log_probs=torch.zeros(4, 2).log_softmax(1),
+        labels=torch.zeros(4, dtype=torch.long),
+        rewards=torch.tensor([1.0, 0.0, 1.0, 1.0]),  # image 1: one of two right; image 2: both
+        log_pi=log_pi,
+        baselines=torch.full((4, 1), 0.5),
+    )
+    hybrid_loss(batch, rollouts_per_image=2)["reinforce"].backward()
+    # advantages 1 - 0, 0 - 1, 1 - 1, 1 - 1; the loss is their negative mean
+    torch.testing.assert_close(log_pi.grad, torch.tensor([[-0.25], [0.25], [0.0], [0.0]]))
+
+
+def test_rollouts_of_one_image_share_its_canvas_and_first_look():
+    from agents.learners import RAMLearner
+
+    settings = {"task": "mnist", "glimpses": 2}
+    learner = RAMLearner(settings, RAMConfig(), 8, 1, torch.device("cpu"), rollouts_per_image=4)
+    episodes = learner.train_episodes
+    episodes.reset(np.ones(8, bool))
+    for first, last in ((0, 4), (4, 8)):
+        assert (episodes.canvases[first:last] == episodes.canvases[first]).all()
+        assert (episodes.locations[first:last] == episodes.locations[first]).all()
+    assert (episodes.canvases[0] != episodes.canvases[4]).any()
+    terms = learner.loss(8)
+    assert torch.isfinite(terms["total"])
+
+
+def test_a_batch_must_hold_whole_sets_of_rollouts():
+    from agents.trainer import TrainConfig
+    from glimpse.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a multiple of rollouts_per_image"):
+        TrainConfig(batch_size=10, rollouts_per_image=4)
