@@ -1,9 +1,9 @@
 """The glimpse network and RAM's rectified core over a whole episode, with a hand-written backward.
 
 Why: on a CPU, autograd's backward through an episode of T glimpses runs T small matrix products
-per weight (one per glimpse) and walks ~20 graph nodes per glimpse. Only the recurrence itself
-is sequential. :class:`GlimpseCoreSequence` runs the forward pass glimpse by glimpse without
-recording a graph, keeps the activations, and in the backward pass:
+per weight (one per glimpse) and walks a graph node for every operation of every glimpse. Only
+the recurrence itself is sequential. :class:`GlimpseCoreSequence` runs the forward pass glimpse
+by glimpse without recording a graph, keeps the activations, and in the backward pass:
 
 1. walks back through time for the core's pre-activations only, one ``(B, H) x (H, H)`` product
    per glimpse: ``delta_t = (dL/dh_t + delta_{t+1} W_hh) * [h_t > 0]``;
@@ -76,9 +76,10 @@ class GlimpseCoreSequence(torch.autograd.Function):
         horizon, hidden = h.shape[0], h.shape[2]
         w_hh, w_gh = w_core[:, :hidden], w_core[:, hidden:]
         # 1. through time: delta_t = dL/d(pre-activation of h_t)
-        delta = grad_h.mul(h > 0)
+        active = h > 0  # where the rectifier passes gradient
+        delta = grad_h.mul(active)
         for t in range(horizon - 1, 0, -1):
-            delta[t - 1].addmm_(delta[t], w_hh).mul_(h[t - 1] > 0)
+            delta[t - 1].addmm_(delta[t], w_hh).mul_(active[t - 1])
         # 2. every weight at once, over all T x B glimpses
         flat = lambda v: v.reshape(-1, v.shape[-1])  # noqa: E731  (T, B, n) -> (T B, n)
         d_core = flat(delta)

@@ -3,7 +3,8 @@
 1. Images per second of the whole training step: the batched episodes (canvases, glimpses,
    rewards), the forward and backward passes and the optimiser step; with the hand-written
    backward pass through time (the default, ``agents/bptt.py``) and, for comparison in the
-   same run, with autograd's.
+   same run, with autograd's. Also the arithmetic of one step (forward and backward), counted
+   by ``torch.utils.flop_counter``, to compare with the float32 matmul speed of this CPU.
 2. With ``--to-error E``: a ``glimpse train`` run (``--epochs``, ``--glimpses``) that logs the
    test error after every epoch (``--track-test``); prints the training time until it first
    reached E.
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import gymnasium
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 import glimpse  # noqa: F401  (registers the ids)
 from agents.learners import RAMLearner
@@ -51,6 +53,15 @@ def images_per_second(threads: int, batch_size: int, seconds: float, hand_writte
         step()
         batches += 1
     return batches * batch_size / (time.perf_counter() - start)
+
+
+def training_gflop(batch_size: int) -> float:
+    """GFLOP of one training step's forward and backward passes (the matrix products)."""
+    settings = gymnasium.spec(ENV_ID).kwargs
+    learner = RAMLearner(settings, RAMConfig(), batch_size, seed=0, device=torch.device("cpu"))
+    with FlopCounterMode(display=False) as counter:
+        learner.loss(batch_size)["total"].backward()
+    return counter.get_total_flops() / 1e9
 
 
 def matmul_gflops(threads: int) -> float:
@@ -103,6 +114,10 @@ def main() -> None:
             for hand_written in (True, False)
         )
         print(f"| {threads} | {rate:,.0f} | {autograd_rate:,.0f} | {matmul_gflops(threads):.0f} |")
+    gflop = training_gflop(args.batch_size)
+    print(
+        f"\nOne training step: {gflop:.2f} GFLOP (forward and backward), batch {args.batch_size}."
+    )
     if args.to_error is not None:
         time_to_error(args.to_error, args.epochs, args.glimpses, max(args.threads), args.runs_dir)
 

@@ -88,16 +88,31 @@ def test_baseline_is_fit_only_by_its_squared_error(model_and_episodes):
         assert not any(grads_of(part))
 
 
+def graph_nodes(tensor: torch.Tensor) -> set[str]:
+    """Names of every node of the autograd graph that produced ``tensor``."""
+    names, todo, seen = set(), [tensor.grad_fn], set()
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        todo.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
 @pytest.mark.parametrize("reinforce_core", [False, True])
 def test_hand_written_bptt_gives_autograds_loss_and_gradients(reinforce_core):
     model, episodes = small_model_and_episodes(RAMConfig(reinforce_core=reinforce_core))
     results = []
+    assert model.hand_written_bptt  # the rectified core's default
     for hand_written in (True, False):
         model.hand_written_bptt = hand_written
         model.zero_grad()
         torch.manual_seed(1)
         episodes.seed(np.arange(16, dtype=np.uint64))
         terms = hybrid_loss(model(episodes))
+        assert ("GlimpseCoreSequenceBackward" in graph_nodes(terms["total"])) == hand_written
         terms["total"].backward()
         grads = {name: p.grad.clone() for name, p in model.named_parameters()}
         results.append((terms, grads))
