@@ -182,7 +182,7 @@ class FullViewLearner:
     def _tensor(self, canvases: np.ndarray) -> torch.Tensor:
         return torch.tensor(canvases, device=self.device).float().div_(255.0)
 
-    def loss(self, batch_size: int) -> dict[str, torch.Tensor]:
+    def loss(self, batch_size: int, progress: float = 0.0) -> dict[str, torch.Tensor]:
         indices = self.rng.integers(0, self.train_size, batch_size)
         canvases, labels = self.task.canvases("train", indices, self.rng)
         logits = self.model(self._tensor(canvases))

@@ -70,12 +70,16 @@ class RAMLearner:
     def train_size(self) -> int:
         return self.task.split_size("train")
 
-    def loss(self, batch_size: int) -> dict[str, torch.Tensor]:
+    def loss(self, batch_size: int, progress: float = 0.0) -> dict[str, torch.Tensor]:
+        config = self.model.config
+        self.model.locator.std = config.location_std_at(progress)
         batch = self.forward_model(self.train_episodes)
         terms = hybrid_loss(
-            batch, self.reinforce_weight, self.model.config.reward, self.rollouts_per_image
+            batch, self.reinforce_weight, config.reward, self.rollouts_per_image
         )
         terms["accuracy"] = batch.rewards.mean()
+        if config.location_std_start is not None:  # logged as train_location_std
+            terms["location_std"] = torch.tensor(self.model.locator.std)
         return terms
 
     def policy(self, sample: bool = False) -> RAMPolicy:

@@ -52,6 +52,10 @@ class RAMConfig:
     location_units: int = option(128, "Units of h_l (where) in the glimpse network.")
     glimpse_out_units: int = option(256, "Units of g_t.")
     location_std: float = option(0.05, "Standard deviation sigma of the location policy.")
+    location_std_start: float | None = option(
+        None, "Exploration: sigma starts at this value and decays geometrically to "
+        "--location-std over the first half of training; default: --location-std throughout."
+    )  # fmt: skip
     locator_units: int = option(
         0, "Hidden units of the location network: 0 is the paper's linear map of h_t; N adds "
         "a rectified layer of N units before it."
@@ -69,6 +73,19 @@ class RAMConfig:
         check_choices(self)
         if self.location_std <= 0:
             raise ConfigError(f"location_std={self.location_std} must be positive.")
+        if self.location_std_start is not None and self.location_std_start <= 0:
+            raise ConfigError(
+                f"location_std_start={self.location_std_start} must be positive; leave it out "
+                "for a constant --location-std."
+            )
+
+    def location_std_at(self, progress: float) -> float:
+        """Sigma after ``progress`` (in ``[0, 1]``) of training: geometric from
+        ``location_std_start`` to ``location_std`` over the first half, then constant."""
+        if self.location_std_start is None:
+            return self.location_std
+        decayed = min(1.0, 2.0 * progress)
+        return self.location_std_start * (self.location_std / self.location_std_start) ** decayed
         if self.locator_units < 0:
             raise ConfigError(f"locator_units={self.locator_units} must be 0 or more.")
 
@@ -106,6 +123,8 @@ class LocationNetwork(nn.Module):
 
     With ``hidden_units > 0`` the mean is ``tanh(W_l ReLU(W_h h_t))``: a rectified layer
     between the state and the mean (not in the paper; see the README's RAM experiments).
+    ``std`` is a plain attribute, not a parameter: an exploration schedule may set it between
+    batches (:meth:`RAMConfig.location_std_at`).
     """
 
     def __init__(self, hidden_size: int, std: float, hidden_units: int = 0) -> None:
@@ -113,7 +132,6 @@ class LocationNetwork(nn.Module):
         self.hidden = nn.Linear(hidden_size, hidden_units) if hidden_units else None
         self.mean = nn.Linear(hidden_units or hidden_size, 2)
         self.std = std
-        self._log_normaliser = 2 * (math.log(std) + 0.5 * math.log(2 * math.pi))
 
     def forward(self, h_t: torch.Tensor, sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """The location sent to the environment and its log-probability (no gradient via l_t)."""
@@ -134,7 +152,8 @@ class LocationNetwork(nn.Module):
     def log_prob(self, l_t: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
         """``log N(l_t; mu, sigma^2 I)``, shape ``(...)``; written out, as torch.distributions
         costs more than the maths."""
-        return -((l_t - mu) ** 2).sum(dim=-1) / (2 * self.std**2) - self._log_normaliser
+        log_normaliser = 2 * (math.log(self.std) + 0.5 * math.log(2 * math.pi))
+        return -((l_t - mu) ** 2).sum(dim=-1) / (2 * self.std**2) - log_normaliser
 
 
 class ActionNetwork(nn.Module):

@@ -124,8 +124,10 @@ class Learner(Protocol):
     def train_size(self) -> int:
         """Images in the training split (an epoch shows as many episodes by default)."""
 
-    def loss(self, batch_size: int) -> dict[str, torch.Tensor]:
-        """Loss terms on a fresh training batch; ``total`` is minimised."""
+    def loss(self, batch_size: int, progress: float = 0.0) -> dict[str, torch.Tensor]:
+        """Loss terms on a fresh training batch; ``total`` is minimised. ``progress`` is the
+        share of the run's batches done, in ``[0, 1]``, for schedules other than the learning
+        rate's."""
 
     def validation_error(self) -> float:
         """Error in percent on the fixed validation split."""
@@ -391,7 +393,10 @@ class Trainer:
                 f"{self.last_path}. Continue with: glimpse train --resume {self.run_dir}"
             )
         self.model.train()
-        terms = self.learner.loss(self.config.batch_size)
+        done = self.epoch * self.batches_per_epoch + self.batch
+        terms = self.learner.loss(
+            self.config.batch_size, done / (self.config.epochs * self.batches_per_epoch)
+        )
         total = terms["total"]
         if distributed.any_process([not bool(torch.isfinite(total))])[0]:
             raise TrainingError(

@@ -292,3 +292,35 @@ def test_a_batch_must_hold_whole_sets_of_rollouts():
 
     with pytest.raises(ConfigError, match="not a multiple of rollouts_per_image"):
         TrainConfig(batch_size=10, rollouts_per_image=4)
+
+
+def test_location_std_schedule_explores_widely_first_then_settles():
+    from agents.learners import RAMLearner
+    from glimpse.errors import ConfigError
+
+    config = RAMConfig(location_std=0.05, location_std_start=0.2)
+    assert config.location_std_at(0.0) == pytest.approx(0.2)
+    assert config.location_std_at(0.25) == pytest.approx(0.1)  # geometric: halfway in log
+    assert config.location_std_at(0.5) == config.location_std_at(1.0) == pytest.approx(0.05)
+    assert RAMConfig(location_std=0.05).location_std_at(0.0) == 0.05
+    with pytest.raises(ConfigError, match="location_std_start"):
+        RAMConfig(location_std_start=0.0)
+
+    learner = RAMLearner({"task": "mnist", "glimpses": 3}, config, 256, 1, torch.device("cpu"))
+    locator = learner.model.locator
+    draw = locator.draw
+    for progress in (0.0, 1.0):
+        deviations = []
+
+        def recording_draw(mu: torch.Tensor, sample: bool) -> torch.Tensor:
+            l_t = draw(mu, sample)
+            deviations.append(l_t - mu)
+            return l_t
+
+        locator.draw = recording_draw
+        terms = learner.loss(256, progress)
+        del locator.draw
+        # the sampled looks spread around their means as the schedule says
+        expected = config.location_std_at(progress)
+        assert float(torch.cat(deviations).std()) == pytest.approx(expected, rel=0.1)
+        assert float(terms["location_std"]) == pytest.approx(expected)
