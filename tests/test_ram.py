@@ -310,11 +310,11 @@ def test_location_std_schedule_explores_widely_first_then_settles():
     locator = learner.model.locator
     draw = locator.draw
     for progress in (0.0, 1.0):
-        deviations = []
+        deviations: list[torch.Tensor] = []
 
-        def recording_draw(mu: torch.Tensor, sample: bool) -> torch.Tensor:
+        def recording_draw(mu: torch.Tensor, sample: bool, out=deviations) -> torch.Tensor:
             l_t = draw(mu, sample)
-            deviations.append(l_t - mu)
+            out.append(l_t - mu)
             return l_t
 
         locator.draw = recording_draw
