@@ -74,7 +74,13 @@ class RAMLearner:
         config = self.model.config
         self.model.locator.std = config.location_std_at(progress)
         batch = self.forward_model(self.train_episodes)
-        terms = hybrid_loss(batch, self.reinforce_weight, config.reward, self.rollouts_per_image)
+        terms = hybrid_loss(
+            batch,
+            self.reinforce_weight,
+            config.reward,
+            self.rollouts_per_image,
+            config.early_answer_weight,
+        )
         terms["accuracy"] = batch.rewards.mean()
         if config.location_std_start is not None:  # logged as train_location_std
             terms["location_std"] = torch.tensor(self.model.locator.std)

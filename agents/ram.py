@@ -68,6 +68,10 @@ class RAMConfig:
         "correct", "REINFORCE's reward: 1 for a correct answer, else 0 (the paper), or "
         "log p(y | glimpses), the classifier's log-likelihood of the true class.", REWARDS
     )  # fmt: skip
+    early_answer_weight: float = option(
+        0.0, "Weight of a cross-entropy for the class read from every state before the last "
+        "(h_1 .. h_{T-1}, mean over them; 0: the paper, the class is only read from h_T)."
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -88,6 +92,8 @@ class RAMConfig:
         return self.location_std_start * (self.location_std / self.location_std_start) ** decayed
         if self.locator_units < 0:
             raise ConfigError(f"locator_units={self.locator_units} must be 0 or more.")
+        if self.early_answer_weight < 0:
+            raise ConfigError(f"early_answer_weight={self.early_answer_weight} must be 0 or more.")
 
 
 class CoreNetwork(nn.Module):
@@ -187,6 +193,7 @@ class Rollout:
     rewards: torch.Tensor  # (B,) 1 for a correct answer, else 0
     log_pi: torch.Tensor  # (B, T-1) log-probabilities of the locations l_1 .. l_{T-1}
     baselines: torch.Tensor  # (B, T-1)
+    early_log_probs: torch.Tensor | None = None  # (B, T-1, n_classes), from h_1 .. h_{T-1}
 
 
 class RAM(nn.Module):
@@ -254,12 +261,16 @@ class RAM(nn.Module):
         mu = self.locator.mu(states if self.config.reinforce_core else states.detach())
         # (T-1, B); with a single glimpse there is no move: empty, shape (0, B)
         log_pi = self.locator.log_prob(torch.stack(moves), mu) if moves else mu[..., 0]
+        early_log_probs = None
+        if self.config.early_answer_weight > 0:
+            early_log_probs = self.classifier(states.flatten(0, 1)).view(*states.shape[:2], -1)
         return Rollout(
             log_probs=log_probs,
             labels=torch.from_numpy(infos["label"]).to(h.device),
             rewards=torch.from_numpy(rewards).to(h.device),
             log_pi=log_pi.t(),  # (B, T-1)
             baselines=self.baseliner(states.detach()).t(),
+            early_log_probs=None if early_log_probs is None else early_log_probs.transpose(0, 1),
         )
 
     def encode(self, observe: Observe, horizon: int) -> torch.Tensor:
@@ -299,12 +310,18 @@ def hybrid_loss(
     reinforce_weight: float = 1.0,
     reward_kind: str = "correct",
     rollouts_per_image: int = 1,
+    early_answer_weight: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """The paper's hybrid loss, averaged over the batch.
 
     ``classification = -log p(y | h_T)``; ``baseline = sum_t (R - b_t)^2``;
     ``reinforce = -sum_t log pi(l_t | h_t) (R - b_t)``, the advantage a constant. Returns the
     terms and ``total = classification + baseline + reinforce_weight * reinforce``.
+
+    With ``early_answer_weight = w > 0`` (not in the paper) the total also has
+    ``w * early_classification``, the mean over ``t < T`` of ``-log p(y | h_t)``: every state,
+    not only the last, is taught to say what the digit is, which is also what the location and
+    baseline heads read.
 
     ``R`` is the environment's reward (1 for a correct answer) with ``reward_kind="correct"``,
     or ``log p(y | h_T)`` with ``"log-likelihood"``: then REINFORCE follows the gradient of the
@@ -332,12 +349,16 @@ def hybrid_loss(
     baseline = baseline.sum(dim=1).mean()
     reinforce = -(batch.log_pi * advantage).sum(dim=1).mean()
     total = classification + baseline + reinforce_weight * reinforce
-    return {
-        "total": total,
-        "classification": classification,
-        "baseline": baseline,
-        "reinforce": reinforce,
-    }
+    terms = {"classification": classification, "baseline": baseline, "reinforce": reinforce}
+    early = batch.early_log_probs
+    if early_answer_weight > 0 and early is None:
+        raise ValueError("early_answer_weight > 0 needs the rollout's early_log_probs.")
+    if early_answer_weight > 0 and early.shape[1] > 0:  # none with a single glimpse
+        terms["early_classification"] = F.nll_loss(
+            early.flatten(0, 1), batch.labels.repeat_interleave(early.shape[1])
+        )
+        total = total + early_answer_weight * terms["early_classification"]
+    return {"total": total, **terms}
 
 
 class RAMPolicy:

@@ -324,3 +324,22 @@ def test_location_std_schedule_explores_widely_first_then_settles():
         expected = config.location_std_at(progress)
         assert float(torch.cat(deviations).std()) == pytest.approx(expected, rel=0.1)
         assert float(terms["location_std"]) == pytest.approx(expected)
+
+
+def test_early_answers_teach_every_state_the_class():
+    model, episodes = small_model_and_episodes(RAMConfig(early_answer_weight=0.5))
+    batch = model(episodes)
+    assert batch.early_log_probs is not None
+    assert batch.early_log_probs.shape == (16, 3, 10)  # h_1 .. h_3 of 4 glimpses
+    terms = hybrid_loss(batch, early_answer_weight=0.5)
+    expected = -batch.early_log_probs.gather(2, batch.labels[:, None, None].expand(16, 3, 1))
+    torch.testing.assert_close(terms["early_classification"], expected.mean())
+    paper = terms["classification"] + terms["baseline"] + terms["reinforce"]
+    torch.testing.assert_close(terms["total"], paper + 0.5 * terms["early_classification"])
+    terms["early_classification"].backward()
+    for part in (model.glimpse_network, model.core, model.classifier):
+        assert all(grads_of(part))
+    for part in (model.locator, model.baseliner):
+        assert not any(grads_of(part))
+    assert "early_classification" not in hybrid_loss(batch)  # weight 0: the paper's loss
+    assert small_model_and_episodes(RAMConfig())[0](episodes).early_log_probs is None
