@@ -76,6 +76,12 @@ class PPOConfig:
         64, "Units of each of the two hidden layers of the policy and of the value head (64: "
         "SB3's default)."
     )  # fmt: skip
+    share_features_extractor: bool = option(
+        True, "The policy and the value function read one glimpse network (SB3's default); "
+        "off: each has its own, so the value loss does not shape the policy's features "
+        "(twice the extractor's compute)."
+    )  # fmt: skip
+    vf_coef: float = option(0.5, "Weight of the value loss (SB3's default).")
     eval_every: int = option(100_000, "Environment steps between validations and checkpoints.")
 
     def __post_init__(self) -> None:
@@ -118,6 +124,7 @@ def build_model(
         "gamma": config.gamma,
         "gae_lambda": config.gae_lambda,
         "ent_coef": config.ent_coef,
+        "vf_coef": config.vf_coef,
         "clip_range": config.clip_range,
         "seed": seed,
         "device": device,
@@ -128,7 +135,8 @@ def build_model(
     if algorithm == "ppo":
         kwargs = {"features_extractor_class": GlimpseHistoryExtractor,
                   "features_extractor_kwargs": {"features_dim": config.features_dim},
-                  "net_arch": net_arch, "optimizer_kwargs": adam_kwargs()}  # fmt: skip
+                  "net_arch": net_arch, "optimizer_kwargs": adam_kwargs(),
+                  "share_features_extractor": config.share_features_extractor}  # fmt: skip
         return PPO("MultiInputPolicy", env, policy_kwargs=kwargs, **common)
     kwargs = {
         "features_extractor_class": GlimpseFeaturesExtractor,
@@ -136,6 +144,7 @@ def build_model(
         "lstm_hidden_size": config.lstm_hidden_size,
         "net_arch": net_arch,
         "optimizer_kwargs": adam_kwargs(),
+        "share_features_extractor": config.share_features_extractor,
     }
     return RecurrentPPO("MultiInputLstmPolicy", env, policy_kwargs=kwargs, **common)
 

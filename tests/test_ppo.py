@@ -27,7 +27,8 @@ SMALL = [
 @pytest.mark.parametrize("agent", ["ppo", "recurrent-ppo"])
 def test_a_short_run_gives_a_run_directory_that_eval_and_viz_accept(agent, tmp_path):
     args = ["train", "--agent", agent, *SMALL, "--ppo-total-steps", "2048",
-            "--ppo-head-units", "32"]  # fmt: skip
+            "--ppo-head-units", "32", "--no-ppo-share-features-extractor",
+            "--ppo-vf-coef", "0.25"]  # fmt: skip
     assert main([*args, "--runs-dir", str(tmp_path), "--name", "run"]) == 0
     run = tmp_path / "run"
     for name in ("config.json", "metrics.jsonl", "test.json", "checkpoints/best.zip",
@@ -46,8 +47,12 @@ def test_a_short_run_gives_a_run_directory_that_eval_and_viz_accept(agent, tmp_p
     assert len(best["policy.optimizer.pth"]) < len(last["policy.optimizer.pth"]) / 10
 
     # the policy's Adam is the fused one (torch 2.4+), kept when the zip is loaded to resume
-    policy = load_model(agent, run / "checkpoints/last.zip").policy
+    model = load_model(agent, run / "checkpoints/last.zip")
+    policy = model.policy
     assert policy.optimizer.defaults["fused"] is True
+    # the value function got its own glimpse network, and the value loss its weight
+    assert policy.vf_features_extractor is not policy.pi_features_extractor
+    assert model.vf_coef == 0.25
     # --ppo-head-units sizes both hidden layers of the policy and of the value head
     heads = (policy.mlp_extractor.policy_net, policy.mlp_extractor.value_net)
     units = [[layer.out_features for layer in head if hasattr(layer, "out_features")]
