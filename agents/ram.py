@@ -82,6 +82,10 @@ class RAMConfig:
                 f"location_std_start={self.location_std_start} must be positive; leave it out "
                 "for a constant --location-std."
             )
+        if self.locator_units < 0:
+            raise ConfigError(f"locator_units={self.locator_units} must be 0 or more.")
+        if self.early_answer_weight < 0:
+            raise ConfigError(f"early_answer_weight={self.early_answer_weight} must be 0 or more.")
 
     def location_std_at(self, progress: float) -> float:
         """Sigma after ``progress`` (in ``[0, 1]``) of training: geometric from
@@ -90,10 +94,6 @@ class RAMConfig:
             return self.location_std
         decayed = min(1.0, 2.0 * progress)
         return self.location_std_start * (self.location_std / self.location_std_start) ** decayed
-        if self.locator_units < 0:
-            raise ConfigError(f"locator_units={self.locator_units} must be 0 or more.")
-        if self.early_answer_weight < 0:
-            raise ConfigError(f"early_answer_weight={self.early_answer_weight} must be 0 or more.")
 
 
 class CoreNetwork(nn.Module):

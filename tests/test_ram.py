@@ -296,15 +296,12 @@ def test_a_batch_must_hold_whole_sets_of_rollouts():
 
 def test_location_std_schedule_explores_widely_first_then_settles():
     from agents.learners import RAMLearner
-    from glimpse.errors import ConfigError
 
     config = RAMConfig(location_std=0.05, location_std_start=0.2)
     assert config.location_std_at(0.0) == pytest.approx(0.2)
     assert config.location_std_at(0.25) == pytest.approx(0.1)  # geometric: halfway in log
     assert config.location_std_at(0.5) == config.location_std_at(1.0) == pytest.approx(0.05)
     assert RAMConfig(location_std=0.05).location_std_at(0.0) == 0.05
-    with pytest.raises(ConfigError, match="location_std_start"):
-        RAMConfig(location_std_start=0.0)
 
     learner = RAMLearner({"task": "mnist", "glimpses": 3}, config, 256, 1, torch.device("cpu"))
     locator = learner.model.locator
@@ -343,3 +340,15 @@ def test_early_answers_teach_every_state_the_class():
         assert not any(grads_of(part))
     assert "early_classification" not in hybrid_loss(batch)  # weight 0: the paper's loss
     assert small_model_and_episodes(RAMConfig())[0](episodes).early_log_probs is None
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [{"location_std": 0.0}, {"location_std_start": 0.0}, {"locator_units": -1},
+     {"early_answer_weight": -0.5}],
+)  # fmt: skip
+def test_a_config_out_of_range_is_refused_with_its_name(setting):
+    from glimpse.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=next(iter(setting))):
+        RAMConfig(**setting)
