@@ -325,9 +325,15 @@ def test_location_std_schedule_explores_widely_first_then_settles():
 
 def test_early_answers_teach_every_state_the_class():
     model, episodes = small_model_and_episodes(RAMConfig(early_answer_weight=0.5))
+    states = []
+    encode = model.encode
+    model.encode = lambda *args: states.append(encode(*args)) or states[-1]
     batch = model(episodes)
-    assert batch.early_log_probs is not None
-    assert batch.early_log_probs.shape == (16, 3, 10)  # h_1 .. h_3 of 4 glimpses
+    # slot b, step t holds the class read from h_{t+1} of episode b (4 glimpses: h_1 .. h_3)
+    h = states[0]  # (T, B, hidden)
+    assert batch.early_log_probs.shape == (16, 3, 10)
+    for b, t in ((0, 0), (5, 2), (15, 1)):
+        torch.testing.assert_close(batch.early_log_probs[b, t], model.classifier(h[t, b, None])[0])
     terms = hybrid_loss(batch, early_answer_weight=0.5)
     expected = -batch.early_log_probs.gather(2, batch.labels[:, None, None].expand(16, 3, 1))
     torch.testing.assert_close(terms["early_classification"], expected.mean())
