@@ -84,6 +84,10 @@ class TrainConfig:
     )
     final_lr_fraction: float = option(0.02, "RAM: learning rate at the end, as a share of --lr.")
     reinforce_weight: float = option(1.0, "RAM: weight of the REINFORCE term in the hybrid loss.")
+    location_lr_factor: float = option(
+        1.0, "RAM: the location network's learning rate as a share of --lr (Adam moves each "
+        "weight by about the learning rate, however noisy REINFORCE's gradient is)."
+    )  # fmt: skip
     rollouts_per_image: int = option(
         1, "RAM: episodes of each training image in a batch (K, dividing --batch-size); K > 1 "
         "measures REINFORCE's advantage against the mean reward of the image's other K - 1 "
@@ -113,6 +117,8 @@ class TrainConfig:
             )
         if self.lr <= 0:
             raise ConfigError(f"lr={self.lr} must be positive.")
+        if self.location_lr_factor <= 0:
+            raise ConfigError(f"location_lr_factor={self.location_lr_factor} must be positive.")
 
 
 class Learner(Protocol):
@@ -187,6 +193,21 @@ def load_model_weights(model: nn.Module, state: dict[str, torch.Tensor], source:
         ) from error
 
 
+def parameter_groups(model: nn.Module, lr: float, location_lr_factor: float) -> list[dict]:
+    """The optimiser's parameter groups: with ``location_lr_factor != 1``, the location network
+    of a model that has one (``model.locator``, RAM's) at ``lr * location_lr_factor`` and the
+    rest at ``lr``; otherwise one group (as runs saved before the option had)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    locator = getattr(model, "locator", None)
+    if locator is None or location_lr_factor == 1.0:
+        return [{"params": trainable, "lr": lr}]
+    located = {id(p) for p in locator.parameters()}
+    return [
+        {"params": [p for p in trainable if id(p) not in located], "lr": lr},
+        {"params": [p for p in trainable if id(p) in located], "lr": lr * location_lr_factor},
+    ]
+
+
 def learning_rate_factor(schedule: str, progress: float, final_fraction: float) -> float:
     """Multiplier of the initial learning rate at ``progress`` in ``[0, 1]`` of the run."""
     if schedule == "constant":
@@ -227,7 +248,7 @@ class Trainer:
         self.learner, self.config, self.run_dir = learner, config, run_dir
         self.full_config, self.device, self.progress = full_config, device, progress
         self.model = learner.model
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = parameter_groups(self.model, config.lr, config.location_lr_factor)
         if config.optimizer == "sgd":
             self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
                 params, lr=config.lr, momentum=config.momentum, foreach=True

@@ -358,3 +358,28 @@ def test_a_config_out_of_range_is_refused_with_its_name(setting):
 
     with pytest.raises(ConfigError, match=next(iter(setting))):
         RAMConfig(**setting)
+
+
+def test_the_location_network_can_learn_at_its_own_rate(model_and_episodes):
+    from agents.trainer import TrainConfig, parameter_groups
+    from glimpse.errors import ConfigError
+
+    model, episodes = model_and_episodes
+    groups = parameter_groups(model, 1e-3, 0.1)
+    assert [g["lr"] for g in groups] == [1e-3, pytest.approx(1e-4)]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.locator.parameters()}
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    assert len(parameter_groups(model, 1e-3, 1.0)) == 1  # as runs saved before the option
+
+    # Adam's first step moves every weight by about its group's learning rate
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = torch.optim.Adam(groups)
+    batch = model(episodes)
+    batch.rewards[:8] = 1.0
+    hybrid_loss(batch)["total"].backward()
+    optimizer.step()
+    moved = {name: (p - before[name]).abs().max().item() for name, p in model.named_parameters()}
+    assert moved["locator.mean.weight"] == pytest.approx(1e-4, rel=0.01)
+    assert moved["core.linear.weight"] == pytest.approx(1e-3, rel=0.01)
+    with pytest.raises(ConfigError, match="location_lr_factor"):
+        TrainConfig(location_lr_factor=0.0)
