@@ -105,18 +105,19 @@ def test_a_config_file_value_outside_its_choices_gets_a_clear_error(
 
 
 def test_resume_after_ctrl_c_ends_with_the_same_metrics(tmp_path, monkeypatch):
-    assert train(tmp_path, "straight") == 0
+    exploring = ("--location-std-start", "0.2")  # a schedule that follows the run's progress
+    assert train(tmp_path, "straight", *exploring) == 0
     original_loss = RAMLearner.loss
     calls = {"n": 0}
 
-    def interrupted_loss(self, batch_size):
+    def interrupted_loss(self, batch_size, progress):
         calls["n"] += 1
         if calls["n"] == 21:  # epoch 2, batch 5: as if the user pressed Ctrl-C
             os.kill(os.getpid(), signal.SIGINT)
-        return original_loss(self, batch_size)
+        return original_loss(self, batch_size, progress)
 
     monkeypatch.setattr(RAMLearner, "loss", interrupted_loss)
-    assert train(tmp_path, "interrupted") == 130
+    assert train(tmp_path, "interrupted", *exploring) == 130
     saved = load_checkpoint(tmp_path / "interrupted/checkpoints/last.pt")
     assert (saved["epoch"], saved["batch"]) == (1, 5)
     monkeypatch.setattr(RAMLearner, "loss", original_loss)
@@ -129,7 +130,7 @@ def test_resume_after_ctrl_c_ends_with_the_same_metrics(tmp_path, monkeypatch):
 
     def metrics(name):
         lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
-        keep = ("epoch", "val_error", "train_total", "lr")
+        keep = ("epoch", "val_error", "train_total", "lr", "train_location_std")
         return [{k: json.loads(line)[k] for k in keep} for line in lines]
 
     assert metrics("elsewhere/interrupted") == metrics("straight")
@@ -172,9 +173,9 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, 
     original_loss = RAMLearner.loss
     calls = {"n": 0}
 
-    def exploding_loss(self, batch_size):
+    def exploding_loss(self, batch_size, progress):
         calls["n"] += 1
-        terms = original_loss(self, batch_size)
+        terms = original_loss(self, batch_size, progress)
         if calls["n"] == 20:  # epoch 2
             terms["total"] = terms["total"] * float("nan")
         return terms
