@@ -261,16 +261,17 @@ class RAM(nn.Module):
         mu = self.locator.mu(states if self.config.reinforce_core else states.detach())
         # (T-1, B); with a single glimpse there is no move: empty, shape (0, B)
         log_pi = self.locator.log_prob(torch.stack(moves), mu) if moves else mu[..., 0]
-        early_log_probs = None
+        early_log_probs = None  # (B, T-1, n_classes): the class read from h_1 .. h_{T-1}
         if self.config.early_answer_weight > 0:
-            early_log_probs = self.classifier(states.flatten(0, 1)).view(*states.shape[:2], -1)
+            early_log_probs = self.classifier(states.transpose(0, 1).flatten(0, 1))
+            early_log_probs = early_log_probs.view(states.shape[1], states.shape[0], -1)
         return Rollout(
             log_probs=log_probs,
             labels=torch.from_numpy(infos["label"]).to(h.device),
             rewards=torch.from_numpy(rewards).to(h.device),
             log_pi=log_pi.t(),  # (B, T-1)
             baselines=self.baseliner(states.detach()).t(),
-            early_log_probs=None if early_log_probs is None else early_log_probs.transpose(0, 1),
+            early_log_probs=early_log_probs,
         )
 
     def encode(self, observe: Observe, horizon: int) -> torch.Tensor:

@@ -258,11 +258,11 @@ class Trainer:
         # Under torchrun each process runs its share of the epoch.
         epoch_size = math.ceil((config.epoch_size or learner.train_size) / distributed.world_size())
         self.batches_per_epoch = max(1, math.ceil(epoch_size / config.batch_size))
-        total = config.epochs * self.batches_per_epoch
+        self.total_batches = config.epochs * self.batches_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lambda step: learning_rate_factor(
-                config.lr_schedule, min(step / total, 1.0), config.final_lr_fraction
+                config.lr_schedule, min(step / self.total_batches, 1.0), config.final_lr_fraction
             ),
         )
         self.epoch, self.batch = 0, 0  # next batch to run
@@ -340,9 +340,8 @@ class Trainer:
         config = self.config
         main = distributed.is_main()
         writer = SummaryWriter(str(self.run_dir / "tb")) if main else None
-        total_batches = config.epochs * self.batches_per_epoch
         bar = tqdm(
-            total=total_batches,
+            total=self.total_batches,
             initial=self.epoch * self.batches_per_epoch + self.batch,
             unit="batch",
             disable=not (self.progress and main),
@@ -415,9 +414,7 @@ class Trainer:
             )
         self.model.train()
         done = self.epoch * self.batches_per_epoch + self.batch
-        terms = self.learner.loss(
-            self.config.batch_size, done / (self.config.epochs * self.batches_per_epoch)
-        )
+        terms = self.learner.loss(self.config.batch_size, done / self.total_batches)
         total = terms["total"]
         if distributed.any_process([not bool(torch.isfinite(total))])[0]:
             raise TrainingError(

@@ -360,24 +360,27 @@ def test_a_config_out_of_range_is_refused_with_its_name(setting):
         RAMConfig(**setting)
 
 
-def test_the_location_network_can_learn_at_its_own_rate(model_and_episodes):
-    from agents.trainer import TrainConfig, parameter_groups
+def test_the_location_network_can_learn_at_its_own_rate(tmp_path):
+    from agents.learners import RAMLearner
+    from agents.trainer import TrainConfig, Trainer
     from glimpse.errors import ConfigError
 
-    model, episodes = model_and_episodes
-    groups = parameter_groups(model, 1e-3, 0.1)
-    assert [g["lr"] for g in groups] == [1e-3, pytest.approx(1e-4)]
-    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.locator.parameters()}
-    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
-    assert len(parameter_groups(model, 1e-3, 1.0)) == 1  # as runs saved before the option
+    def trainer(location_lr_factor: float) -> Trainer:
+        learner = RAMLearner({"task": "mnist", "glimpses": 4}, RAMConfig(), 16, 1,
+                             torch.device("cpu"))  # fmt: skip
+        config = TrainConfig(batch_size=16, location_lr_factor=location_lr_factor)
+        return Trainer(learner, config, tmp_path, {}, torch.device("cpu"), progress=False)
 
-    # Adam's first step moves every weight by about its group's learning rate
+    assert len(trainer(1.0).optimizer.param_groups) == 1  # as runs saved before the option
+    slow = trainer(0.1)
+    model = slow.model
+    assert [g["lr"] for g in slow.optimizer.param_groups] == [1e-3, pytest.approx(1e-4)]
+    located = {id(p) for p in slow.optimizer.param_groups[1]["params"]}
+    assert located == {id(p) for p in model.locator.parameters()}
+
+    # the trainer's first Adam step moves every weight by about its group's learning rate
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    optimizer = torch.optim.Adam(groups)
-    batch = model(episodes)
-    batch.rewards[:8] = 1.0
-    hybrid_loss(batch)["total"].backward()
-    optimizer.step()
+    slow._train_step([])
     moved = {name: (p - before[name]).abs().max().item() for name, p in model.named_parameters()}
     assert moved["locator.mean.weight"] == pytest.approx(1e-4, rel=0.01)
     assert moved["core.linear.weight"] == pytest.approx(1e-3, rel=0.01)
