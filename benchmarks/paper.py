@@ -16,8 +16,10 @@ at 100 x 100 has 2.6 million parameters) stays out: the run's command remakes it
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
+import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +39,10 @@ class Row:
 
     @property
     def run_name(self) -> str:
-        return f"{self.name}-ram-seed1"
+        return self.seed_run_name(1)
+
+    def seed_run_name(self, seed: int) -> str:
+        return f"{self.name}-ram-seed{seed}"
 
     @property
     def command(self) -> str:
@@ -118,7 +123,7 @@ def table() -> str:
         run = RESULTS / row.run_name
         if (run / "test.json").exists():
             summary = json.loads((run / "test.json").read_text())
-            ours = f"**{summary['test_error']:.2f}**"
+            ours = f"**{summary['test_error']:.2f}**{_over_seeds(row)}"
             epochs = str(summary["epochs"])
             minutes = f"{summary['train_seconds'] / 60:.0f} min"
         else:
@@ -126,6 +131,23 @@ def table() -> str:
         lines.append(f"| {row.task} | {ours} | {row.paper_a} | {row.paper_b} | {epochs} "
                      f"| {minutes} | `{row.command}` |")  # fmt: skip
     return "\n".join(lines)
+
+
+def _over_seeds(row: Row) -> str:
+    """`` (seeds 1 / 2 / 3: a / b / c, mean m ± sd)`` when results/ holds more seeds of the row
+    (the row's command with ``--seed N --name <row>-ram-seedN``); else nothing."""
+    errors = []
+    for seed in itertools.count(1):
+        test = RESULTS / row.seed_run_name(seed) / "test.json"
+        if not test.exists():
+            break
+        errors.append(json.loads(test.read_text())["test_error"])
+    if len(errors) < 2:
+        return ""
+    seeds = " / ".join(str(seed) for seed in range(1, len(errors) + 1))
+    values = " / ".join(f"{error:.2f}" for error in errors)
+    spread = f"{statistics.mean(errors):.2f} ± {statistics.stdev(errors):.2f}"
+    return f" (seeds {seeds}: {values}; mean {spread})"
 
 
 PPO_RUNS = [  # (run name, task, command) of the published PPO runs
