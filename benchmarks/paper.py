@@ -136,18 +136,30 @@ def table() -> str:
 def _over_seeds(row: Row) -> str:
     """`` (seeds 1 / 2 / 3: a / b / c, mean m ± sd)`` when results/ holds more seeds of the row
     (the row's command with ``--seed N --name <row>-ram-seedN``); else nothing."""
-    errors = []
+    errors, recipes = [], []
     for seed in itertools.count(1):
-        test = RESULTS / row.seed_run_name(seed) / "test.json"
-        if not test.exists():
+        run = RESULTS / row.seed_run_name(seed)
+        if not (run / "test.json").exists():
             break
-        errors.append(json.loads(test.read_text())["test_error"])
+        errors.append(json.loads((run / "test.json").read_text())["test_error"])
+        recipes.append(_recipe(json.loads((run / "config.json").read_text())))
+    if any(recipe != recipes[0] for recipe in recipes):
+        raise SystemExit(
+            f"results/{row.name}-ram-seed* were trained with different settings (beyond seed, "
+            f"name and threads): publish only seeds of the row's command, {row.command}."
+        )
     if len(errors) < 2:
         return ""
     seeds = " / ".join(str(seed) for seed in range(1, len(errors) + 1))
     values = " / ".join(f"{error:.2f}" for error in errors)
     spread = f"{statistics.mean(errors):.2f} ± {statistics.stdev(errors):.2f}"
     return f" (seeds {seeds}: {values}; mean {spread})"
+
+
+def _recipe(config: dict) -> dict:
+    """A run's settings without those that do not change what it learns."""
+    train = {k: v for k, v in config["train"].items() if k not in ("seed", "name", "threads")}
+    return {**config, "train": train}
 
 
 PPO_RUNS = [  # (run name, task, command) of the published PPO runs
