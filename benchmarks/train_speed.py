@@ -5,25 +5,35 @@
    backward pass through time (the default, ``agents/bptt.py``) and, for comparison in the
    same run, with autograd's. Also the arithmetic of one step (forward and backward), counted
    by ``torch.utils.flop_counter``, to compare with the float32 matmul speed of this CPU.
-2. With ``--to-error E``: a ``glimpse train`` run (``--epochs``, ``--glimpses``) that logs the
+2. With ``--baseline-bptt FILE`` (an older ``agents/bptt.py``): the hand-written step with the
+   current file and with FILE's, alternating 20-step measurements in one process (medians of
+   ``--rounds``). Separate runs of this script differ by more than 10% from one minute to
+   the next on a shared machine; alternating in one process compares two versions fairly.
+3. With ``--to-error E``: a ``glimpse train`` run (``--epochs``, ``--glimpses``) that logs the
    test error after every epoch (``--track-test``); prints the training time until it first
    reached E.
 
     python benchmarks/train_speed.py
+    git show 5a9ae3d:agents/bptt.py > /tmp/bptt_before.py
+    python benchmarks/train_speed.py --threads 2 1 --baseline-bptt /tmp/bptt_before.py
     python benchmarks/train_speed.py --to-error 1.5 --epochs 40 --glimpses 7 --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import gymnasium
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import agents.ram
 import glimpse  # noqa: F401  (registers the ids)
 from agents.learners import RAMLearner
 from agents.ram import RAMConfig
@@ -33,8 +43,8 @@ from agents.trainer import TrainConfig, adam_kwargs
 ENV_ID = "Glimpse/MNIST-v0"
 
 
-def images_per_second(threads: int, batch_size: int, seconds: float, hand_written: bool) -> float:
-    torch.set_num_threads(threads)
+def training_step(batch_size: int, hand_written: bool = True) -> Callable[[], None]:
+    """One training step of a fresh RAM learner: episodes, forward, backward, Adam."""
     settings = gymnasium.spec(ENV_ID).kwargs
     learner = RAMLearner(settings, RAMConfig(), batch_size, seed=0, device=torch.device("cpu"))
     learner.model.hand_written_bptt = hand_written
@@ -46,6 +56,12 @@ def images_per_second(threads: int, batch_size: int, seconds: float, hand_writte
         loss.backward()
         optimizer.step()
 
+    return step
+
+
+def images_per_second(threads: int, batch_size: int, seconds: float, hand_written: bool) -> float:
+    torch.set_num_threads(threads)
+    step = training_step(batch_size, hand_written)
     for _ in range(10):  # warm-up
         step()
     batches, start = 0, time.perf_counter()
@@ -53,6 +69,39 @@ def images_per_second(threads: int, batch_size: int, seconds: float, hand_writte
         step()
         batches += 1
     return batches * batch_size / (time.perf_counter() - start)
+
+
+def against_baseline(threads: int, batch_size: int, baseline: Path, rounds: int) -> None:
+    """Median images/s of the current ``agents/bptt.py`` and of ``baseline``, alternating."""
+    torch.set_num_threads(threads)
+    spec = importlib.util.spec_from_file_location("baseline_bptt", baseline)
+    if not baseline.is_file() or spec is None or spec.loader is None:
+        raise SystemExit(
+            f"{baseline} is not a Python file: pass an older agents/bptt.py, for example "
+            f"`git show 5a9ae3d:agents/bptt.py > /tmp/bptt_before.py`."
+        )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    versions = {
+        "current": agents.ram.glimpse_core_sequence,
+        str(baseline): module.glimpse_core_sequence,
+    }
+    step, rates = training_step(batch_size), {name: [] for name in versions}
+    try:
+        for _ in range(rounds):
+            for name, sequence in versions.items():
+                agents.ram.glimpse_core_sequence = sequence  # what RAM.encode calls
+                for _ in range(3):  # warm-up after the switch
+                    step()
+                start = time.perf_counter()
+                for _ in range(20):
+                    step()
+                rates[name].append(20 * batch_size / (time.perf_counter() - start))
+    finally:
+        agents.ram.glimpse_core_sequence = versions["current"]
+    for name, values in rates.items():
+        print(f"{threads} thread(s), {name}: {statistics.median(values):,.0f} images/s "
+              f"(median of {rounds} alternating 20-step measurements)")  # fmt: skip
 
 
 def training_gflop(batch_size: int) -> float:
@@ -99,12 +148,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seconds", type=float, default=20.0, help="time per speed measurement")
+    parser.add_argument(
+        "--baseline-bptt",
+        type=Path,
+        default=None,
+        help="an older agents/bptt.py to compare with, alternating",
+    )
+    parser.add_argument("--rounds", type=int, default=40, help="--baseline-bptt: measurements")
     parser.add_argument("--to-error", type=float, default=None, help="test error target in %%")
     parser.add_argument("--epochs", type=int, default=40, help="epochs of the --to-error run")
     parser.add_argument("--glimpses", type=int, default=6, help="glimpses in the --to-error run")
     parser.add_argument("--runs-dir", default="runs")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {ENV_ID}, RAM (paper sizes), batch {args.batch_size}\n")
+    if args.baseline_bptt is not None:
+        for threads in args.threads:
+            against_baseline(threads, args.batch_size, args.baseline_bptt, args.rounds)
+        return
     print("| threads | training images/s | the same with autograd's backward pass "
           "| float32 matmul GFLOP/s at RAM's shapes |")  # fmt: skip
     print("|---|---|---|---|")
