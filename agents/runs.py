@@ -244,7 +244,7 @@ def load_agent(run_dir: Path, checkpoint: str = "best") -> RAMLearner | FullView
 def evaluate_run(
     run_dir: Path, split: str = "test", samples: int = 1, checkpoint: str = "best"
 ) -> dict[str, Any]:
-    """Error of a saved run on a whole fixed split; written to ``eval-<split>.json``."""
+    """Error of a saved run on a whole fixed split, written to :func:`evaluation_file`."""
     if samples < 1:
         raise ConfigError(f"--samples {samples} must be at least 1.")
     agent = load_agent(run_dir, checkpoint)
@@ -264,8 +264,24 @@ def evaluate_run(
         "error": error,
         "images": images,
     }
-    (run_dir / f"eval-{split}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (run_dir / evaluation_file(split, samples, checkpoint)).write_text(
+        json.dumps(result, indent=2) + "\n"
+    )
     return result
+
+
+def evaluation_file(split: str, samples: int = 1, checkpoint: str = "best") -> str:
+    """``eval-<split>.json`` for the defaults; other settings add to the name (never overwrite).
+
+    For example ``eval-test.json`` (the best checkpoint, mean locations: what the results
+    tables quote), ``eval-test-samples10.json``, ``eval-val-last.json``.
+    """
+    name = f"eval-{split}"
+    if checkpoint != "best":
+        name += f"-{checkpoint}"
+    if samples != 1:
+        name += f"-samples{samples}"
+    return name + ".json"
 
 
 def visualise_run(

@@ -62,6 +62,8 @@ def test_eval_reproduces_the_recorded_test_error(tiny_run, capsys):
     assert result["error"] == pytest.approx(recorded, abs=1e-9)
     assert f"{recorded:.2f}%" in capsys.readouterr().out
     assert main(["eval", str(tiny_run), "--samples", "3"]) == 0  # Monte Carlo averaging
+    assert json.loads((tiny_run / "eval-test-samples3.json").read_text())["samples"] == 3
+    assert json.loads((tiny_run / "eval-test.json").read_text()) == result  # not overwritten
 
 
 def test_viz_writes_a_gif_a_png_and_the_trajectories(tiny_run, tmp_path):
