@@ -55,7 +55,7 @@ ROWS = [
     Row("mnist-6", "28x28 MNIST, 6 glimpses, 8x8, 1 scale", "Glimpse/MNIST-v0",
         ("--glimpses", "6", "--epochs", "200", "--lr", "3e-4"), "1.29", "1.12"),
     Row("mnist-7", "28x28 MNIST, 7 glimpses, 8x8, 1 scale", "Glimpse/MNIST-v0",
-        ("--glimpses", "7", "--epochs", "200"), "-", "1.07"),
+        ("--glimpses", "7", "--epochs", "200", "--lr", "3e-4"), "-", "1.07"),
     Row("translated-60", "60x60 translated, 8 glimpses, 12x12, 3 scales",
         "Glimpse/TranslatedMNIST-v0", ("--location-std", "0.1", "--epochs", "150"), "1.84", "1.20"),
     Row("cluttered-60", "60x60 cluttered (4), 8 glimpses, 12x12, 3 scales",
@@ -89,7 +89,10 @@ def copy_run(source: Path, target: Path, name: str) -> None:
     """The small files of a finished run (RAM ``best.pt`` or PPO ``best.zip``) into results/."""
     if not (source / "test.json").exists():
         raise SystemExit(f"{source} has no test.json yet: finish training first.")
-    (target / "checkpoints").mkdir(parents=True, exist_ok=True)
+    if target.exists():  # a new run of the row: no stale GIF or eval file of the old one
+        shutil.rmtree(target)
+        print(f"replacing {target} (the old run stays in git history)")
+    (target / "checkpoints").mkdir(parents=True)
     best = (
         "checkpoints/best.pt"
         if (source / "checkpoints/best.pt").exists()
