@@ -89,6 +89,8 @@ def copy_run(source: Path, target: Path, name: str) -> None:
     """The small files of a finished run (RAM ``best.pt`` or PPO ``best.zip``) into results/."""
     if not (source / "test.json").exists():
         raise SystemExit(f"{source} has no test.json yet: finish training first.")
+    if target.resolve() == source.resolve():
+        raise SystemExit(f"{source} is already published: pass the run in runs/ to replace it.")
     if target.exists():  # a new run of the row: no stale GIF or eval file of the old one
         shutil.rmtree(target)
         print(f"replacing {target} (the old run stays in git history)")
