@@ -38,6 +38,11 @@ class RAMLearner:
     ) -> None:
         if env_settings.get("allow_stop"):
             raise ConfigError("RAM takes a fixed number of glimpses: leave allow_stop off.")
+        if env_settings.get("class_reward", "correct") != "correct":
+            raise ConfigError(
+                "RAM computes REINFORCE's reward itself: leave --class-reward at 'correct' and "
+                "use --reward log-likelihood for the log-likelihood reward."
+            )
         self.env_settings = {**env_settings, "action_type": "continuous"}
         self.device, self.reinforce_weight = device, reinforce_weight
         self.rollouts_per_image = rollouts_per_image

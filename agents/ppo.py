@@ -1,7 +1,10 @@
 """Hard-attention policies trained with PPO (Stable-Baselines3) and RecurrentPPO (sb3-contrib).
 
-Both train on the batched glimpse episodes through :class:`envs.sb3.GlimpseVecEnv` with the
-discrete action space (a cell of a G x G grid, and the class at the last step). The policy needs
+Both train on the batched glimpse episodes through :class:`envs.sb3.GlimpseVecEnv`, by default
+with the discrete action space (a cell of a G x G grid, and the class at the last step); with
+``--action-type continuous`` the policy is Gaussian over the next location and the class scores
+(SB3 clips its samples to the action space, hence ``--score-bound``), which is what the
+environment's ``--class-reward log-likelihood`` needs. The policy needs
 memory of earlier glimpses: ``ppo`` gets it from the environment's ``history`` observation and
 :class:`envs.sb3.GlimpseHistoryExtractor`; ``recurrent-ppo`` from its LSTM on top of
 :class:`envs.sb3.GlimpseFeaturesExtractor`.
@@ -82,6 +85,10 @@ class PPOConfig:
         "(twice the extractor's compute)."
     )  # fmt: skip
     vf_coef: float = option(0.5, "Weight of the value loss (SB3's default).")
+    log_std_init: float = option(
+        0.0, "continuous actions: the Gaussian policy's initial log standard deviation (SB3's "
+        "default 0)."
+    )  # fmt: skip
     eval_every: int = option(100_000, "Environment steps between validations and checkpoints.")
 
     def __post_init__(self) -> None:
@@ -100,8 +107,9 @@ def hyperparameters(algorithm: str, env_id: str, path: Path = HYPERPARAMETERS) -
 
 
 def ppo_env_settings(algorithm: str, env: dict[str, Any]) -> dict[str, Any]:
-    """Environment settings for PPO: discrete actions; history for the non-recurrent one."""
-    return {**env, "action_type": "discrete", "history": algorithm == "ppo"}
+    """Environment settings for PPO: discrete actions unless told otherwise; history for the
+    non-recurrent one."""
+    return {"action_type": "discrete", **env, "history": algorithm == "ppo"}
 
 
 def build_model(
@@ -136,6 +144,7 @@ def build_model(
         kwargs = {"features_extractor_class": GlimpseHistoryExtractor,
                   "features_extractor_kwargs": {"features_dim": config.features_dim},
                   "net_arch": net_arch, "optimizer_kwargs": adam_kwargs(),
+                  "log_std_init": config.log_std_init,
                   "share_features_extractor": config.share_features_extractor}  # fmt: skip
         return PPO("MultiInputPolicy", env, policy_kwargs=kwargs, **common)
     kwargs = {
@@ -144,6 +153,7 @@ def build_model(
         "lstm_hidden_size": config.lstm_hidden_size,
         "net_arch": net_arch,
         "optimizer_kwargs": adam_kwargs(),
+        "log_std_init": config.log_std_init,
         "share_features_extractor": config.share_features_extractor,
     }
     return RecurrentPPO("MultiInputLstmPolicy", env, policy_kwargs=kwargs, **common)

@@ -30,6 +30,7 @@ from glimpse.sensor import GlimpseSensor
 from glimpse.tasks import SPLITS, Task
 
 ACTION_TYPES = ("discrete", "continuous")
+CLASS_REWARDS = ("correct", "log-likelihood")
 FIRST_LOCATIONS = ("random", "centre")
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -48,13 +49,25 @@ class EpisodeConfig:
     )
     action_type: str = option(
         "discrete",
-        "discrete: MultiDiscrete([G, G, classes]) (PPO); continuous: Box of location and "
-        "class scores (RAM).",
+        "discrete: MultiDiscrete([G, G, classes]) (PPO's default); continuous: Box of location "
+        "and class scores (RAM; PPO with class_reward='log-likelihood').",
         choices=ACTION_TYPES,
     )
     grid_size: int = option(8, "discrete actions: locations form a G x G grid of cell centres.")
+    class_reward: str = option(
+        "correct",
+        "What a class earns: correct (1 if right, else 0; the paper) or log-likelihood "
+        "(log softmax(scores)[label], the log-probability the class scores give the true "
+        "label; continuous actions only).",
+        choices=CLASS_REWARDS,
+    )
+    score_bound: float = option(
+        1.0,
+        "continuous actions: the class scores' bounds [-b, b] in the action space (a policy "
+        "that clips to them, like PPO's, needs b of about 5 to reach confident answers).",
+    )
     step_reward: float = option(
-        0.0, "Reward for a correct class on the steps before the last (0: off, as in the paper)."
+        0.0, "Weight of the class reward on the steps before the last (0: off, as in the paper)."
     )
     allow_stop: bool = option(False, "Add a stop-and-answer action (ends the episode early).")
     glimpse_cost: float = option(0.0, "Reward subtracted for every glimpse after the first.")
@@ -67,6 +80,13 @@ class EpisodeConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be at least 1.")
         check_choices(self)
+        if self.class_reward == "log-likelihood" and self.action_type != "continuous":
+            raise ConfigError(
+                "class_reward='log-likelihood' needs class scores: set action_type='continuous' "
+                "(or keep class_reward='correct' with discrete actions)."
+            )
+        if not self.score_bound > 0:
+            raise ConfigError(f"score_bound={self.score_bound} must be positive.")
 
 
 def _mix(z: np.ndarray) -> np.ndarray:
@@ -154,7 +174,9 @@ class GlimpseEpisodes:
         if self.config.action_type == "discrete":
             grid = self.config.grid_size
             return spaces.MultiDiscrete([grid, grid, self.task.num_classes, *stop])
-        return spaces.Box(-1.0, 1.0, (self.action_width,), np.float32)
+        bound = np.ones(self.action_width, np.float32)
+        bound[2 : 2 + self.task.num_classes] = self.config.score_bound
+        return spaces.Box(-bound, bound, dtype=np.float32)
 
     def grid_locations(self, cells: np.ndarray) -> np.ndarray:
         """Discrete grid cells ``0 .. G-1`` to locations: the cell centres ``-1 + (2i + 1) / G``."""
@@ -253,6 +275,13 @@ class GlimpseEpisodes:
             stop = np.zeros(self.num_envs, bool)
         return locations, classes, stop
 
+    def _log_likelihoods(self, actions: Any) -> np.ndarray:
+        """``log softmax(scores)[label]`` of every slot, from continuous actions ``(N, width)``."""
+        scores = np.asarray(actions, np.float64)[:, 2 : 2 + self.task.num_classes]
+        shifted = scores - scores.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        return np.take_along_axis(log_probs, self.labels[:, None], axis=1)[:, 0]
+
     def step(
         self, actions: Any, active: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -269,7 +298,8 @@ class GlimpseEpisodes:
         final = active & ((self.taken >= self.config.glimpses) | stop)
         moving = active & ~final
         cfg = self.config
-        rewards = np.where(final, correct, cfg.step_reward * correct - cfg.glimpse_cost)
+        earned = correct if cfg.class_reward == "correct" else self._log_likelihoods(actions)
+        rewards = np.where(final, earned, cfg.step_reward * earned - cfg.glimpse_cost)
         rewards = np.where(active, rewards, 0.0).astype(np.float32)
         if moving.any():
             self.locations[moving] = locations[moving]

@@ -102,6 +102,10 @@ class GlimpseEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     | `discrete` (default)   | `MultiDiscrete([G, G, n_classes])`    | next cell (x, y), class    |
     | `continuous`           | `Box(-1, 1, (2 + n_classes,))`        | next (x, y), class scores  |
 
+    The class scores' bounds are `[-score_bound, score_bound]` (1 by default): scores are
+    logits, so a policy that clips its actions to the space needs a wider bound (about 5) to
+    give a confident answer.
+
     A discrete cell `i` is the location `-1 + (2i + 1) / G` (cell centres of a `G x G` grid).
     The class part is read only at the last step (the answer); the location part of the last
     action is ignored. With `allow_stop=True` one more entry (a `{0, 1}` flag, or a score > 0
@@ -110,9 +114,11 @@ class GlimpseEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
 
     ## Rewards
 
-    1 for a correct answer, 0 otherwise, at the end. Optional (off by default, as in the paper):
-    `step_reward` for a correct class on every earlier step, and `-glimpse_cost` for every
-    glimpse after the first.
+    The class reward, at the end: 1 for a correct answer, 0 otherwise (`class_reward="correct"`,
+    the paper), or with continuous actions `class_reward="log-likelihood"`: `log softmax(scores)`
+    of the true class, which grows with the probability the answer gives the label (minus the
+    cross-entropy). Optional (off by default, as in the paper): `step_reward` times the class
+    reward of every earlier step's class, and `-glimpse_cost` for every glimpse after the first.
 
     ## Episode end
 

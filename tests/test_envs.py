@@ -16,7 +16,7 @@ from PIL import Image
 import glimpse  # noqa: F401  (registers the ids)
 from envs.evaluation import evaluate, evaluation_episodes
 from envs.glimpse_env import GlimpseEnv, GlimpseVectorEnv
-from glimpse.errors import DataError
+from glimpse.errors import ConfigError, DataError
 
 ENV_IDS = sorted(i for i in gym.registry if i.startswith("Glimpse/"))
 
@@ -214,6 +214,23 @@ def test_step_reward_stop_action_and_glimpse_cost():
     assert terminated and info["glimpses_taken"] == 2 and info["prediction"] == 3
     assert reward == float(info["label"] == 3)
     assert np.isnan(info["locations"][2:]).all()
+
+
+def test_log_likelihood_class_reward_is_the_log_probability_of_the_label():
+    env = GlimpseEnv(task="mnist", glimpses=2, action_type="continuous",
+                     class_reward="log-likelihood", score_bound=5.0, step_reward=0.5)  # fmt: skip
+    assert np.allclose(env.action_space.high, [1, 1, *[5.0] * 10])
+    _, info = env.reset(seed=0)
+    scores = np.linspace(-2.0, 2.0, 10, dtype=np.float32)
+    log_probs = scores - np.log(np.exp(scores).sum())
+    _, reward, terminated, _, _ = env.step(np.array([0.0, 0.0, *scores], np.float32))
+    assert not terminated
+    _, final_reward, terminated, _, info = env.step(np.array([0.0, 0.0, *scores], np.float32))
+    assert terminated
+    assert final_reward == pytest.approx(log_probs[info["label"]], abs=1e-5)
+    assert reward == pytest.approx(0.5 * log_probs[info["label"]], abs=1e-5)
+    with pytest.raises(ConfigError, match="action_type='continuous'"):
+        GlimpseEnv(task="mnist", class_reward="log-likelihood")
 
 
 class _AlwaysOne:

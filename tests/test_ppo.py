@@ -13,7 +13,7 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from agents.ppo import ValidationCallback, hyperparameters, load_model
+from agents.ppo import ValidationCallback, hyperparameters, load_model, ppo_env_settings
 from envs.sb3 import GlimpseHistoryExtractor, make_sb3_env
 from glimpse.cli import main
 
@@ -58,6 +58,27 @@ def test_a_short_run_gives_a_run_directory_that_eval_and_viz_accept(agent, tmp_p
     units = [[layer.out_features for layer in head if hasattr(layer, "out_features")]
              for head in heads]  # fmt: skip
     assert units == [[32, 32], [32, 32]]
+
+
+def test_continuous_actions_train_on_the_log_likelihood_class_reward(tmp_path):
+    args = ["train", "--agent", "ppo", *SMALL, "--ppo-total-steps", "1024",
+            "--action-type", "continuous", "--class-reward", "log-likelihood",
+            "--score-bound", "5", "--ppo-log-std-init", "-1"]  # fmt: skip
+    assert main([*args, "--runs-dir", str(tmp_path), "--name", "run"]) == 0
+    model = load_model("ppo", tmp_path / "run/checkpoints/last.zip")
+    assert isinstance(model.action_space, spaces.Box)
+    assert np.allclose(model.action_space.high, [1, 1, *[5] * 10])
+    assert model.policy.log_std.detach().mean().item() == pytest.approx(-1.0, abs=0.1)
+    # the run's environment rewards the log-likelihood: never positive, and not only 0 or 1
+    config = json.loads((tmp_path / "run/config.json").read_text())
+    env = make_sb3_env(None, 8, seed=0, **ppo_env_settings("ppo", config["env"]))
+    observations = env.reset()
+    rewards = []
+    for _ in range(6):
+        observations, reward, *_ = env.step(model.predict(observations)[0])
+        rewards.append(reward)
+    assert (np.array(rewards) <= 0).all() and len(np.unique(rewards)) > 2
+    assert main(["eval", str(tmp_path / "run")]) == 0
 
 
 def _zip_entries(path) -> dict[str, bytes]:

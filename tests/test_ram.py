@@ -294,6 +294,15 @@ def test_a_batch_must_hold_whole_sets_of_rollouts():
         TrainConfig(batch_size=10, rollouts_per_image=4)
 
 
+def test_ram_refuses_the_environments_class_reward_and_names_its_own():
+    from agents.learners import RAMLearner
+    from glimpse.errors import ConfigError
+
+    settings = {"task": "mnist", "class_reward": "log-likelihood"}
+    with pytest.raises(ConfigError, match="--reward log-likelihood"):
+        RAMLearner(settings, RAMConfig(), 8, 1, torch.device("cpu"))
+
+
 def test_location_std_schedule_explores_widely_first_then_settles():
     from agents.learners import RAMLearner
 
