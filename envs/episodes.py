@@ -276,8 +276,10 @@ class GlimpseEpisodes:
         return locations, classes, stop
 
     def _log_likelihoods(self, actions: Any) -> np.ndarray:
-        """``log softmax(scores)[label]`` of every slot, from continuous actions ``(N, width)``."""
+        """``log softmax(scores)[label]`` of every slot, from continuous actions ``(N, width)``,
+        the scores clipped to ``[-score_bound, score_bound]`` like every out-of-range action."""
         scores = np.asarray(actions, np.float64)[:, 2 : 2 + self.task.num_classes]
+        scores = np.clip(scores, -self.config.score_bound, self.config.score_bound)
         shifted = scores - scores.max(axis=1, keepdims=True)
         log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         return np.take_along_axis(log_probs, self.labels[:, None], axis=1)[:, 0]

@@ -229,6 +229,14 @@ def test_log_likelihood_class_reward_is_the_log_probability_of_the_label():
     assert terminated
     assert final_reward == pytest.approx(log_probs[info["label"]], abs=1e-5)
     assert reward == pytest.approx(0.5 * log_probs[info["label"]], abs=1e-5)
+    # scores beyond the bound count as the bound: 20 as 5
+    env.reset(seed=1)
+    env.step(np.zeros(12, np.float32))
+    loud = np.array([0, 0, 20.0, *np.zeros(9)], np.float32)
+    _, final_reward, _, _, info = env.step(loud)
+    clipped = np.array([5.0, *np.zeros(9)])
+    expected = clipped[info["label"]] - np.log(np.exp(clipped).sum())
+    assert final_reward == pytest.approx(expected, abs=1e-5)
     with pytest.raises(ConfigError, match="action_type='continuous'"):
         GlimpseEnv(task="mnist", class_reward="log-likelihood")
 
