@@ -284,6 +284,80 @@ def evaluation_file(split: str, samples: int = 1, checkpoint: str = "best") -> s
     return name + ".json"
 
 
+def validation_curve(run_dir: Path) -> tuple[str, dict[int, float]]:
+    """A run's validation error (%) by ``"epoch"`` (RAM, baselines) or ``"steps"`` (PPO).
+
+    Read from the run's ``metrics.jsonl``, one line per validation; a resumed run's repeated
+    line for the same epoch counts once (the later one).
+    """
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        raise ConfigError(
+            f"{run_dir} has no metrics.jsonl: name a run directory written by `glimpse train`, "
+            "which adds a line to it at every validation."
+        )
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise ConfigError(
+                f"Line {number} of {path} is not JSON (cut short by a crash?): delete that "
+                "line and run the command again."
+            ) from None
+    axis = "epoch" if not rows or "epoch" in rows[0] else "steps"
+    return axis, {int(row[axis]): float(row["val_error"]) for row in rows}
+
+
+def curves_table(run_dirs: list[Path], every: int = 1) -> str:
+    """Markdown: the runs' validation errors side by side, at every ``every``-th epoch (or step
+    count that is a multiple of ``every``) and at each run's first and last; then each run's
+    best validation error (and where) and its test error. A row's single lowest error is bold."""
+    if every < 1:
+        raise ConfigError(f"--every {every} must be at least 1.")
+    curves = [validation_curve(run) for run in run_dirs]
+    axes = {axis for axis, _ in curves}
+    if len(axes) > 1:
+        raise ConfigError(
+            "These runs count progress differently (epochs for RAM and the baselines, env steps "
+            "for PPO): compare runs of one kind at a time."
+        )
+    axis = axes.pop()
+    ends = {x for _, errors in curves if errors for x in (min(errors), max(errors))}
+    points = sorted({x for _, errors in curves for x in errors if x % every == 0} | ends)
+    lines = [
+        f"| {axis} | " + " | ".join(run.name for run in run_dirs) + " |",
+        "|---" * (len(run_dirs) + 1) + "|",
+    ]
+    for x in points:
+        lines.append(_curves_row(f"{x:,}", [errors.get(x) for _, errors in curves]))
+    best_cells = []
+    for _, errors in curves:
+        x, error = min(errors.items(), key=lambda item: item[1]) if errors else (0, None)
+        best_cells.append("-" if error is None else f"{error:.2f} ({axis} {x:,})")
+    lines.append("| best validation | " + " | ".join(best_cells) + " |")
+    tests = [_recorded_test_error(run) for run in run_dirs]
+    lines.append(_curves_row("test", tests))
+    return "\n".join(lines)
+
+
+def _curves_row(label: str, errors: list[float | None]) -> str:
+    known = [error for error in errors if error is not None]
+    lowest = min(known, default=None)
+    if known.count(lowest) != 1 or len(known) == 1:  # bold marks a single leader
+        lowest = None
+    cells = [
+        "-" if error is None else f"**{error:.2f}**" if error == lowest else f"{error:.2f}"
+        for error in errors
+    ]
+    return f"| {label} | " + " | ".join(cells) + " |"
+
+
+def _recorded_test_error(run_dir: Path) -> float | None:
+    path = run_dir / "test.json"
+    return float(json.loads(path.read_text())["test_error"]) if path.is_file() else None
+
+
 def visualise_run(
     run_dir: Path, out: Path, n: int = 16, split: str = "test", checkpoint: str = "best"
 ) -> Path | None:

@@ -111,6 +111,13 @@ def _viz(args: argparse.Namespace) -> int:
     return 0
 
 
+def _curves(args: argparse.Namespace) -> int:
+    from agents.runs import curves_table
+
+    print(curves_table([Path(run) for run in args.runs], args.every))
+    return 0
+
+
 def _compare(args: argparse.Namespace) -> int:
     from agents.compare import compare, ram_recipe
     from agents.ram import RAMConfig
@@ -219,6 +226,17 @@ def build_parser() -> argparse.ArgumentParser:
     viz.add_argument("--split", default="test", choices=("val", "test"))
     viz.add_argument("--checkpoint", default="best", choices=("best", "last"))
     viz.set_defaults(handler=_viz)
+
+    curves = commands.add_parser(
+        "curves",
+        help="validation error of runs side by side, epoch by epoch (or by env steps)",
+        formatter_class=formatter,
+    )
+    curves.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    curves.add_argument(
+        "--every", type=int, default=10, help="show every N-th epoch (or multiples of N steps)"
+    )
+    curves.set_defaults(handler=_curves)
 
     comparison = commands.add_parser(
         "compare",

@@ -66,6 +66,25 @@ def test_eval_reproduces_the_recorded_test_error(tiny_run, capsys):
     assert json.loads((tiny_run / "eval-test.json").read_text()) == result  # not overwritten
 
 
+def test_curves_puts_the_recorded_validation_errors_side_by_side(tiny_run, tmp_path, capsys):
+    metrics = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    twin = tmp_path / "twin"  # a second run: epoch 2 made worse, no test result
+    twin.mkdir()
+    worse = [dict(row, val_error=row["val_error"] + 10 * (row["epoch"] == 2)) for row in metrics]
+    (twin / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in worse))
+    assert main(["curves", str(tiny_run), str(twin), "--every", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| epoch | tiny | twin |"
+    first, second = metrics[0]["val_error"], metrics[1]["val_error"]
+    assert lines[2] == f"| 1 | {first:.2f} | {first:.2f} |"  # a tie: nothing bold
+    assert lines[3] == f"| 2 | **{second:.2f}** | {second + 10:.2f} |"
+    test_error = json.loads((tiny_run / "test.json").read_text())["test_error"]
+    assert lines[-1] == f"| test | {test_error:.2f} | - |"
+    (twin / "metrics.jsonl").write_text('{"epoch": 1, "val_err')  # cut short by a crash
+    assert main(["curves", str(twin)]) == 2
+    assert "not JSON" in capsys.readouterr().err
+
+
 def test_viz_writes_a_gif_a_png_and_the_trajectories(tiny_run, tmp_path):
     assert main(["viz", str(tiny_run), "--n", "4", "--out", str(tmp_path / "t.gif")]) == 0
     assert main(["viz", str(tiny_run), "--n", "4", "--out", str(tmp_path / "t.png")]) == 0
