@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -279,6 +280,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as interrupt:
         print(f"glimpse: interrupted. {interrupt}".rstrip(". "), file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`glimpse curves ... | head`): no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's advice
+        return 1
 
 
 if __name__ == "__main__":
