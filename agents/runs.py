@@ -306,7 +306,13 @@ def validation_curve(run_dir: Path) -> tuple[str, dict[int, float]]:
                 "line and run the command again."
             ) from None
     axis = "epoch" if not rows or "epoch" in rows[0] else "steps"
-    return axis, {int(row[axis]): float(row["val_error"]) for row in rows}
+    try:
+        return axis, {int(row[axis]): float(row["val_error"]) for row in rows}
+    except KeyError as missing:
+        raise ConfigError(
+            f"A line of {path} has no {missing}: it is not a glimpse metrics file (each line "
+            f"needs {axis!r} and 'val_error'); name a run directory written by `glimpse train`."
+        ) from None
 
 
 def curves_table(run_dirs: list[Path], every: int = 1) -> str:

@@ -83,6 +83,9 @@ def test_curves_puts_the_recorded_validation_errors_side_by_side(tiny_run, tmp_p
     (twin / "metrics.jsonl").write_text('{"epoch": 1, "val_err')  # cut short by a crash
     assert main(["curves", str(twin)]) == 2
     assert "not JSON" in capsys.readouterr().err
+    (twin / "metrics.jsonl").write_text('{"epoch": 1}\n')  # not a validation line
+    assert main(["curves", str(twin)]) == 2
+    assert "no 'val_error'" in capsys.readouterr().err
 
 
 def test_viz_writes_a_gif_a_png_and_the_trajectories(tiny_run, tmp_path):
