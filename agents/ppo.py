@@ -39,7 +39,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import LinearSchedule
 
 from agents import distributed
-from agents.trainer import adam_kwargs
+from agents.trainer import adam_kwargs, validation_curve
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -253,10 +253,9 @@ class ValidationCallback(BaseCallback):
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
 
     def _best_so_far(self) -> float:
-        path = self.run_dir / "metrics.jsonl"
-        if not path.exists():
+        if not (self.run_dir / "metrics.jsonl").exists():
             return float("inf")
-        return min(json.loads(line)["val_error"] for line in path.read_text().splitlines())
+        return min(validation_curve(self.run_dir)[1].values(), default=float("inf"))
 
     def _on_training_start(self) -> None:
         self.next_eval = (self.num_timesteps // self.eval_every + 1) * self.eval_every

@@ -34,6 +34,7 @@ from agents.trainer import (
     load_checkpoint,
     load_model_weights,
     resolve_device,
+    validation_curve,
 )
 from glimpse.errors import ConfigError
 
@@ -282,37 +283,6 @@ def evaluation_file(split: str, samples: int = 1, checkpoint: str = "best") -> s
     if samples != 1:
         name += f"-samples{samples}"
     return name + ".json"
-
-
-def validation_curve(run_dir: Path) -> tuple[str, dict[int, float]]:
-    """A run's validation error (%) by ``"epoch"`` (RAM, baselines) or ``"steps"`` (PPO).
-
-    Read from the run's ``metrics.jsonl``, one line per validation; a resumed run's repeated
-    line for the same epoch counts once (the later one).
-    """
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        raise ConfigError(
-            f"{run_dir} has no metrics.jsonl: name a run directory written by `glimpse train`, "
-            "which adds a line to it at every validation."
-        )
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise ConfigError(
-                f"Line {number} of {path} is not JSON (cut short by a crash?): delete that "
-                "line and run the command again."
-            ) from None
-    axis = "epoch" if not rows or "epoch" in rows[0] else "steps"
-    try:
-        return axis, {int(row[axis]): float(row["val_error"]) for row in rows}
-    except KeyError as missing:
-        raise ConfigError(
-            f"A line of {path} has no {missing}: it is not a glimpse metrics file (each line "
-            f"needs {axis!r} and 'val_error'); name a run directory written by `glimpse train`."
-        ) from None
 
 
 def curves_table(run_dirs: list[Path], every: int = 1) -> str:

@@ -455,3 +455,34 @@ def _what_it_learns(config: dict[str, Any]) -> dict[str, Any]:
         **config,
         "train": {k: v for k, v in train.items() if k not in RESULT_NEUTRAL_SETTINGS},
     }
+
+
+def validation_curve(run_dir: Path) -> tuple[str, dict[int, float]]:
+    """A run's validation error (%) by ``"epoch"`` (RAM, baselines) or ``"steps"`` (PPO).
+
+    Read from the run's ``metrics.jsonl``, one line per validation; a resumed run's repeated
+    line for the same epoch counts once (the later one).
+    """
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        raise ConfigError(
+            f"{run_dir} has no metrics.jsonl: name a run directory written by `glimpse train`, "
+            "which adds a line to it at every validation."
+        )
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise ConfigError(
+                f"Line {number} of {path} is not JSON (cut short by a crash?): delete that "
+                "line and run the command again."
+            ) from None
+    axis = "epoch" if not rows or "epoch" in rows[0] else "steps"
+    try:
+        return axis, {int(row[axis]): float(row["val_error"]) for row in rows}
+    except KeyError as missing:
+        raise ConfigError(
+            f"A line of {path} has no {missing}: it is not a glimpse metrics file (each line "
+            f"needs {axis!r} and 'val_error'); name a run directory written by `glimpse train`."
+        ) from None
