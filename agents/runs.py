@@ -288,7 +288,9 @@ def evaluation_file(split: str, samples: int = 1, checkpoint: str = "best") -> s
 def curves_table(run_dirs: list[Path], every: int = 1) -> str:
     """Markdown: the runs' validation errors side by side, at every ``every``-th epoch (or step
     count that is a multiple of ``every``) and at each run's first and last; then each run's
-    best validation error (and where) and its test error. A row's single lowest error is bold."""
+    best validation error (and where) and its test error. A row's single lowest error is bold.
+    Columns are named by the runs' folder names, or by their paths as given where two folder
+    names are the same."""
     if every < 1:
         raise ConfigError(f"--every {every} must be at least 1.")
     curves = [validation_curve(run) for run in run_dirs]
@@ -299,10 +301,13 @@ def curves_table(run_dirs: list[Path], every: int = 1) -> str:
             "for PPO): compare runs of one kind at a time."
         )
     axis = axes.pop()
+    names = [run.name for run in run_dirs]
+    if len(set(names)) < len(names):
+        names = [str(run) for run in run_dirs]
     ends = {x for _, errors in curves if errors for x in (min(errors), max(errors))}
     points = sorted({x for _, errors in curves for x in errors if x % every == 0} | ends)
     lines = [
-        f"| {axis} | " + " | ".join(run.name for run in run_dirs) + " |",
+        f"| {axis} | " + " | ".join(names) + " |",
         "|---" * (len(run_dirs) + 1) + "|",
     ]
     for x in points:

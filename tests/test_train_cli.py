@@ -80,6 +80,10 @@ def test_curves_puts_the_recorded_validation_errors_side_by_side(tiny_run, tmp_p
     assert lines[3] == f"| 2 | **{second:.2f}** | {second + 10:.2f} |"
     test_error = json.loads((tiny_run / "test.json").read_text())["test_error"]
     assert lines[-1] == f"| test | {test_error:.2f} | - |"
+    namesake = tmp_path / "elsewhere" / "tiny"  # the same folder name in another place
+    shutil.copytree(tiny_run, namesake)
+    assert main(["curves", str(tiny_run), str(namesake)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"| epoch | {tiny_run} | {namesake} |"
     (twin / "metrics.jsonl").write_text('{"epoch": 1, "val_err')  # cut short by a crash
     assert main(["curves", str(twin)]) == 2
     assert "not JSON" in capsys.readouterr().err
