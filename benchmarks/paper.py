@@ -58,7 +58,7 @@ ROWS = [
         ("--glimpses", "7", "--epochs", "200", "--lr", "3e-4"), "-", "1.07"),
     Row("translated-60", "60x60 translated, 8 glimpses, 12x12, 3 scales",
         "Glimpse/TranslatedMNIST-v0", ("--location-std", "0.1", "--reinforce-core",
-        "--reinforce-weight", "0.03", "--epochs", "150"), "1.84", "1.20"),
+        "--reinforce-weight", "0.03", "--epochs", "300"), "1.84", "1.20"),
     Row("cluttered-60", "60x60 cluttered (4), 8 glimpses, 12x12, 3 scales",
         "Glimpse/ClutteredMNIST60-v0", ("--location-std", "0.1", "--reinforce-core",
         "--reinforce-weight", "0.03", "--epochs", "300", "--lr", "3e-4"), "5.23", "4.04"),
