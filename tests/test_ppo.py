@@ -111,7 +111,14 @@ def test_resume_continues_from_the_saved_step_count(tmp_path, monkeypatch):
             "--ppo-learning-rate", "1e-3", "--ppo-lr-schedule", "linear"]  # fmt: skip
     assert main([*args, "--runs-dir", str(tmp_path), "--name", "run"]) == 130
     monkeypatch.setattr(ValidationCallback, "validate", original)
+    # The best validation error so far comes from metrics.jsonl: recorded as 0 here, no later
+    # validation beats it, so the resumed run must keep the best model it had.
+    metrics = tmp_path / "run/metrics.jsonl"
+    metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "val_error": 0.0}) + "\n")
+    best = (tmp_path / "run/checkpoints/best.zip").read_bytes()
     assert main(["train", "--resume", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run/checkpoints/best.zip").read_bytes() == best
+    assert json.loads((tmp_path / "run/test.json").read_text())["best_val_error"] == 0.0
     steps = [json.loads(line)["steps"] for line in
              (tmp_path / "run/metrics.jsonl").read_text().splitlines()]  # fmt: skip
     assert steps[0] == 1024 and steps[1:] == [2048, 3072]  # no step counted twice
