@@ -74,6 +74,11 @@ class PPOConfig:
     ent_coef: float = option(0.01, "Entropy bonus.")
     clip_range: float = option(0.2, "PPO clipping.")
     features_dim: int = option(256, "Units of the glimpse network's output g_t.")
+    history_pooling: str = option(
+        "mean", "ppo: how the glimpses so far reach the policy: mean (of their features), or "
+        "concat (the glimpses' slots side by side, so the policy knows which came when).",
+        GlimpseHistoryExtractor.POOLINGS,
+    )  # fmt: skip
     lstm_hidden_size: int = option(256, "recurrent-ppo: LSTM units.")
     head_units: int = option(
         64, "Units of each of the two hidden layers of the policy and of the value head (64: "
@@ -142,7 +147,8 @@ def build_model(
     net_arch = {"pi": [config.head_units] * 2, "vf": [config.head_units] * 2}
     if algorithm == "ppo":
         kwargs = {"features_extractor_class": GlimpseHistoryExtractor,
-                  "features_extractor_kwargs": {"features_dim": config.features_dim},
+                  "features_extractor_kwargs": {"features_dim": config.features_dim,
+                                                "pooling": config.history_pooling},
                   "net_arch": net_arch, "optimizer_kwargs": adam_kwargs(),
                   "log_std_init": config.log_std_init,
                   "share_features_extractor": config.share_features_extractor}  # fmt: skip

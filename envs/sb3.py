@@ -142,20 +142,32 @@ class GlimpseHistoryExtractor(BaseFeaturesExtractor):
     Needs the environment's ``history=True`` observation, whose slot ``i`` holds the ``i``-th
     glimpse and its location, the current one included. Each glimpse taken so far goes through
     one shared glimpse network with its location (the empty slots of later steps, about half of
-    them, are not computed); the features are the current glimpse's ``g_t``, the mean of all
-    ``g_i`` seen so far and the step, mixed by one layer.
+    them, are not computed, and read as zeros). The features are the current glimpse's ``g_t``,
+    the step and the glimpses so far, mixed by one layer. ``pooling`` says how the glimpses so
+    far enter: ``"mean"``, the mean of the ``g_i`` seen (a set: which glimpse came when, and
+    which ``g_i`` held which part, is lost in the sum), or ``"concat"``, all ``T`` slots side by
+    side, so the mixing layer has weights of its own for each slot (``T`` times the
+    parameters of the mixing layer).
     """
 
-    def __init__(self, observation_space: spaces.Dict, features_dim: int = 256) -> None:
+    POOLINGS = ("mean", "concat")
+
+    def __init__(
+        self, observation_space: spaces.Dict, features_dim: int = 256, pooling: str = "mean"
+    ) -> None:
         super().__init__(observation_space, features_dim)
         if "history_glimpses" not in observation_space.spaces:
             raise ValueError(
                 "GlimpseHistoryExtractor needs the history observation: make the environment "
                 "with history=True (glimpse train --agent ppo does this)."
             )
+        if pooling not in self.POOLINGS:
+            raise ValueError(f"pooling must be one of {self.POOLINGS}, not {pooling!r}.")
+        self.pooling = pooling
         self.horizon = observation_space["history_glimpses"].shape[0]
         self.network = GlimpseNetwork(observation_space["glimpse"].shape, out_units=features_dim)
-        self.mix = nn.Linear(2 * features_dim + 1, features_dim)
+        history_units = features_dim * (self.horizon if pooling == "concat" else 1)
+        self.mix = nn.Linear(features_dim + history_units + 1, features_dim)
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         history = observations["history_glimpses"]  # (B, T, k, C, g, g)
@@ -166,6 +178,7 @@ class GlimpseHistoryExtractor(BaseFeaturesExtractor):
         features = self.network(history[seen], observations["history_locations"][seen])
         encoded = features.new_zeros(batch, horizon, features.shape[1])
         encoded = encoded.index_put((seen,), features)  # (B, T, features), zero where not taken
-        pooled = encoded.sum(1) / taken  # (B, features)
+        # (B, T * features) side by side, or (B, features) the mean of those taken
+        pooled = encoded.flatten(1) if self.pooling == "concat" else encoded.sum(1) / taken
         current = encoded[torch.arange(batch, device=step.device), taken[:, 0] - 1]
         return torch.relu(self.mix(torch.cat([current, pooled, step], dim=1)))

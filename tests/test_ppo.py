@@ -131,7 +131,8 @@ def test_resume_continues_from_the_saved_step_count(tmp_path, monkeypatch):
     assert model.policy.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 512 / 3072)
 
 
-def test_history_extractor_pools_only_the_glimpses_taken():
+@pytest.mark.parametrize("pooling", GlimpseHistoryExtractor.POOLINGS)
+def test_history_extractor_pools_only_the_glimpses_taken(pooling):
     horizon = 4
     space = spaces.Dict({
         "glimpse": spaces.Box(0, 1, (1, 1, 2, 2), np.float32),
@@ -140,7 +141,7 @@ def test_history_extractor_pools_only_the_glimpses_taken():
         "history_glimpses": spaces.Box(0, 1, (horizon, 1, 1, 2, 2), np.float32),
         "history_locations": spaces.Box(-1, 1, (horizon, 2), np.float32),
     })  # fmt: skip
-    extractor = GlimpseHistoryExtractor(space, features_dim=8)
+    extractor = GlimpseHistoryExtractor(space, features_dim=8, pooling=pooling)
     obs = {k: torch.as_tensor(v.sample())[None] for k, v in space.spaces.items()}
     obs["step"] = torch.tensor([[1 / horizon]])  # two glimpses taken
     before = extractor(obs)
@@ -164,6 +165,29 @@ def test_history_extractor_is_current_glimpse_mean_of_seen_and_step_mixed():
     current = network(obs["glimpse"], obs["location"])
     expected = torch.relu(extractor.mix(torch.cat([current, seen.mean(1), obs["step"]], dim=1)))
     torch.testing.assert_close(extractor(obs), expected)
+
+
+def test_history_extractor_concat_gives_each_slot_its_own_weights():
+    env = make_sb3_env("Glimpse/MNIST-v0", num_envs=4, seed=0, history=True)
+    extractor = GlimpseHistoryExtractor(env.observation_space, features_dim=8, pooling="concat")
+    observations = env.reset()
+    for _ in range(2):  # three glimpses taken
+        observations, *_ = env.step(np.array([env.action_space.sample() for _ in range(4)]))
+    obs = {key: torch.as_tensor(value) for key, value in observations.items()}
+    glimpses, locations = obs["history_glimpses"][:, :3], obs["history_locations"][:, :3]
+    seen = extractor.network(glimpses.flatten(0, 1), locations.flatten(0, 1)).view(4, 3, -1)
+    slots = torch.cat([seen.flatten(1), seen.new_zeros(4, 8 * (extractor.horizon - 3))], dim=1)
+    expected = torch.relu(extractor.mix(torch.cat([seen[:, 2], slots, obs["step"]], dim=1)))
+    torch.testing.assert_close(extractor(obs), expected)
+    # The first two glimpses in the other order: the mean cannot tell, the slots can.
+    order = [1, 0, *range(2, extractor.horizon)]
+    swapped = {**obs, "history_glimpses": obs["history_glimpses"][:, order],
+               "history_locations": obs["history_locations"][:, order]}  # fmt: skip
+    mean = GlimpseHistoryExtractor(env.observation_space, features_dim=8, pooling="mean")
+    torch.testing.assert_close(mean(swapped), mean(obs))
+    assert not torch.allclose(extractor(swapped), extractor(obs))
+    with pytest.raises(ValueError, match="pooling"):
+        GlimpseHistoryExtractor(env.observation_space, pooling="max")
 
 
 def test_hyperparameter_file_has_a_block_per_algorithm_and_env():
