@@ -144,13 +144,18 @@ class GlimpseHistoryExtractor(BaseFeaturesExtractor):
     one shared glimpse network with its location (the empty slots of later steps, about half of
     them, are not computed, and read as zeros). The features are the current glimpse's ``g_t``,
     the step and the glimpses so far, mixed by one layer. ``pooling`` says how the glimpses so
-    far enter: ``"mean"``, the mean of the ``g_i`` seen (a set: which glimpse came when, and
-    which ``g_i`` held which part, is lost in the sum), or ``"concat"``, all ``T`` slots side by
-    side, so the mixing layer has weights of its own for each slot (``T`` times the
-    parameters of the mixing layer).
+    far enter:
+
+    * ``"mean"``: the mean of the ``g_i`` seen, a set (which glimpse came when is lost);
+    * ``"concat"``: all ``T`` slots side by side, so the mixing layer has weights of its own
+      for each slot (``T`` times its parameters, and each slot's weights learn only from what
+      that slot saw);
+    * ``"rnn"``: the paper's rectified core, ``h_i = ReLU(W_hh h_{i-1} + W_gh g_i)``, run over
+      the glimpses in order, and its state after the current one: RAM's memory, recomputed
+      from the history at every step (the empty slots come after it, so they cannot reach it).
     """
 
-    POOLINGS = ("mean", "concat")
+    POOLINGS = ("mean", "concat", "rnn")
 
     def __init__(
         self, observation_space: spaces.Dict, features_dim: int = 256, pooling: str = "mean"
@@ -166,6 +171,8 @@ class GlimpseHistoryExtractor(BaseFeaturesExtractor):
         self.pooling = pooling
         self.horizon = observation_space["history_glimpses"].shape[0]
         self.network = GlimpseNetwork(observation_space["glimpse"].shape, out_units=features_dim)
+        if pooling == "rnn":
+            self.core = nn.RNN(features_dim, features_dim, nonlinearity="relu", batch_first=True)
         history_units = features_dim * (self.horizon if pooling == "concat" else 1)
         self.mix = nn.Linear(features_dim + history_units + 1, features_dim)
 
@@ -178,7 +185,13 @@ class GlimpseHistoryExtractor(BaseFeaturesExtractor):
         features = self.network(history[seen], observations["history_locations"][seen])
         encoded = features.new_zeros(batch, horizon, features.shape[1])
         encoded = encoded.index_put((seen,), features)  # (B, T, features), zero where not taken
-        # (B, T * features) side by side, or (B, features) the mean of those taken
-        pooled = encoded.flatten(1) if self.pooling == "concat" else encoded.sum(1) / taken
-        current = encoded[torch.arange(batch, device=step.device), taken[:, 0] - 1]
+        rows = torch.arange(batch, device=step.device)
+        current = encoded[rows, taken[:, 0] - 1]
+        if self.pooling == "concat":
+            pooled = encoded.flatten(1)  # (B, T * features)
+        elif self.pooling == "rnn":
+            states = self.core(encoded[:, : int(taken.max())])[0]  # no step past the last taken
+            pooled = states[rows, taken[:, 0] - 1]  # (B, features): the state after the current
+        else:
+            pooled = encoded.sum(1) / taken  # (B, features)
         return torch.relu(self.mix(torch.cat([current, pooled, step], dim=1)))

@@ -190,6 +190,28 @@ def test_history_extractor_concat_gives_each_slot_its_own_weights():
         GlimpseHistoryExtractor(env.observation_space, pooling="max")
 
 
+def test_history_extractor_rnn_runs_the_papers_core_over_the_glimpses_in_order():
+    env = make_sb3_env("Glimpse/MNIST-v0", num_envs=4, seed=0, history=True)
+    extractor = GlimpseHistoryExtractor(env.observation_space, features_dim=8, pooling="rnn")
+    observations = env.reset()
+    for _ in range(2):  # three glimpses taken
+        observations, *_ = env.step(np.array([env.action_space.sample() for _ in range(4)]))
+    obs = {key: torch.as_tensor(value) for key, value in observations.items()}
+    glimpses, locations = obs["history_glimpses"][:, :3], obs["history_locations"][:, :3]
+    seen = extractor.network(glimpses.flatten(0, 1), locations.flatten(0, 1)).view(4, 3, -1)
+    core = extractor.core
+    h = torch.zeros(4, 8)
+    for i in range(3):  # h_i = ReLU(W_hh h_{i-1} + W_gh g_i)
+        h = torch.relu(seen[:, i] @ core.weight_ih_l0.T + core.bias_ih_l0
+                       + h @ core.weight_hh_l0.T + core.bias_hh_l0)  # fmt: skip
+    expected = torch.relu(extractor.mix(torch.cat([seen[:, 2], h, obs["step"]], dim=1)))
+    torch.testing.assert_close(extractor(obs), expected)
+    order = [1, 0, *range(2, extractor.horizon)]
+    swapped = {**obs, "history_glimpses": obs["history_glimpses"][:, order],
+               "history_locations": obs["history_locations"][:, order]}  # fmt: skip
+    assert not torch.allclose(extractor(swapped), extractor(obs))
+
+
 def test_hyperparameter_file_has_a_block_per_algorithm_and_env():
     assert hyperparameters("ppo", "Glimpse/MNIST-v0")["total_steps"] > 0
     assert hyperparameters("recurrent-ppo", "Glimpse/ClutteredMNIST60-v0")["n_envs"] > 0
