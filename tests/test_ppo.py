@@ -151,54 +151,51 @@ def test_history_extractor_pools_only_the_glimpses_taken(pooling):
     assert not torch.equal(extractor(obs), before)
 
 
-def test_history_extractor_is_current_glimpse_mean_of_seen_and_step_mixed():
+def _after_three_glimpses(pooling: str):
+    """An extractor of 8 units, the observations of 4 episodes after their third glimpse, and
+    the glimpse network's features of those three glimpses, (4, 3, 8)."""
     env = make_sb3_env("Glimpse/MNIST-v0", num_envs=4, seed=0, history=True)
-    extractor = GlimpseHistoryExtractor(env.observation_space, features_dim=8)
+    extractor = GlimpseHistoryExtractor(env.observation_space, features_dim=8, pooling=pooling)
     observations = env.reset()
-    for step in range(3):  # the third observation: three glimpses taken
-        if step:
-            observations, *_ = env.step(np.array([env.action_space.sample() for _ in range(4)]))
+    for _ in range(2):
+        observations, *_ = env.step(np.array([env.action_space.sample() for _ in range(4)]))
     obs = {key: torch.as_tensor(value) for key, value in observations.items()}
-    network = extractor.network
-    seen = network(obs["history_glimpses"][:, :3].flatten(0, 1),
-                   obs["history_locations"][:, :3].flatten(0, 1)).view(4, 3, -1)  # fmt: skip
-    current = network(obs["glimpse"], obs["location"])
+    glimpses, locations = obs["history_glimpses"][:, :3], obs["history_locations"][:, :3]
+    seen = extractor.network(glimpses.flatten(0, 1), locations.flatten(0, 1)).view(4, 3, -1)
+    return extractor, obs, seen
+
+
+def _first_two_swapped(obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    order = [1, 0, *range(2, obs["history_glimpses"].shape[1])]
+    return {**obs, "history_glimpses": obs["history_glimpses"][:, order],
+            "history_locations": obs["history_locations"][:, order]}  # fmt: skip
+
+
+def test_history_extractor_is_current_glimpse_mean_of_seen_and_step_mixed():
+    extractor, obs, seen = _after_three_glimpses("mean")
+    current = extractor.network(obs["glimpse"], obs["location"])
     expected = torch.relu(extractor.mix(torch.cat([current, seen.mean(1), obs["step"]], dim=1)))
     torch.testing.assert_close(extractor(obs), expected)
+    # The first two glimpses in the other order: a mean cannot tell.
+    torch.testing.assert_close(extractor(_first_two_swapped(obs)), extractor(obs))
 
 
 def test_history_extractor_concat_gives_each_slot_its_own_weights():
-    env = make_sb3_env("Glimpse/MNIST-v0", num_envs=4, seed=0, history=True)
-    extractor = GlimpseHistoryExtractor(env.observation_space, features_dim=8, pooling="concat")
-    observations = env.reset()
-    for _ in range(2):  # three glimpses taken
-        observations, *_ = env.step(np.array([env.action_space.sample() for _ in range(4)]))
-    obs = {key: torch.as_tensor(value) for key, value in observations.items()}
-    glimpses, locations = obs["history_glimpses"][:, :3], obs["history_locations"][:, :3]
-    seen = extractor.network(glimpses.flatten(0, 1), locations.flatten(0, 1)).view(4, 3, -1)
+    extractor, obs, seen = _after_three_glimpses("concat")
     slots = torch.cat([seen.flatten(1), seen.new_zeros(4, 8 * (extractor.horizon - 3))], dim=1)
     expected = torch.relu(extractor.mix(torch.cat([seen[:, 2], slots, obs["step"]], dim=1)))
     torch.testing.assert_close(extractor(obs), expected)
-    # The first two glimpses in the other order: the mean cannot tell, the slots can.
-    order = [1, 0, *range(2, extractor.horizon)]
-    swapped = {**obs, "history_glimpses": obs["history_glimpses"][:, order],
-               "history_locations": obs["history_locations"][:, order]}  # fmt: skip
-    mean = GlimpseHistoryExtractor(env.observation_space, features_dim=8, pooling="mean")
-    torch.testing.assert_close(mean(swapped), mean(obs))
-    assert not torch.allclose(extractor(swapped), extractor(obs))
-    with pytest.raises(ValueError, match="pooling"):
-        GlimpseHistoryExtractor(env.observation_space, pooling="max")
+    assert not torch.allclose(extractor(_first_two_swapped(obs)), extractor(obs))
+
+
+def test_history_extractor_refuses_an_unknown_pooling():
+    space = make_sb3_env("Glimpse/MNIST-v0", num_envs=1, history=True).observation_space
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        GlimpseHistoryExtractor(space, pooling="max")
 
 
 def test_history_extractor_rnn_runs_the_papers_core_over_the_glimpses_in_order():
-    env = make_sb3_env("Glimpse/MNIST-v0", num_envs=4, seed=0, history=True)
-    extractor = GlimpseHistoryExtractor(env.observation_space, features_dim=8, pooling="rnn")
-    observations = env.reset()
-    for _ in range(2):  # three glimpses taken
-        observations, *_ = env.step(np.array([env.action_space.sample() for _ in range(4)]))
-    obs = {key: torch.as_tensor(value) for key, value in observations.items()}
-    glimpses, locations = obs["history_glimpses"][:, :3], obs["history_locations"][:, :3]
-    seen = extractor.network(glimpses.flatten(0, 1), locations.flatten(0, 1)).view(4, 3, -1)
+    extractor, obs, seen = _after_three_glimpses("rnn")
     core = extractor.core
     h = torch.zeros(4, 8)
     for i in range(3):  # h_i = ReLU(W_hh h_{i-1} + W_gh g_i)
@@ -206,10 +203,7 @@ def test_history_extractor_rnn_runs_the_papers_core_over_the_glimpses_in_order()
                        + h @ core.weight_hh_l0.T + core.bias_hh_l0)  # fmt: skip
     expected = torch.relu(extractor.mix(torch.cat([seen[:, 2], h, obs["step"]], dim=1)))
     torch.testing.assert_close(extractor(obs), expected)
-    order = [1, 0, *range(2, extractor.horizon)]
-    swapped = {**obs, "history_glimpses": obs["history_glimpses"][:, order],
-               "history_locations": obs["history_locations"][:, order]}  # fmt: skip
-    assert not torch.allclose(extractor(swapped), extractor(obs))
+    assert not torch.allclose(extractor(_first_two_swapped(obs)), extractor(obs))
 
 
 def test_hyperparameter_file_has_a_block_per_algorithm_and_env():
