@@ -151,6 +151,22 @@ def test_history_extractor_pools_only_the_glimpses_taken(pooling):
     assert not torch.equal(extractor(obs), before)
 
 
+@pytest.mark.parametrize("pooling", GlimpseHistoryExtractor.POOLINGS)
+def test_history_extractor_gives_each_row_of_a_mixed_batch_its_own_features(pooling):
+    # A PPO minibatch mixes steps: one row after 1 glimpse, one after 3 (rnn runs its core
+    # only as far as the longest history in the batch).
+    env = make_sb3_env("Glimpse/MNIST-v0", num_envs=2, seed=0, history=True)
+    extractor = GlimpseHistoryExtractor(env.observation_space, features_dim=8, pooling=pooling)
+    first = {key: torch.as_tensor(value) for key, value in env.reset().items()}
+    for _ in range(2):
+        later, *_ = env.step(np.array([env.action_space.sample() for _ in range(2)]))
+    later = {key: torch.as_tensor(value) for key, value in later.items()}
+    mixed = {key: torch.cat([first[key][:1], later[key][1:]]) for key in first}
+    alone = torch.cat([extractor({k: v[:1] for k, v in first.items()}),
+                       extractor({k: v[1:] for k, v in later.items()})])  # fmt: skip
+    torch.testing.assert_close(extractor(mixed), alone)
+
+
 def _after_three_glimpses(pooling: str):
     """An extractor of 8 units, the observations of 4 episodes after their third glimpse, and
     the glimpse network's features of those three glimpses, (4, 3, 8)."""
