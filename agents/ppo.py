@@ -75,9 +75,9 @@ class PPOConfig:
     clip_range: float = option(0.2, "PPO clipping.")
     features_dim: int = option(256, "Units of the glimpse network's output g_t.")
     history_pooling: str = option(
-        "mean", "ppo: how the glimpses so far reach the policy: mean (of their features), "
-        "concat (the glimpses' slots side by side, so the policy knows which came when), or rnn "
-        "(the paper's rectified core run over them in order).",
+        "mean", "ppo: how the glimpses so far reach the policy: mean (of their features), max "
+        "(their elementwise maximum), concat (the glimpses' slots side by side, so the policy "
+        "knows which came when), or rnn (the paper's rectified core run over them in order).",
         GlimpseHistoryExtractor.POOLINGS,
     )  # fmt: skip
     lstm_hidden_size: int = option(256, "recurrent-ppo: LSTM units.")

@@ -147,6 +147,9 @@ class GlimpseHistoryExtractor(BaseFeaturesExtractor):
     far enter:
 
     * ``"mean"``: the mean of the ``g_i`` seen, a set (which glimpse came when is lost);
+    * ``"max"``: their elementwise maximum, also a set, but one that a single glimpse of the
+      digit among many of clutter is not averaged away from (each ``g_i`` is a ReLU's output,
+      so the zeros of the empty slots never win);
     * ``"concat"``: all ``T`` slots side by side, so the mixing layer has weights of its own
       for each slot (``T`` times its parameters, and each slot's weights learn only from what
       that slot saw);
@@ -155,7 +158,7 @@ class GlimpseHistoryExtractor(BaseFeaturesExtractor):
       from the history at every step (the empty slots come after it, so they cannot reach it).
     """
 
-    POOLINGS = ("mean", "concat", "rnn")
+    POOLINGS = ("mean", "max", "concat", "rnn")
 
     def __init__(
         self, observation_space: spaces.Dict, features_dim: int = 256, pooling: str = "mean"
@@ -192,6 +195,8 @@ class GlimpseHistoryExtractor(BaseFeaturesExtractor):
         elif self.pooling == "rnn":
             states = self.core(encoded[:, : int(taken.max())])[0]  # no step past the last taken
             pooled = states[rows, taken[:, 0] - 1]  # (B, features): the state after the current
+        elif self.pooling == "max":
+            pooled = encoded.amax(1)  # (B, features): g_i >= 0, so the zero slots never win
         else:
             pooled = encoded.sum(1) / taken  # (B, features)
         return torch.relu(self.mix(torch.cat([current, pooled, step], dim=1)))

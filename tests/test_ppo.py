@@ -196,6 +196,14 @@ def test_history_extractor_is_current_glimpse_mean_of_seen_and_step_mixed():
     torch.testing.assert_close(extractor(_first_two_swapped(obs)), extractor(obs))
 
 
+def test_history_extractor_max_keeps_each_features_largest_value_seen():
+    extractor, obs, seen = _after_three_glimpses("max")
+    current = extractor.network(obs["glimpse"], obs["location"])
+    expected = torch.relu(extractor.mix(torch.cat([current, seen.amax(1), obs["step"]], dim=1)))
+    torch.testing.assert_close(extractor(obs), expected)
+    torch.testing.assert_close(extractor(_first_two_swapped(obs)), extractor(obs))
+
+
 def test_history_extractor_concat_gives_each_slot_its_own_weights():
     extractor, obs, seen = _after_three_glimpses("concat")
     slots = torch.cat([seen.flatten(1), seen.new_zeros(4, 8 * (extractor.horizon - 3))], dim=1)
@@ -207,7 +215,7 @@ def test_history_extractor_concat_gives_each_slot_its_own_weights():
 def test_history_extractor_refuses_an_unknown_pooling():
     space = make_sb3_env("Glimpse/MNIST-v0", num_envs=1, history=True).observation_space
     with pytest.raises(ValueError, match="pooling must be one of"):
-        GlimpseHistoryExtractor(space, pooling="max")
+        GlimpseHistoryExtractor(space, pooling="median")
 
 
 def test_history_extractor_rnn_runs_the_papers_core_over_the_glimpses_in_order():
