@@ -187,20 +187,15 @@ def _first_two_swapped(obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             "history_locations": obs["history_locations"][:, order]}  # fmt: skip
 
 
-def test_history_extractor_is_current_glimpse_mean_of_seen_and_step_mixed():
-    extractor, obs, seen = _after_three_glimpses("mean")
+@pytest.mark.parametrize(
+    ("pooling", "pool"), [("mean", lambda seen: seen.mean(1)), ("max", lambda seen: seen.amax(1))]
+)
+def test_history_extractor_mixes_current_glimpse_pooled_seen_and_step(pooling, pool):
+    extractor, obs, seen = _after_three_glimpses(pooling)
     current = extractor.network(obs["glimpse"], obs["location"])
-    expected = torch.relu(extractor.mix(torch.cat([current, seen.mean(1), obs["step"]], dim=1)))
+    expected = torch.relu(extractor.mix(torch.cat([current, pool(seen), obs["step"]], dim=1)))
     torch.testing.assert_close(extractor(obs), expected)
-    # The first two glimpses in the other order: a mean cannot tell.
-    torch.testing.assert_close(extractor(_first_two_swapped(obs)), extractor(obs))
-
-
-def test_history_extractor_max_keeps_each_features_largest_value_seen():
-    extractor, obs, seen = _after_three_glimpses("max")
-    current = extractor.network(obs["glimpse"], obs["location"])
-    expected = torch.relu(extractor.mix(torch.cat([current, seen.amax(1), obs["step"]], dim=1)))
-    torch.testing.assert_close(extractor(obs), expected)
+    # The first two glimpses in the other order: a mean or a maximum cannot tell.
     torch.testing.assert_close(extractor(_first_two_swapped(obs)), extractor(obs))
 
 
