@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from glimpse.data import IdxDataset, IdxFile
 
@@ -52,3 +53,16 @@ def make_tiny_dataset(folder: Path, name: str = "tiny", seed: int = 0) -> IdxDat
         mirrors=(),
         class_names=tuple(str(i) for i in range(10)),
     )
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny ImageFolder root: 3 classes of 6 random 48 x 40 RGB images."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for label in ("circle", "square", "triangle"):
+        (root / label).mkdir()
+        for i in range(6):
+            pixels = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / label / f"{i}.png")
+    return str(root)

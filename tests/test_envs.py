@@ -11,7 +11,6 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
-from PIL import Image
 
 import glimpse  # noqa: F401  (registers the ids)
 from envs.evaluation import evaluate, evaluation_episodes
@@ -19,18 +18,6 @@ from envs.glimpse_env import GlimpseEnv, GlimpseVectorEnv
 from glimpse.errors import ConfigError, DataError
 
 ENV_IDS = sorted(i for i in gym.registry if i.startswith("Glimpse/"))
-
-
-@pytest.fixture(scope="session")
-def image_folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for label in ("circle", "square", "triangle"):
-        (root / label).mkdir()
-        for i in range(6):
-            pixels = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(root / label / f"{i}.png")
-    return str(root)
 
 
 def make_kwargs(env_id: str, image_folder: str) -> dict:

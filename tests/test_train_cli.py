@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 
+import gymnasium
 import pytest
 import torch
 from PIL import Image
@@ -17,6 +18,7 @@ from agents.learners import RAMLearner
 from agents.trainer import load_checkpoint
 from glimpse.cli import main
 from glimpse.drawing import TILE_GAP
+from glimpse.errors import DataError
 
 TINY = [
     "--agent", "ram", "--env", "Glimpse/MNIST-v0", "--epochs", "2", "--epoch-size", "1024",
@@ -249,3 +251,37 @@ def test_every_core_on_a_busy_machine_suggests_one_thread(monkeypatch, capsys):
     monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
     runs.set_threads(0)
     assert capsys.readouterr().err == ""
+
+
+# MNIST-v0 is trained by every agent in the tests above and in tests/test_ppo.py.
+OTHER_IDS = sorted(
+    i for i in gymnasium.registry if i.startswith("Glimpse/") and i != "Glimpse/MNIST-v0"
+)
+SMALLEST_BUDGET = {  # one short update of each agent; the episodes are the full ones
+    "ram": ["--epochs", "1", "--epoch-size", "128", "--batch-size", "64"],
+    "ppo": ["--ppo-total-steps", "256", "--ppo-n-envs", "8", "--ppo-n-steps", "32",
+            "--ppo-batch-size", "128", "--ppo-eval-every", "256"],
+}  # fmt: skip
+SMALLEST_BUDGET["recurrent-ppo"] = SMALLEST_BUDGET["ppo"]
+
+
+@pytest.mark.parametrize("agent", SMALLEST_BUDGET)
+@pytest.mark.parametrize("env_id", OTHER_IDS)
+def test_every_agent_trains_on_every_id_from_the_command_line(
+    env_id, agent, image_folder, tmp_path
+):
+    if "Fashion" in env_id:
+        try:
+            gymnasium.make(env_id)
+        except DataError as error:  # where the Debian package is not installed
+            pytest.skip(str(error))
+    data = ["--root", image_folder, "--val-size", "2"] if "ImageFolder" in env_id else []
+    code = main(
+        ["train", "--agent", agent, "--env", env_id, *SMALLEST_BUDGET[agent], *data,
+         "--eval-episodes", "500", "--threads", "1", "--no-progress", "--runs-dir", str(tmp_path),
+         "--name", "r"]
+    )  # fmt: skip
+    assert code == 0
+    config = json.loads((tmp_path / "r/config.json").read_text())
+    assert (config["agent"], config["env_id"]) == (agent, env_id)
+    assert 0.0 <= json.loads((tmp_path / "r/test.json").read_text())["test_error"] <= 100.0
