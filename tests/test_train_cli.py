@@ -278,8 +278,7 @@ def test_every_agent_trains_on_every_id_from_the_command_line(
     data = ["--root", image_folder, "--val-size", "2"] if "ImageFolder" in env_id else []
     code = main(
         ["train", "--agent", agent, "--env", env_id, *SMALLEST_BUDGET[agent], *data,
-         "--eval-episodes", "500", "--threads", "1", "--no-progress", "--runs-dir", str(tmp_path),
-         "--name", "r"]
+         "--eval-episodes", "500", "--no-progress", "--runs-dir", str(tmp_path), "--name", "r"]
     )  # fmt: skip
     assert code == 0
     config = json.loads((tmp_path / "r/config.json").read_text())
