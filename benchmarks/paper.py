@@ -61,7 +61,7 @@ ROWS = [
         "--reinforce-weight", "0.03", "--epochs", "300"), "1.84", "1.20"),
     Row("cluttered-60", "60x60 cluttered (4), 8 glimpses, 12x12, 3 scales",
         "Glimpse/ClutteredMNIST60-v0", ("--location-std", "0.1", "--reinforce-core",
-        "--reinforce-weight", "0.03", "--epochs", "300", "--lr", "3e-4"), "5.23", "4.04"),
+        "--reinforce-weight", "0.03", "--epochs", "500", "--lr", "3e-4"), "5.23", "4.04"),
     Row("cluttered-100", "100x100 cluttered (8), 8 glimpses, 12x12, 4 scales",
         "Glimpse/ClutteredMNIST100-v0", ("--location-std", "0.1", "--reinforce-core",
         "--reinforce-weight", "0.03", "--epochs", "500", "--lr", "3e-4"), "10.83",
