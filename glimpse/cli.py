@@ -20,6 +20,7 @@ from glimpse.config import add_options, from_options, given_options
 from glimpse.errors import ConfigError, GlimpseError
 
 EXIT_USER_ERROR = 2
+CHECKPOINT_HELP = "best: the lowest validation error; last: where training stopped"
 
 
 def _data_check(args: argparse.Namespace) -> int:
@@ -166,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
         "show", help="write a labelled grid of canvases to a PNG", formatter_class=formatter
     )
     add_options(show, TaskConfig)
-    show.add_argument("--split", default="test", choices=("train", "val", "test"))
+    show.add_argument(
+        "--split", default="test", choices=("train", "val", "test"), help="split to draw from"
+    )
     show.add_argument("--n", type=int, default=16, help="number of canvases")
     show.add_argument("--columns", type=int, default=4, help="canvases per row")
     show.add_argument("--seed", type=int, default=0, help="seed of the train canvases shown")
@@ -209,11 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
         "eval", help="test error of a trained run", formatter_class=formatter
     )
     evaluate.add_argument("run", help="run directory")
-    evaluate.add_argument("--split", default="test", choices=("val", "test"))
+    evaluate.add_argument(
+        "--split", default="test", choices=("val", "test"), help="fixed split to evaluate on"
+    )
     evaluate.add_argument(
         "--samples", type=int, default=1, help="Monte Carlo runs averaged (1: mean locations)"
     )
-    evaluate.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    evaluate.add_argument(
+        "--checkpoint", default="best", choices=("best", "last"), help=CHECKPOINT_HELP
+    )
     evaluate.set_defaults(handler=_eval)
 
     viz = commands.add_parser(
@@ -222,10 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     viz.add_argument("run", help="run directory")
-    viz.add_argument("--n", type=int, default=16, help="number of test images")
+    viz.add_argument("--n", type=int, default=16, help="number of images (the split's first)")
     viz.add_argument("--out", default="trajectories.gif", help=".gif (animated) or .png (grid)")
-    viz.add_argument("--split", default="test", choices=("val", "test"))
-    viz.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    viz.add_argument(
+        "--split", default="test", choices=("val", "test"), help="fixed split to draw from"
+    )
+    viz.add_argument("--checkpoint", default="best", choices=("best", "last"), help=CHECKPOINT_HELP)
     viz.set_defaults(handler=_viz)
 
     curves = commands.add_parser(
