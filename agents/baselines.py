@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from envs.glimpse_env import task_of
-from glimpse.config import option
+from glimpse.config import check_fields, option
 from glimpse.tasks import Task
 
 BASELINES = ("soft", "cnn", "fc")
@@ -41,6 +41,9 @@ class BaselineConfig:
     attention_steps: int | None = option(
         None, "soft: attention steps; default: the environment's glimpse budget."
     )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def _channels_last(encoder: nn.Sequential) -> nn.Sequential:

@@ -47,7 +47,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 from envs.evaluation import Evaluation, evaluate, evaluation_episodes
 from envs.sb3 import GlimpseFeaturesExtractor, GlimpseHistoryExtractor, make_sb3_env
-from glimpse.config import check_choices, option
+from glimpse.config import check_fields, option
 from glimpse.errors import ConfigError
 
 ALGORITHMS = ("ppo", "recurrent-ppo")
@@ -98,7 +98,7 @@ class PPOConfig:
     eval_every: int = option(100_000, "Environment steps between validations and checkpoints.")
 
     def __post_init__(self) -> None:
-        check_choices(self)
+        check_fields(self)
 
 
 def hyperparameters(algorithm: str, env_id: str, path: Path = HYPERPARAMETERS) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from torch.nn import functional as F
 from agents.bptt import Observe, glimpse_core_sequence
 from envs.episodes import GlimpseEpisodes
 from envs.networks import GlimpseNetwork
-from glimpse.config import check_choices, option
+from glimpse.config import check_fields, option
 from glimpse.errors import ConfigError
 
 CORES = ("rnn", "lstm")
@@ -74,7 +74,7 @@ class RAMConfig:
     )  # fmt: skip
 
     def __post_init__(self) -> None:
-        check_choices(self)
+        check_fields(self)
         if self.location_std <= 0:
             raise ConfigError(f"location_std={self.location_std} must be positive.")
         if self.location_std_start is not None and self.location_std_start <= 0:

@@ -36,6 +36,7 @@ from agents.trainer import (
     resolve_device,
     validation_curve,
 )
+from envs.glimpse_env import split_settings
 from glimpse.errors import ConfigError
 
 AGENTS = ("ram", *PPO_ALGORITHMS, *BASELINES)
@@ -48,11 +49,14 @@ MODEL_CONFIGS: dict[str, type] = {
 
 
 def env_settings(env_id: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The registered settings of ``env_id`` with ``overrides`` on top."""
+    """The registered settings of ``env_id`` with ``overrides`` on top, checked (names, types
+    and choices) before a run directory is made for them."""
     if env_id not in gymnasium.registry or not env_id.startswith("Glimpse/"):
         known = ", ".join(sorted(i for i in gymnasium.registry if i.startswith("Glimpse/")))
         raise ConfigError(f"Unknown environment id {env_id!r}; choose one of: {known}.")
-    return {**gymnasium.spec(env_id).kwargs, **overrides}
+    settings = {**gymnasium.spec(env_id).kwargs, **overrides}
+    split_settings(settings)
+    return settings
 
 
 def model_config(
@@ -71,6 +75,11 @@ def model_config(
     if agent in BASELINES and values.get("attention_steps") is None:
         values["attention_steps"] = env_settings(env_id, env)["glimpses"]
     return _dataclass(MODEL_CONFIGS[agent], values, "model")
+
+
+def train_config(base: dict[str, Any], typed: dict[str, Any]) -> TrainConfig:
+    """The training settings: defaults, then ``base`` (from --config), then ``typed``."""
+    return _dataclass(TrainConfig, {**base, **typed}, "train")
 
 
 def make_run_config(

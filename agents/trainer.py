@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from agents import distributed
-from glimpse.config import check_choices, option
+from glimpse.config import check_fields, option
 from glimpse.errors import ConfigError, GlimpseError
 
 OPTIMIZERS = ("adam", "sgd")
@@ -106,7 +106,7 @@ class TrainConfig:
     name: str | None = option(None, "Run directory name; default <env>-<agent>-seed<seed>.")
 
     def __post_init__(self) -> None:
-        check_choices(self)
+        check_fields(self)
         for name in ("epochs", "batch_size", "eval_episodes", "rollouts_per_image"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be at least 1.")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from glimpse.config import check_choices, option
+from glimpse.config import check_fields, option
 from glimpse.errors import ConfigError
 from glimpse.sensor import GlimpseSensor
 from glimpse.tasks import SPLITS, Task
@@ -76,10 +76,10 @@ class EpisodeConfig:
     )
 
     def __post_init__(self) -> None:
+        check_fields(self)
         for name in ("glimpses", "grid_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be at least 1.")
-        check_choices(self)
         if self.class_reward == "log-likelihood" and self.action_type != "continuous":
             raise ConfigError(
                 "class_reward='log-likelihood' needs class scores: set action_type='continuous' "

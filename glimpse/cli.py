@@ -59,7 +59,14 @@ def _train(args: argparse.Namespace) -> int:
     from agents.baselines import BaselineConfig
     from agents.ppo import PPOConfig
     from agents.ram import RAMConfig
-    from agents.runs import make_run_config, model_config, read_run_config, resume_run, train_run
+    from agents.runs import (
+        make_run_config,
+        model_config,
+        read_run_config,
+        resume_run,
+        train_config,
+        train_run,
+    )
     from agents.trainer import TrainConfig
     from envs.episodes import EpisodeConfig
     from glimpse.tasks import TaskConfig
@@ -86,7 +93,7 @@ def _train(args: argparse.Namespace) -> int:
             "recurrent-ppo": given_options(PPOConfig, args, prefix="ppo_"),
         }.get(agent, given_options(BaselineConfig, args, prefix="baseline_"))
         model = model_config(agent, env_id, env, base.get("model", {}), typed_model)
-        train = TrainConfig(**{**base.get("train", {}), **given_options(TrainConfig, args)})
+        train = train_config(base.get("train", {}), given_options(TrainConfig, args))
         config = make_run_config(agent, env_id, env, model, train)
         summary = train_run(config, progress=args.progress)
     if summary:  # empty in the helper processes of a torchrun

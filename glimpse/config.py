@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import numbers
+import os
 import types
 import typing
 from typing import Any, TypeVar
+
+import numpy as np
 
 from glimpse.errors import ConfigError
 
@@ -23,19 +27,48 @@ def option(default: Any, help: str, choices: tuple[Any, ...] | None = None) -> A
     return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
 
 
-def check_choices(config: Any) -> None:
-    """Raises :class:`ConfigError` for a field of ``config`` outside its :func:`option` choices.
+def check_fields(config: Any) -> None:
+    """Raises :class:`ConfigError` for a field of ``config`` of the wrong type or outside its
+    :func:`option` choices.
 
-    The command line enforces the choices itself; this catches the same mistake in a config
-    file or a call from Python. Call it from the dataclass's ``__post_init__``.
+    The command line converts and checks each option itself; this catches the same mistakes in
+    a config file (``"glimpses": "six"``) or a call from Python, before any other check of the
+    values compares them. Call it first in the dataclass's ``__post_init__``.
     """
+    hints = typing.get_type_hints(type(config))
     for field in dataclasses.fields(config):
-        choices = field.metadata.get("choices")
         value = getattr(config, field.name)
+        expected = _scalar_type(hints[field.name])
+        optional = expected is not hints[field.name]
+        if not (value is None and optional) and not _is_instance(value, expected):
+            kind = _KINDS.get(expected, expected.__name__) + (" or None" if optional else "")
+            raise ConfigError(
+                f"{field.name}={value!r} is {_KINDS.get(type(value), type(value).__name__)}, "
+                f"not {kind}: fix the value in the config file or the call (the default is "
+                f"{field.default!r})."
+            )
+        choices = field.metadata.get("choices")
         if choices is not None and value not in choices:
             raise ConfigError(
                 f"{field.name}={value!r}; choose one of {', '.join(map(str, choices))}."
             )
+
+
+_KINDS = {bool: "a boolean (true or false)", int: "an integer", float: "a number", str: "a string"}
+
+
+def _is_instance(value: Any, expected: type) -> bool:
+    """``isinstance`` as a config file means it: an int is a float, a bool is not an int, and
+    a path is a str."""
+    if expected is bool:
+        return isinstance(value, (bool, np.bool_))
+    if expected is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    if expected is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if expected is str:
+        return isinstance(value, (str, os.PathLike))
+    return isinstance(value, expected)
 
 
 def _scalar_type(annotation: Any) -> type:

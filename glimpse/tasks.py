@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from glimpse.config import option
+from glimpse.config import check_fields, option
 from glimpse.data import DATASETS, LabelledImages, load_idx_dataset
 from glimpse.errors import ConfigError, DataError
 
@@ -75,6 +75,9 @@ class TaskConfig:
     data_dir: str | None = option(
         None, "Dataset folder; default $GLIMPSE_DATA, else ~/.cache/glimpse."
     )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     @property
     def canvas_size(self) -> int:
@@ -287,19 +290,11 @@ class Task:
     """
 
     def __init__(self, config: TaskConfig) -> None:
-        if config.task not in TASK_NAMES:
-            raise ConfigError(
-                f"Unknown task {config.task!r}; choose one of {', '.join(TASK_NAMES)}."
-            )
-        self.config = config
+        self.config = config  # its task and dataset are among the choices (check_fields)
         if config.task == "folder":
             train, test, class_names = load_folder(config)
         else:
             source = "fashion-mnist" if config.task == "fashion-mnist" else config.dataset
-            if source not in DATASETS:
-                raise ConfigError(
-                    f"Unknown dataset {source!r}; choose one of {', '.join(DATASETS)}."
-                )
             train, test = load_idx_dataset(DATASETS[source], config.data_dir)
             class_names = list(DATASETS[source].class_names)
         if not 0 <= config.val_size < len(train):

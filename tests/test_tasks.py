@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
 
+from envs.episodes import EpisodeConfig
 from glimpse.data import LabelledImages
 from glimpse.errors import ConfigError, DataError
 from glimpse.tasks import Task, TaskConfig, compose, make_task
@@ -155,11 +158,24 @@ def test_bad_folders_get_clear_errors(tmp_path, setup, match):
 
 
 def test_bad_task_settings_get_clear_errors():
-    with pytest.raises(ConfigError, match="Unknown task"):
-        Task(TaskConfig(task="cifar"))
+    with pytest.raises(ConfigError, match="task='cifar'; choose one of mnist"):
+        TaskConfig(task="cifar")
+    with pytest.raises(ConfigError, match="dataset='cifar'; choose one of mnist"):
+        TaskConfig(task="cluttered", dataset="cifar")
+    with pytest.raises(ConfigError, match="size='60' is a string, not an integer or None"):
+        TaskConfig(task="cluttered", size="60")
     with pytest.raises(ConfigError, match="val_size"):
         Task(TaskConfig(task="mnist", val_size=60000))
     with pytest.raises(ConfigError, match="cannot hold"):
         make_task(TaskConfig(task="translated", size=20)).canvases(
             "train", np.arange(2), np.random.default_rng(0)
         )
+
+
+def test_settings_from_python_may_be_numpy_numbers_paths_and_whole_floats():
+    """check_fields rejects a wrong type, not a value an experienced user would pass."""
+    config = TaskConfig(task="folder", root=Path("images"), size=np.int64(32), test_fraction=1)
+    assert config.size == 32 and config.test_fraction == 1
+    assert EpisodeConfig(glimpses=np.int64(5), step_reward=1).glimpses == 5
+    with pytest.raises(ConfigError, match="history=1 is an integer, not a boolean"):
+        EpisodeConfig(history=1)

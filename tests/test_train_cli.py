@@ -134,6 +134,34 @@ def test_a_config_file_value_outside_its_choices_gets_a_clear_error(
     assert f"{key}={value!r}; choose one of" in capsys.readouterr().err
 
 
+BAD_CONFIG_VALUES = [  # (section, key, value, what the one-line error says)
+    ("env", "glimpses", "six", "glimpses='six' is a string, not an integer"),
+    ("env", "task", 3, "task=3 is an integer, not a string"),
+    ("model", "hidden_size", 256.5, "hidden_size=256.5 is a number, not an integer"),
+    ("model", "reinforce_core", "yes", "reinforce_core='yes' is a string, not a boolean"),
+    ("train", "lr", "fast", "lr='fast' is a string, not a number"),
+    ("train", "epoch_size", True, "epoch_size=True is a boolean (true or false), not an integer"),
+    ("train", "nope", 1, "The train section has an unknown setting"),
+    ("model", "nope", 1, "The model section has an unknown setting"),
+    ("env", "nope", 1, "Unknown environment setting(s) nope"),
+]
+
+
+@pytest.mark.parametrize(("part", "key", "value", "message"), BAD_CONFIG_VALUES)
+def test_a_config_file_value_of_the_wrong_type_or_name_gets_a_clear_error(
+    tiny_run, tmp_path, capsys, part, key, value, message
+):
+    """Every section of a hand-edited config.json is checked before any training starts."""
+    config = json.loads((tiny_run / "config.json").read_text())
+    config[part][key] = value
+    (tmp_path / "bad.json").write_text(json.dumps(config))
+    args = ["--runs-dir", str(tmp_path), "--name", "bad", "--no-progress"]
+    assert main(["train", "--config", str(tmp_path / "bad.json"), *args]) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1
+    assert not (tmp_path / "bad").exists()
+
+
 def test_resume_after_ctrl_c_ends_with_the_same_metrics(tmp_path, monkeypatch):
     exploring = ("--location-std-start", "0.2")  # a schedule that follows the run's progress
     assert train(tmp_path, "straight", *exploring) == 0
