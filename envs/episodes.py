@@ -122,6 +122,8 @@ class GlimpseEpisodes:
     ) -> None:
         if split not in SPLITS:
             raise ConfigError(f"Unknown split {split!r}; choose one of {', '.join(SPLITS)}.")
+        if num_envs < 1:
+            raise ConfigError(f"num_envs={num_envs} must be at least 1.")
         if task.split_size(split) == 0:
             raise ConfigError(f"The {split} split of this task is empty; choose another split.")
         self.task, self.config, self.num_envs, self.split = task, config, num_envs, split

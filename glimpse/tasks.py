@@ -78,6 +78,18 @@ class TaskConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        for name in ("size", "distractor_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be at least 1.")
+        if self.channels not in (None, 1, 3):
+            raise ConfigError(f"channels={self.channels}; choose 1 (grey) or 3 (RGB).")
+        if self.distractors is not None and self.distractors < 0:
+            raise ConfigError(f"distractors={self.distractors} must be 0 or more.")
+        if not 0 <= self.test_fraction < 1:
+            raise ConfigError(
+                f"test_fraction={self.test_fraction} must be at least 0 and below 1 (0.2: a "
+                "fifth of each class's images for test)."
+            )
 
     @property
     def canvas_size(self) -> int:
@@ -258,8 +270,6 @@ def load_folder(config: TaskConfig) -> tuple[LabelledImages, LabelledImages, lis
     train_root = root / "train" if presplit else root
     class_folders = _class_folders(train_root)
     class_names = [p.name for p in class_folders]
-    if config.channels is not None and config.channels not in (1, 3):
-        raise ConfigError(f"channels={config.channels} is not supported; use 1 (grey) or 3 (RGB).")
     all_folders = [*class_folders, *(_class_folders(root / "test") if presplit else [])]
     colour = any(_is_colour(p) for f in all_folders for p in _image_files(f))
     channels = config.channels or (3 if colour else 1)

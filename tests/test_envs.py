@@ -228,6 +228,12 @@ def test_log_likelihood_class_reward_is_the_log_probability_of_the_label():
         GlimpseEnv(task="mnist", class_reward="log-likelihood")
 
 
+@pytest.mark.parametrize("num_envs", [0, -1])
+def test_a_vector_env_of_no_slots_is_a_clear_error(num_envs):
+    with pytest.raises(ConfigError, match=f"num_envs={num_envs} must be at least 1"):
+        GlimpseVectorEnv(num_envs=num_envs, task="mnist")
+
+
 class _AlwaysOne:
     """Looks at the centre and always answers 1."""
 
