@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from envs.glimpse_env import task_of
-from glimpse.config import check_fields, option
+from glimpse.config import check_at_least, check_fields, option
 from glimpse.tasks import Task
 
 BASELINES = ("soft", "cnn", "fc")
@@ -44,6 +44,7 @@ class BaselineConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        check_at_least(self, 1, "hidden_size", "channels", "attention_units", "attention_steps")
 
 
 def _channels_last(encoder: nn.Sequential) -> nn.Sequential:

@@ -47,7 +47,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 from envs.evaluation import Evaluation, evaluate, evaluation_episodes
 from envs.sb3 import GlimpseFeaturesExtractor, GlimpseHistoryExtractor, make_sb3_env
-from glimpse.config import check_fields, option
+from glimpse.config import check_at_least, check_fields, check_positive, option
 from glimpse.errors import ConfigError
 
 ALGORITHMS = ("ppo", "recurrent-ppo")
@@ -99,6 +99,14 @@ class PPOConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        check_at_least(self, 1, "total_steps", "n_envs", "n_steps", "n_epochs", "eval_every")
+        check_at_least(self, 1, "features_dim", "lstm_hidden_size", "head_units")
+        check_at_least(self, 2, "batch_size")  # SB3 normalises advantages per minibatch
+        check_at_least(self, 0, "ent_coef", "vf_coef")
+        check_positive(self, "learning_rate", "clip_range")
+        for name in ("gamma", "gae_lambda"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must lie between 0 and 1.")
 
 
 def hyperparameters(algorithm: str, env_id: str, path: Path = HYPERPARAMETERS) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from torch.nn import functional as F
 from agents.bptt import Observe, glimpse_core_sequence
 from envs.episodes import GlimpseEpisodes
 from envs.networks import GlimpseNetwork
-from glimpse.config import check_fields, option
+from glimpse.config import check_at_least, check_fields, check_positive, option
 from glimpse.errors import ConfigError
 
 CORES = ("rnn", "lstm")
@@ -75,17 +75,15 @@ class RAMConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        if self.location_std <= 0:
-            raise ConfigError(f"location_std={self.location_std} must be positive.")
+        units = ("hidden_size", "glimpse_units", "location_units", "glimpse_out_units")
+        check_at_least(self, 1, *units)
+        check_at_least(self, 0, "locator_units", "early_answer_weight")
+        check_positive(self, "location_std")
         if self.location_std_start is not None and self.location_std_start <= 0:
             raise ConfigError(
                 f"location_std_start={self.location_std_start} must be positive; leave it out "
                 "for a constant --location-std."
             )
-        if self.locator_units < 0:
-            raise ConfigError(f"locator_units={self.locator_units} must be 0 or more.")
-        if self.early_answer_weight < 0:
-            raise ConfigError(f"early_answer_weight={self.early_answer_weight} must be 0 or more.")
 
     def location_std_at(self, progress: float) -> float:
         """Sigma after ``progress`` (in ``[0, 1]``) of training: geometric from

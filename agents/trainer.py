@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from agents import distributed
-from glimpse.config import check_fields, option
+from glimpse.config import check_at_least, check_fields, check_positive, option
 from glimpse.errors import ConfigError, GlimpseError
 
 OPTIMIZERS = ("adam", "sgd")
@@ -107,18 +107,16 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        for name in ("epochs", "batch_size", "eval_episodes", "rollouts_per_image"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)} must be at least 1.")
+        check_at_least(
+            self, 1, "epochs", "epoch_size", "batch_size", "eval_episodes", "rollouts_per_image"
+        )
+        check_at_least(self, 0, "momentum", "final_lr_fraction", "threads")
+        check_positive(self, "lr", "location_lr_factor")
         if self.batch_size % self.rollouts_per_image:
             raise ConfigError(
                 f"batch_size={self.batch_size} is not a multiple of rollouts_per_image="
                 f"{self.rollouts_per_image}; choose a batch size that K divides."
             )
-        if self.lr <= 0:
-            raise ConfigError(f"lr={self.lr} must be positive.")
-        if self.location_lr_factor <= 0:
-            raise ConfigError(f"location_lr_factor={self.location_lr_factor} must be positive.")
 
 
 class Learner(Protocol):

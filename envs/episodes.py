@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from glimpse.config import check_fields, option
+from glimpse.config import check_at_least, check_fields, check_positive, option
 from glimpse.errors import ConfigError
 from glimpse.sensor import GlimpseSensor
 from glimpse.tasks import SPLITS, Task
@@ -77,16 +77,13 @@ class EpisodeConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        for name in ("glimpses", "grid_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)} must be at least 1.")
+        check_at_least(self, 1, "glimpses", "grid_size")
+        check_positive(self, "score_bound")
         if self.class_reward == "log-likelihood" and self.action_type != "continuous":
             raise ConfigError(
                 "class_reward='log-likelihood' needs class scores: set action_type='continuous' "
                 "(or keep class_reward='correct' with discrete actions)."
             )
-        if not self.score_bound > 0:
-            raise ConfigError(f"score_bound={self.score_bound} must be positive.")
 
 
 def _mix(z: np.ndarray) -> np.ndarray:

@@ -54,6 +54,25 @@ def check_fields(config: Any) -> None:
             )
 
 
+def check_at_least(config: Any, minimum: int, *names: str) -> None:
+    """Raises :class:`ConfigError` for a field among ``names`` below ``minimum`` (None passes).
+
+    Call it after :func:`check_fields`, which makes the comparison safe."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and value < minimum:
+            raise ConfigError(f"{name}={value} must be at least {minimum}.")
+
+
+def check_positive(config: Any, *names: str) -> None:
+    """Raises :class:`ConfigError` for a field among ``names`` that is not above 0 (None
+    passes)."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and not value > 0:
+            raise ConfigError(f"{name}={value} must be positive.")
+
+
 _KINDS = {bool: "a boolean (true or false)", int: "an integer", float: "a number", str: "a string"}
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from glimpse.config import check_fields, option
+from glimpse.config import check_at_least, check_fields, option
 from glimpse.data import DATASETS, LabelledImages, load_idx_dataset
 from glimpse.errors import ConfigError, DataError
 
@@ -78,13 +78,10 @@ class TaskConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        for name in ("size", "distractor_size"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)} must be at least 1.")
+        check_at_least(self, 1, "size", "distractor_size")
+        check_at_least(self, 0, "distractors", "val_size")
         if self.channels not in (None, 1, 3):
             raise ConfigError(f"channels={self.channels}; choose 1 (grey) or 3 (RGB).")
-        if self.distractors is not None and self.distractors < 0:
-            raise ConfigError(f"distractors={self.distractors} must be 0 or more.")
         if not 0 <= self.test_fraction < 1:
             raise ConfigError(
                 f"test_fraction={self.test_fraction} must be at least 0 and below 1 (0.2: a "
