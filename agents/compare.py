@@ -193,6 +193,10 @@ def compare(
     ``ram_train`` (``TrainConfig`` fields, e.g. more epochs: its location policy learns by
     REINFORCE, which needs more than the baselines' backpropagation alone).
     """
+    if seeds < 1:
+        raise ConfigError(f"--seeds {seeds} must be at least 1.")
+    if min(scaling_sizes, default=1) < 1:
+        raise ConfigError(f"--scaling-sizes {min(scaling_sizes)}: canvas sides are at least 1.")
     env = env_overrides or {}
     settings = env_settings(env_id, env)
     out_dir.mkdir(parents=True, exist_ok=True)

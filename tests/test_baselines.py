@@ -122,6 +122,18 @@ def test_compare_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     assert "is a soft run" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("option", "match"),
+    [(["--seeds", "0"], "--seeds 0 must be at least 1"), (["--scaling-sizes", "0"], "at least 1")],
+)
+def test_compare_refuses_bad_counts_before_training_anything(tmp_path, capsys, option, match):
+    runs = tmp_path / "runs"
+    command = ["compare", "--env", "Glimpse/MNIST-v0", "--epochs", "1", "--runs-dir",
+               str(runs), "--out", str(tmp_path / "report"), "--no-progress", *option]  # fmt: skip
+    assert main(command) == 2
+    assert match in capsys.readouterr().err and not runs.exists()
+
+
 def test_compare_reuses_a_run_saved_before_an_option_existed(tmp_path):
     from agents.compare import train_or_reuse
     from agents.ram import RAMConfig
