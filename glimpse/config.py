@@ -3,6 +3,9 @@
 Every component's settings are one frozen dataclass whose fields are declared with
 :func:`option`. The command line is generated from those fields (:func:`add_options`,
 :func:`from_options`), so a setting is named, defaulted and documented in exactly one place.
+Each dataclass also checks its values when it is made (:func:`check_fields` for types and
+choices, :func:`check_at_least` and :func:`check_positive` for ranges), so a config file or a
+call from Python gets the same one-line errors as the command line.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ def check_at_least(config: Any, minimum: int, *names: str) -> None:
     Call it after :func:`check_fields`, which makes the comparison safe."""
     for name in names:
         value = getattr(config, name)
-        if value is not None and value < minimum:
+        if value is not None and not value >= minimum:  # NaN too
             raise ConfigError(f"{name}={value} must be at least {minimum}.")
 
 

@@ -37,6 +37,7 @@ REFUSED = [  # (config class, settings, what the error says)
     (TrainConfig, {"epoch_size": 0}, "epoch_size=0 must be at least 1"),
     (TrainConfig, {"lr": 0.0}, "lr=0.0 must be positive"),
     (TrainConfig, {"final_lr_fraction": -0.1}, "final_lr_fraction=-0.1 must be at least 0"),
+    (TrainConfig, {"momentum": float("nan")}, "momentum=nan must be at least 0"),
     (PPOConfig, {"n_steps": 0}, "n_steps=0 must be at least 1"),
     (PPOConfig, {"batch_size": 1}, "batch_size=1 must be at least 2"),
     (PPOConfig, {"eval_every": 0}, "eval_every=0 must be at least 1"),
