@@ -9,6 +9,9 @@ memory of earlier glimpses: ``ppo`` gets it from the environment's ``history`` o
 :class:`envs.sb3.GlimpseHistoryExtractor`; ``recurrent-ppo`` from its LSTM on top of
 :class:`envs.sb3.GlimpseFeaturesExtractor`.
 
+``--ppo-advantage factored`` trains ``ppo`` with :class:`agents.factored_ppo.FactoredPPO`: the
+class and the move of each action get advantages of their own.
+
 Settings come, in order, from :class:`PPOConfig`'s defaults, the block for the algorithm and
 environment id in ``agents/ppo_hyperparams.toml``, ``--config`` and the ``--ppo-*`` options.
 A PPO run directory has the same shape as a RAM one, with SB3 ``.zip`` models:
@@ -51,6 +54,7 @@ from glimpse.config import check_at_least, check_fields, check_positive, option
 from glimpse.errors import ConfigError
 
 ALGORITHMS = ("ppo", "recurrent-ppo")
+ADVANTAGES = ("shared", "factored")
 LR_SCHEDULES = ("constant", "linear")
 HYPERPARAMETERS = Path(__file__).with_name("ppo_hyperparams.toml")
 
@@ -96,6 +100,11 @@ class PPOConfig:
         "default 0)."
     )  # fmt: skip
     eval_every: int = option(100_000, "Environment steps between validations and checkpoints.")
+    advantage: str = option(
+        "shared", "ppo: shared (PPO's: one GAE advantage for the whole action) or factored (the "
+        "class judged by its own step's reward, the move by the rewards after it; "
+        "agents/factored_ppo.py).", ADVANTAGES
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -107,6 +116,34 @@ class PPOConfig:
         for name in ("gamma", "gae_lambda"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must lie between 0 and 1.")
+
+
+def check_advantage(algorithm: str, advantage: str, env: dict[str, Any]) -> None:
+    """Refuses a factored advantage where it does not apply (before a run directory is made)."""
+    if advantage == "shared":
+        return
+    if algorithm != "ppo":
+        raise ConfigError(
+            "--ppo-advantage factored is for --agent ppo; RecurrentPPO keeps its shared one."
+        )
+    settings = ppo_env_settings(algorithm, env)
+    if settings["action_type"] != "discrete" or settings.get("allow_stop"):
+        raise ConfigError(
+            "--ppo-advantage factored needs the discrete action space without a stop action: "
+            "leave --action-type at discrete and --allow-stop off, or use --ppo-advantage shared."
+        )
+
+
+def model_class(algorithm: str, advantage: str = "shared") -> type[BaseAlgorithm]:
+    """The SB3 class that trains ``algorithm`` (``ppo``, ``recurrent-ppo``) with ``advantage``."""
+    from sb3_contrib import RecurrentPPO
+    from stable_baselines3 import PPO
+
+    from agents.factored_ppo import FactoredPPO
+
+    if algorithm == "recurrent-ppo":
+        return RecurrentPPO
+    return FactoredPPO if advantage == "factored" else PPO
 
 
 def hyperparameters(algorithm: str, env_id: str, path: Path = HYPERPARAMETERS) -> dict[str, Any]:
@@ -129,9 +166,9 @@ def ppo_env_settings(algorithm: str, env: dict[str, Any]) -> dict[str, Any]:
 def build_model(
     algorithm: str, env: Any, config: PPOConfig, seed: int, device: str, tensorboard: str | None
 ) -> BaseAlgorithm:
-    from sb3_contrib import RecurrentPPO
-    from stable_baselines3 import PPO
+    from agents.factored_ppo import FactoredPolicy
 
+    cls = model_class(algorithm, config.advantage)
     common = {
         "n_steps": config.n_steps,
         "batch_size": config.batch_size,
@@ -161,7 +198,8 @@ def build_model(
                   "net_arch": net_arch, "optimizer_kwargs": adam_kwargs(),
                   "log_std_init": config.log_std_init,
                   "share_features_extractor": config.share_features_extractor}  # fmt: skip
-        return PPO("MultiInputPolicy", env, policy_kwargs=kwargs, **common)
+        policy = FactoredPolicy if config.advantage == "factored" else "MultiInputPolicy"
+        return cls(policy, env, policy_kwargs=kwargs, **common)
     kwargs = {
         "features_extractor_class": GlimpseFeaturesExtractor,
         "features_extractor_kwargs": {"features_dim": config.features_dim},
@@ -171,16 +209,15 @@ def build_model(
         "log_std_init": config.log_std_init,
         "share_features_extractor": config.share_features_extractor,
     }
-    return RecurrentPPO("MultiInputLstmPolicy", env, policy_kwargs=kwargs, **common)
+    return cls("MultiInputLstmPolicy", env, policy_kwargs=kwargs, **common)
 
 
-def load_model(algorithm: str, path: Path, device: str = "auto") -> BaseAlgorithm:
-    from sb3_contrib import RecurrentPPO
-    from stable_baselines3 import PPO
-
+def load_model(
+    algorithm: str, path: Path, device: str = "auto", advantage: str = "shared"
+) -> BaseAlgorithm:
     from agents.trainer import TrainingError
 
-    cls = PPO if algorithm == "ppo" else RecurrentPPO
+    cls = model_class(algorithm, advantage)
     try:
         return cls.load(path, device=device)
     except Exception as error:  # SB3 raises several types for a damaged zip
@@ -324,7 +361,7 @@ def train_ppo(config: dict[str, Any], run_dir: Path, resume: bool) -> dict[str, 
     checkpoints = run_dir / "checkpoints"
     seconds = 0.0
     if resume:
-        model = load_model(algorithm, checkpoints / "last.zip", device)
+        model = load_model(algorithm, checkpoints / "last.zip", device, ppo.advantage)
         model.set_env(vec_env)
         seconds = json.loads((checkpoints / "last.json").read_text())["seconds"]
     else:
@@ -344,7 +381,7 @@ def train_ppo(config: dict[str, Any], run_dir: Path, resume: bool) -> dict[str, 
         )
     if not (checkpoints / "best.zip").exists():
         callback.validate()
-    best = load_model(algorithm, checkpoints / "best.zip", device)
+    best = load_model(algorithm, checkpoints / "best.zip", device, ppo.advantage)
     test = evaluate(SB3Policy(best), evaluation_episodes(env, "test", train.eval_episodes))
     summary = {
         "test_error": test.error_percent,
@@ -363,7 +400,9 @@ class PPOAgent:
         self.algorithm = config["agent"]
         self.env_settings = ppo_env_settings(self.algorithm, config["env"])
         self.eval_episodes = config["train"]["eval_episodes"]
-        self.model = load_model(self.algorithm, run_dir / "checkpoints" / f"{checkpoint}.zip")
+        advantage = config["model"].get("advantage", "shared")
+        path = run_dir / "checkpoints" / f"{checkpoint}.zip"
+        self.model = load_model(self.algorithm, path, advantage=advantage)
 
     def policy(self) -> SB3Policy:
         return SB3Policy(self.model)

@@ -23,7 +23,7 @@ from agents import distributed
 from agents.baselines import BASELINES, BaselineConfig, FullViewLearner
 from agents.learners import RAMLearner
 from agents.ppo import ALGORITHMS as PPO_ALGORITHMS
-from agents.ppo import PPOAgent, PPOConfig, ppo_config, train_ppo
+from agents.ppo import PPOAgent, PPOConfig, check_advantage, ppo_config, train_ppo
 from agents.ram import RAMConfig
 from agents.trainer import (
     RUNTIME_SETTINGS,
@@ -209,12 +209,14 @@ def train_run(
         raise ConfigError(
             f"{run_dir} already holds a run. Continue it with --resume, or pick another --name."
         )
+    if config["agent"] in PPO_ALGORITHMS:
+        ppo = _dataclass(PPOConfig, config["model"], "model")
+        check_advantage(config["agent"], ppo.advantage, config["env"])
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     set_threads(train.threads)
     if config["agent"] in PPO_ALGORITHMS:
-        _dataclass(PPOConfig, config["model"], "model")
         return train_ppo(config, run_dir, resume)
     device = resolve_device(train.device)
     distributed.setup(device)

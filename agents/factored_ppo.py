@@ -1,0 +1,222 @@
+"""PPO with a factored advantage: the class is judged by its own reward, the move by what follows.
+
+Why: in a glimpse episode each action holds two decisions that act on different rewards. The
+class chosen at step ``t`` earns that step's reward ``r_t`` and changes nothing after it (the
+next glimpse depends only on where the agent moves). The move chosen at step ``t`` earns
+nothing at ``t`` and decides every later reward. Plain PPO gives both one advantage, GAE's
+``A_t``, so the class is also credited with the luck of every later glimpse and class sample,
+and the move with the luck of this step's class sample: noise that each decision must average
+away.
+
+Here the value network has a second head, ``c(s_t)``, fit to ``r_t`` by squared error (the
+expected reward of this step's answer), and with SB3's GAE advantage ``A_t`` (``gamma``,
+``lambda`` and the value ``V`` as in PPO):
+
+* the class's advantage is ``A^class_t = r_t - c(s_t)``: only its own reward, less what the
+  state led to expect;
+* the move's advantage is ``A^move_t = A_t - A^class_t``, which is
+  ``gamma V(s_{t+1}) - (V(s_t) - c(s_t)) + gamma lambda A_{t+1}``: the rewards that follow,
+  less what was expected of them (at the last step the move does nothing, so it is 0).
+
+The two are unbiased in the same sense as ``A_t`` (each subtracts a baseline that depends only
+on the state), and their sum is ``A_t``. PPO's clipped surrogate is applied to each group of
+action components with its own probability ratio and its own advantage (each normalised per
+minibatch), and the two are added. The value loss gets ``c``'s squared error added; the
+entropy bonus is PPO's. It needs the discrete action space (``MultiDiscrete([G, G, classes])``:
+the class is the third component) and no stop action (stopping changes this step's reward).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3 import PPO
+from stable_baselines3.common.policies import MultiInputActorCriticPolicy
+from stable_baselines3.common.utils import explained_variance
+from torch import nn
+from torch.nn import functional as F
+
+from glimpse.errors import ConfigError
+
+CLASS_COMPONENT = 2  # MultiDiscrete([G, G, classes]): column, row, class
+
+
+class FactoredPolicy(MultiInputActorCriticPolicy):
+    """SB3's actor-critic policy with a second value head ``c(s)``, the expected step reward."""
+
+    def _build(self, lr_schedule: Any) -> None:
+        super()._build(lr_schedule)
+        self.reward_net = nn.Linear(self.mlp_extractor.latent_dim_vf, 1)
+        if self.ortho_init:
+            self.reward_net.apply(partial(self.init_weights, gain=1))
+        # SB3 built the optimiser over the parameters it knew of: build it again with c's.
+        self.optimizer = self.optimizer_class(
+            self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
+        )
+
+    def evaluate_factored(
+        self, observations: dict[str, torch.Tensor], actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``V(s)``, ``c(s)``, the log-probabilities of the class and of the move (every other
+        component), and the entropy of the whole action, each ``(N,)``."""
+        features = self.extract_features(observations)
+        if self.share_features_extractor:
+            latent_pi, latent_vf = self.mlp_extractor(features)
+        else:
+            latent_pi = self.mlp_extractor.forward_actor(features[0])
+            latent_vf = self.mlp_extractor.forward_critic(features[1])
+        distribution = self._get_action_dist_from_latent(latent_pi)
+        components = zip(distribution.distribution, actions.long().unbind(dim=1), strict=True)
+        log_probs = torch.stack([d.log_prob(a) for d, a in components], dim=1)
+        class_log_prob = log_probs[:, CLASS_COMPONENT]
+        move_log_prob = log_probs[:, :CLASS_COMPONENT].sum(dim=1)  # the column and the row
+        values = self.value_net(latent_vf).flatten()
+        expected_rewards = self.reward_net(latent_vf).flatten()
+        return values, expected_rewards, class_log_prob, move_log_prob, distribution.entropy()
+
+
+def check_factored_env(action_space: spaces.Space[Any]) -> None:
+    """Refuses action spaces the factored advantage does not fit (see the module docstring)."""
+    if not (isinstance(action_space, spaces.MultiDiscrete) and len(action_space.nvec) == 3):
+        raise ConfigError(
+            f"--ppo-advantage factored needs the discrete action space without a stop action "
+            f"(MultiDiscrete([G, G, classes])); this environment's is {action_space}. Leave "
+            f"--action-type at discrete and --allow-stop off, or use --ppo-advantage shared."
+        )
+
+
+class FactoredPPO(PPO):
+    """SB3's PPO whose update uses the factored advantage of the module docstring.
+
+    Rollouts, GAE, schedules, saving and loading are SB3's; only :meth:`train` differs.
+    """
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        check_factored_env(self.action_space)
+        if not isinstance(self.policy, FactoredPolicy):
+            raise ConfigError("FactoredPPO needs its FactoredPolicy (pass policy=FactoredPolicy).")
+        if self.target_kl is not None or self.clip_range_vf is not None:
+            raise ConfigError("FactoredPPO does not implement target_kl or clip_range_vf.")
+
+    def _rollout_in_order(self) -> dict[str, Any]:
+        """The last rollout as flat tensors, slot by slot in time order (SB3's own layout)."""
+        buffer = self.rollout_buffer
+        flat = buffer.swap_and_flatten
+        # A step ended its episode if the next one starts a new episode (the step after the
+        # rollout's last is the environment's current one).
+        starts = np.concatenate([buffer.episode_starts[1:], self._last_episode_starts[None]])
+        arrays = {
+            "actions": flat(buffer.actions),
+            "rewards": flat(buffer.rewards).reshape(-1),
+            "advantages": flat(buffer.advantages).reshape(-1),
+            "returns": flat(buffer.returns).reshape(-1),
+            "episode_ends": flat(starts.astype(np.float32)).reshape(-1),
+        }
+        rollout: dict[str, Any] = {k: buffer.to_torch(v) for k, v in arrays.items()}
+        rollout["observations"] = {
+            key: buffer.to_torch(flat(value)) for key, value in buffer.observations.items()
+        }
+        return rollout
+
+    def _minibatches(self, size: int, shuffle: bool) -> list[torch.Tensor]:
+        order = torch.randperm(size) if shuffle else torch.arange(size)
+        return list(order.to(self.device).split(self.batch_size))
+
+    def factored_rollout(self) -> dict[str, Any]:
+        """The last rollout (:meth:`_rollout_in_order`) with what the update needs from the
+        policy that collected it (nothing has changed it yet): ``old_class`` and ``old_move``
+        (the log-probabilities of what it did), ``class_advantages``, ``move_advantages`` and
+        ``moves`` (False at an episode's last step, where the move does nothing)."""
+        policy: FactoredPolicy = self.policy  # type: ignore[assignment]
+        rollout = self._rollout_in_order()
+        observations, actions = rollout["observations"], rollout["actions"]
+        with torch.no_grad():
+            parts = [
+                policy.evaluate_factored({k: v[i] for k, v in observations.items()}, actions[i])
+                for i in self._minibatches(len(actions), shuffle=False)
+            ]
+        columns = (torch.cat(column) for column in zip(*parts, strict=True))
+        _, expected_rewards, rollout["old_class"], rollout["old_move"], _ = columns
+        rollout["class_advantages"] = rollout["rewards"] - expected_rewards
+        rollout["move_advantages"] = rollout["advantages"] - rollout["class_advantages"]
+        rollout["moves"] = rollout["episode_ends"] == 0
+        return rollout
+
+    def train(self) -> None:
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        clip_range = self.clip_range(self._current_progress_remaining)  # type: ignore[operator]
+        policy: FactoredPolicy = self.policy  # type: ignore[assignment]
+        rollout = self.factored_rollout()
+        observations, actions = rollout["observations"], rollout["actions"]
+        old_class, old_move = rollout["old_class"], rollout["old_move"]
+        class_advantages, move_advantages = rollout["class_advantages"], rollout["move_advantages"]
+        moves, size = rollout["moves"], len(actions)
+        logs: dict[str, list[float]] = {
+            k: [] for k in ("policy", "value", "reward", "entropy", "kl", "clip")
+        }
+        for _ in range(self.n_epochs):
+            for i in self._minibatches(size, shuffle=True):
+                values, rewards_pred, class_lp, move_lp, entropy = policy.evaluate_factored(
+                    {k: v[i] for k, v in observations.items()}, actions[i]
+                )
+                class_ratio = torch.exp(class_lp - old_class[i])
+                move_ratio = torch.exp(move_lp - old_move[i])
+                policy_loss = _clipped_surrogate(
+                    class_ratio, class_advantages[i], clip_range
+                ) + _clipped_surrogate(move_ratio, move_advantages[i], clip_range, moves[i])
+                value_loss = F.mse_loss(values, rollout["returns"][i])
+                reward_loss = F.mse_loss(rewards_pred, rollout["rewards"][i])
+                entropy_loss = -entropy.mean()
+                loss = (
+                    policy_loss
+                    + self.ent_coef * entropy_loss
+                    + self.vf_coef * (value_loss + reward_loss)
+                )
+                self.policy.optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                self.policy.optimizer.step()
+                with torch.no_grad():
+                    log_ratio = (class_lp - old_class[i]) + (move_lp - old_move[i])
+                    ratio = torch.exp(log_ratio)
+                    logs["kl"].append(((ratio - 1) - log_ratio).mean().item())
+                    clipped = (class_ratio - 1).abs() > clip_range
+                    clipped |= (move_ratio - 1).abs() > clip_range
+                    logs["clip"].append(clipped.float().mean().item())
+                for key, value in (("policy", policy_loss), ("value", value_loss),
+                                   ("reward", reward_loss), ("entropy", entropy_loss)):  # fmt: skip
+                    logs[key].append(value.item())
+            self._n_updates += 1
+        record = self.logger.record
+        record("train/policy_gradient_loss", np.mean(logs["policy"]))
+        record("train/value_loss", np.mean(logs["value"]))
+        record("train/reward_loss", np.mean(logs["reward"]))
+        record("train/entropy_loss", np.mean(logs["entropy"]))
+        record("train/approx_kl", np.mean(logs["kl"]))
+        record("train/clip_fraction", np.mean(logs["clip"]))
+        record("train/explained_variance", explained_variance(
+            self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten()
+        ))  # fmt: skip
+        record("train/n_updates", self._n_updates, exclude="tensorboard")
+        record("train/clip_range", clip_range)
+
+
+def _clipped_surrogate(
+    ratio: torch.Tensor, advantages: torch.Tensor, clip: float, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """PPO's clipped surrogate loss, averaged over the minibatch, with the advantages
+    normalised over it; where ``mask`` is False the decision had no effect and adds 0."""
+    if mask is None:
+        mask = torch.ones_like(advantages, dtype=torch.bool)
+    chosen = advantages[mask]
+    if len(chosen) > 1:
+        advantages = (advantages - chosen.mean()) / (chosen.std() + 1e-8)
+    clipped = torch.clamp(ratio, 1 - clip, 1 + clip)
+    surrogate = torch.min(ratio * advantages, clipped * advantages)
+    return -(surrogate * mask).sum() / len(mask)

@@ -1,0 +1,112 @@
+"""PPO with the factored advantage: how it splits GAE's advantage, and that it learns."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from agents.factored_ppo import CLASS_COMPONENT, FactoredPPO
+from agents.ppo import PPOConfig, ValidationCallback, build_model, ppo_env_settings
+from envs.sb3 import make_sb3_env
+from glimpse.cli import main
+
+GLIMPSES, STEP_REWARD = 3, 0.5
+
+
+@pytest.fixture(scope="module")
+def model() -> FactoredPPO:
+    """A factored PPO that has collected one rollout and not yet learned from it."""
+    settings = ppo_env_settings("ppo", {"glimpses": GLIMPSES, "step_reward": STEP_REWARD})
+    env = make_sb3_env("Glimpse/MNIST-v0", 8, seed=0, **settings)
+    config = PPOConfig(n_envs=8, n_steps=16, batch_size=64, n_epochs=1, advantage="factored")
+    model = build_model("ppo", env, config, seed=0, device="cpu", tensorboard=None)
+    assert isinstance(model, FactoredPPO)
+    model.train = lambda: None  # type: ignore[method-assign]  # collect, do not update
+    model.learn(8 * 16)
+    return model
+
+
+def test_the_rollout_keeps_each_step_with_its_own_observation_and_reward(model):
+    rollout = model.factored_rollout()
+    # an episode's last step is where the observation says so: the flat orders agree
+    last_step = torch.isclose(rollout["observations"]["step"][:, 0], torch.tensor(2 / GLIMPSES))
+    ends = rollout["episode_ends"] == 1
+    assert ends.any() and torch.equal(ends, last_step)
+    assert torch.equal(rollout["moves"], ~ends)
+    # the per-step reward is paid on the other steps, the answer's on the last
+    assert set(rollout["rewards"][~ends].tolist()) <= {0.0, STEP_REWARD}
+    assert set(rollout["rewards"][ends].tolist()) <= {0.0, 1.0}
+
+
+def test_the_class_is_judged_by_its_own_reward_and_the_move_by_the_rest_of_gae(model):
+    rollout = model.factored_rollout()
+    observations, actions = rollout["observations"], rollout["actions"]
+    with torch.no_grad():
+        _, expected_rewards, class_log_prob, move_log_prob, _ = model.policy.evaluate_factored(
+            observations, actions
+        )
+    assert torch.allclose(rollout["class_advantages"], rollout["rewards"] - expected_rewards)
+    split = rollout["class_advantages"] + rollout["move_advantages"]
+    assert torch.allclose(split, rollout["advantages"], atol=1e-6)
+    # together the two log-probabilities are what SB3 recorded for the whole action
+    recorded = model.rollout_buffer.to_torch(
+        model.rollout_buffer.swap_and_flatten(model.rollout_buffer.log_probs).reshape(-1)
+    )
+    assert torch.allclose(rollout["old_class"] + rollout["old_move"], recorded, atol=1e-5)
+    # another class changes the class's log-probability only
+    other = actions.clone()
+    other[:, CLASS_COMPONENT] = (other[:, CLASS_COMPONENT] + 1) % 10
+    with torch.no_grad():
+        _, _, other_class, other_move, _ = model.policy.evaluate_factored(observations, other)
+    assert torch.equal(other_move, move_log_prob)
+    assert not torch.allclose(other_class, class_log_prob)
+
+
+def test_a_ci_sized_factored_run_beats_chance_after_a_resume(tmp_path, monkeypatch):
+    """The easy variant of tests/test_ppo.py with a second glimpse (so there is a move),
+    interrupted after its first validation and resumed: the rest trains factored too."""
+    original = ValidationCallback.validate
+
+    def validate_then_interrupt(self):
+        original(self)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(ValidationCallback, "validate", validate_then_interrupt)
+    args = ["train", "--agent", "ppo", "--env", "Glimpse/MNIST-v0", "--glimpses", "2",
+            "--first-location", "centre", "--num-scales", "3", "--step-reward", "1",
+            "--ppo-advantage", "factored", "--ppo-total-steps", "12288", "--ppo-n-envs", "64",
+            "--ppo-n-steps", "16", "--ppo-batch-size", "256", "--ppo-learning-rate", "1e-3",
+            "--ppo-eval-every", "6144", "--eval-episodes", "500", "--val-size", "1000",
+            "--threads", "1", "--runs-dir", str(tmp_path), "--name", "easy"]  # fmt: skip
+    assert main(args) == 130
+    monkeypatch.setattr(ValidationCallback, "validate", original)
+    updates = []
+    factored_train = FactoredPPO.train
+    monkeypatch.setattr(FactoredPPO, "train", lambda self: updates.append(factored_train(self)))
+    run = tmp_path / "easy"
+    assert main(["train", "--resume", str(run)]) == 0
+    assert len(updates) == 6  # stopped at step 6,144: six more rollouts of 64 x 16 steps
+    assert json.loads((run / "test.json").read_text())["test_error"] < 40.0  # chance: 90
+    assert main(["eval", str(run)]) == 0
+    assert main(["viz", str(run), "--n", "2", "--out", str(tmp_path / "t.png")]) == 0
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--agent", "recurrent-ppo"],
+        ["--agent", "ppo", "--action-type", "continuous"],
+        ["--agent", "ppo", "--allow-stop"],
+    ],
+)
+def test_the_factored_advantage_is_refused_where_it_does_not_apply(tmp_path, capsys, extra):
+    args = ["train", *extra, "--env", "Glimpse/MNIST-v0", "--ppo-advantage", "factored",
+            "--runs-dir", str(tmp_path), "--name", "bad"]  # fmt: skip
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert "--ppo-advantage factored" in error and error.count("\n") == 1
+    assert not (tmp_path / "bad").exists()
