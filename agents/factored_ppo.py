@@ -151,60 +151,61 @@ class FactoredPPO(PPO):
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         clip_range = self.clip_range(self._current_progress_remaining)  # type: ignore[operator]
-        policy: FactoredPolicy = self.policy  # type: ignore[assignment]
         rollout = self.factored_rollout()
-        observations, actions = rollout["observations"], rollout["actions"]
-        old_class, old_move = rollout["old_class"], rollout["old_move"]
-        class_advantages, move_advantages = rollout["class_advantages"], rollout["move_advantages"]
-        moves, size = rollout["moves"], len(actions)
-        logs: dict[str, list[float]] = {
-            k: [] for k in ("policy", "value", "reward", "entropy", "kl", "clip")
-        }
+        logs: dict[str, list[float]] = {}
         for _ in range(self.n_epochs):
-            for i in self._minibatches(size, shuffle=True):
-                values, rewards_pred, class_lp, move_lp, entropy = policy.evaluate_factored(
-                    {k: v[i] for k, v in observations.items()}, actions[i]
-                )
-                class_ratio = torch.exp(class_lp - old_class[i])
-                move_ratio = torch.exp(move_lp - old_move[i])
-                policy_loss = _clipped_surrogate(
-                    class_ratio, class_advantages[i], clip_range
-                ) + _clipped_surrogate(move_ratio, move_advantages[i], clip_range, moves[i])
-                value_loss = F.mse_loss(values, rollout["returns"][i])
-                reward_loss = F.mse_loss(rewards_pred, rollout["rewards"][i])
-                entropy_loss = -entropy.mean()
-                loss = (
-                    policy_loss
-                    + self.ent_coef * entropy_loss
-                    + self.vf_coef * (value_loss + reward_loss)
-                )
+            for batch in self._minibatches(len(rollout["actions"]), shuffle=True):
+                loss, terms = self._minibatch_loss(rollout, batch, clip_range)
                 self.policy.optimizer.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
                 self.policy.optimizer.step()
-                with torch.no_grad():
-                    log_ratio = (class_lp - old_class[i]) + (move_lp - old_move[i])
-                    ratio = torch.exp(log_ratio)
-                    logs["kl"].append(((ratio - 1) - log_ratio).mean().item())
-                    clipped = (class_ratio - 1).abs() > clip_range
-                    clipped |= (move_ratio - 1).abs() > clip_range
-                    logs["clip"].append(clipped.float().mean().item())
-                for key, value in (("policy", policy_loss), ("value", value_loss),
-                                   ("reward", reward_loss), ("entropy", entropy_loss)):  # fmt: skip
-                    logs[key].append(value.item())
+                for key, value in terms.items():
+                    logs.setdefault(key, []).append(value)
             self._n_updates += 1
-        record = self.logger.record
-        record("train/policy_gradient_loss", np.mean(logs["policy"]))
-        record("train/value_loss", np.mean(logs["value"]))
-        record("train/reward_loss", np.mean(logs["reward"]))
-        record("train/entropy_loss", np.mean(logs["entropy"]))
-        record("train/approx_kl", np.mean(logs["kl"]))
-        record("train/clip_fraction", np.mean(logs["clip"]))
-        record("train/explained_variance", explained_variance(
-            self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten()
-        ))  # fmt: skip
-        record("train/n_updates", self._n_updates, exclude="tensorboard")
-        record("train/clip_range", clip_range)
+        for key, values in logs.items():
+            self.logger.record(f"train/{key}", np.mean(values))
+        buffer = self.rollout_buffer
+        variance = explained_variance(buffer.values.flatten(), buffer.returns.flatten())
+        self.logger.record("train/explained_variance", variance)
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/clip_range", clip_range)
+
+    def _minibatch_loss(
+        self, rollout: dict[str, Any], batch: torch.Tensor, clip_range: float
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of the minibatch ``batch`` (indices into ``rollout``) and what to log
+        (under SB3's names, and ``reward_loss`` for ``c``)."""
+        policy: FactoredPolicy = self.policy  # type: ignore[assignment]
+        at = {key: value[batch] for key, value in rollout.items() if key != "observations"}
+        values, expected_rewards, class_log_prob, move_log_prob, entropy = policy.evaluate_factored(
+            {key: value[batch] for key, value in rollout["observations"].items()},
+            at["actions"],
+        )
+        class_log_ratio = class_log_prob - at["old_class"]
+        move_log_ratio = move_log_prob - at["old_move"]
+        class_ratio, move_ratio = class_log_ratio.exp(), move_log_ratio.exp()
+        policy_loss = _clipped_surrogate(
+            class_ratio, at["class_advantages"], clip_range
+        ) + _clipped_surrogate(move_ratio, at["move_advantages"], clip_range, at["moves"])
+        value_loss = F.mse_loss(values, at["returns"])
+        reward_loss = F.mse_loss(expected_rewards, at["rewards"])
+        entropy_loss = -entropy.mean()
+        loss = (
+            policy_loss + self.ent_coef * entropy_loss + self.vf_coef * (value_loss + reward_loss)
+        )
+        with torch.no_grad():
+            log_ratio = class_log_ratio + move_log_ratio  # of the whole action
+            clipped = ((class_ratio - 1).abs() > clip_range) | ((move_ratio - 1).abs() > clip_range)
+            terms = {
+                "policy_gradient_loss": policy_loss.item(),
+                "value_loss": value_loss.item(),
+                "reward_loss": reward_loss.item(),
+                "entropy_loss": entropy_loss.item(),
+                "approx_kl": (log_ratio.exp() - 1 - log_ratio).mean().item(),
+                "clip_fraction": clipped.float().mean().item(),
+            }
+        return loss, terms
 
 
 def _clipped_surrogate(
