@@ -207,6 +207,12 @@ PPO_RUNS = [  # (run name, task, command) of the published PPO runs
      "--ppo-total-steps 20000000 --ppo-learning-rate 1e-3 --ppo-lr-schedule linear "
      "--ppo-eval-every 1000000 --ppo-history-pooling concat --seed 2 "
      "--name mnist-ppo-2scales-concat-step-reward-linear-20m-seed2"),
+    ("mnist-ppo-2scales-concat-factored-step-reward-linear-20m-seed1",
+     "28x28 MNIST, 6 glimpses, 8x8, 2 scales",
+     "glimpse train --agent ppo --env Glimpse/MNIST-v0 --num-scales 2 --step-reward 1.0 "
+     "--ppo-total-steps 20000000 --ppo-learning-rate 1e-3 --ppo-lr-schedule linear "
+     "--ppo-eval-every 1000000 --ppo-history-pooling concat --ppo-advantage factored "
+     "--name mnist-ppo-2scales-concat-factored-step-reward-linear-20m-seed1"),
     ("mnist-recurrent-ppo-seed1", "28x28 MNIST, 6 glimpses, 8x8",
      "glimpse train --agent recurrent-ppo --env Glimpse/MNIST-v0 --ppo-total-steps 1000000 "
      "--ppo-learning-rate 1e-3 --ppo-eval-every 250000 --name mnist-recurrent-ppo-seed1"),
@@ -223,6 +229,12 @@ PPO_RUNS = [  # (run name, task, command) of the published PPO runs
      "glimpse train --agent ppo --env Glimpse/ClutteredMNIST60-v0 --step-reward 1.0 "
      "--ppo-total-steps 20000000 --ppo-learning-rate 1e-3 --ppo-lr-schedule linear "
      "--ppo-eval-every 1000000 --name cluttered60-ppo-step-reward-linear-20m-seed1"),
+    ("cluttered60-ppo-factored-step-reward-linear-20m-seed1",
+     "60x60 cluttered (4), 8 glimpses, 12x12, 3 scales",
+     "glimpse train --agent ppo --env Glimpse/ClutteredMNIST60-v0 --step-reward 1.0 "
+     "--ppo-total-steps 20000000 --ppo-learning-rate 1e-3 --ppo-lr-schedule linear "
+     "--ppo-eval-every 1000000 --ppo-advantage factored "
+     "--name cluttered60-ppo-factored-step-reward-linear-20m-seed1"),
     ("cluttered60-recurrent-ppo-step-reward-seed1",
      "60x60 cluttered (4), 8 glimpses, 12x12, 3 scales",
      "glimpse train --agent recurrent-ppo --env Glimpse/ClutteredMNIST60-v0 --step-reward 1.0 "
@@ -251,7 +263,10 @@ def ppo_table() -> str:
         steps = summary.get("steps") or _ram_env_steps(run, config)
         step_reward = config["env"].get("step_reward", 0.0)
         reward = f"final + per step {step_reward:g}" if step_reward else "final only"
-        lines.append(f"| {task} | {config['agent']} | {reward} | "
+        agent = config["agent"]
+        if config["model"].get("advantage") == "factored":
+            agent += " (factored advantage)"
+        lines.append(f"| {task} | {agent} | {reward} | "
                      f"**{100 - summary['test_error']:.2f}** | "
                      f"{steps:,} | {summary['train_seconds'] / 60:.0f} min | "
                      f"`{command}` |")  # fmt: skip
