@@ -36,6 +36,7 @@ from agents.trainer import (
     resolve_device,
     validation_curve,
 )
+from envs.evaluation import standard_error_percent
 from envs.glimpse_env import split_settings
 from glimpse.errors import ConfigError
 
@@ -274,6 +275,7 @@ def evaluate_run(
         "checkpoint": checkpoint,
         "samples": samples,
         "error": error,
+        "standard_error": standard_error_percent(error, images),
         "images": images,
     }
     (run_dir / evaluation_file(split, samples, checkpoint)).write_text(

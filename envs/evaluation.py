@@ -49,6 +49,14 @@ class Evaluation:
         return 100.0 * (1.0 - self.accuracy)
 
 
+def standard_error_percent(error_percent: float, images: int) -> float:
+    """The binomial standard error of an error rate measured on ``images`` images, in points:
+    ``100 sqrt(p (1 - p) / n)``. Two runs' errors closer than about twice this are not told
+    apart by the split (for 1.9% on 10,000 images: 0.14 points)."""
+    p = error_percent / 100.0
+    return 100.0 * math.sqrt(p * (1.0 - p) / images)
+
+
 def evaluate(policy: Policy, episodes: GlimpseEpisodes, seed: int = 0) -> Evaluation:
     """Runs ``policy`` once on every canvas of the episodes' (sequential) split."""
     if not episodes.sequential:

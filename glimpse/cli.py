@@ -106,8 +106,9 @@ def _eval(args: argparse.Namespace) -> int:
 
     result = evaluate_run(Path(args.run), args.split, args.samples, args.checkpoint)
     print(
-        f"{args.run}: {result['split']} error {result['error']:.2f}% on {result['images']:,} "
-        f"images ({result['checkpoint']} checkpoint, {result['samples']} sample(s))"
+        f"{args.run}: {result['split']} error {result['error']:.2f}% "
+        f"(standard error {result['standard_error']:.2f}) on {result['images']:,} images "
+        f"({result['checkpoint']} checkpoint, {result['samples']} sample(s))"
     )
     return 0
 

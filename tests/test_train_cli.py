@@ -62,7 +62,11 @@ def test_eval_reproduces_the_recorded_test_error(tiny_run, capsys):
     assert main(["eval", str(tiny_run)]) == 0
     result = json.loads((tiny_run / "eval-test.json").read_text())
     assert result["error"] == pytest.approx(recorded, abs=1e-9)
-    assert f"{recorded:.2f}%" in capsys.readouterr().out
+    p = recorded / 100  # the binomial standard error of the rate, in points
+    assert result["standard_error"] == pytest.approx(100 * (p * (1 - p) / result["images"]) ** 0.5)
+    assert f"{recorded:.2f}% (standard error {result['standard_error']:.2f})" in (
+        capsys.readouterr().out
+    )
     assert main(["eval", str(tiny_run), "--samples", "3"]) == 0  # Monte Carlo averaging
     assert json.loads((tiny_run / "eval-test-samples3.json").read_text())["samples"] == 3
     assert json.loads((tiny_run / "eval-test.json").read_text()) == result  # not overwritten
