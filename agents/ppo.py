@@ -300,6 +300,7 @@ class ValidationCallback(BaseCallback):
         self.val = evaluation_episodes(env, "val", episodes)
         self.test = evaluation_episodes(env, "test", episodes) if track_test else None
         self.best = self._best_so_far()
+        self.last_error = self.best  # the progress bar's, until the first validation
         self.seconds, self.started = seconds, time.perf_counter()
         self.next_eval = 0
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -321,6 +322,7 @@ class ValidationCallback(BaseCallback):
     def validate(self) -> None:
         seconds = self.seconds + time.perf_counter() - self.started
         error = evaluate(SB3Policy(self.model), self.val).error_percent
+        self.last_error = error
         record: dict[str, Any] = {"steps": self.num_timesteps, "seconds": round(seconds, 1),
                                   "val_error": error}  # fmt: skip
         if self.test is not None:
@@ -342,7 +344,34 @@ class ValidationCallback(BaseCallback):
         (checkpoints / "last.json").write_text(json.dumps({"seconds": seconds}) + "\n")
 
 
-def train_ppo(config: dict[str, Any], run_dir: Path, resume: bool) -> dict[str, Any]:
+class ProgressBar(BaseCallback):
+    """A tqdm bar of the env steps towards ``total_steps``, with the latest validation error."""
+
+    def __init__(self, total_steps: int, validation: ValidationCallback, enabled: bool) -> None:
+        super().__init__()
+        self.total_steps, self.validation, self.enabled = total_steps, validation, enabled
+        self.shown_error = float("inf")  # none yet (a resumed run shows its best at once)
+
+    def _on_training_start(self) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=self.total_steps, initial=self.num_timesteps, unit="step",
+                        unit_scale=True, disable=not self.enabled, dynamic_ncols=True)  # fmt: skip
+
+    def _on_step(self) -> bool:
+        self.bar.update(self.training_env.num_envs)
+        if self.validation.last_error != self.shown_error:
+            self.shown_error = self.validation.last_error
+            self.bar.set_postfix(val_err=f"{self.shown_error:.2f}%")
+        return True
+
+    def _on_training_end(self) -> None:
+        self.bar.close()
+
+
+def train_ppo(
+    config: dict[str, Any], run_dir: Path, resume: bool, progress: bool = True
+) -> dict[str, Any]:
     """Trains (or resumes) a PPO run; returns the summary written to ``test.json``."""
     from agents.trainer import (
         TrainConfig,
@@ -370,9 +399,10 @@ def train_ppo(config: dict[str, Any], run_dir: Path, resume: bool) -> dict[str, 
     with interrupt_requests() as stop_requests:  # Ctrl-C or SIGTERM: stop after this step
         callback = ValidationCallback(run_dir, env, ppo.eval_every, train.eval_episodes,
                                       train.track_test, seconds, stop_requests)  # fmt: skip
+        bar = ProgressBar(ppo.total_steps, callback, progress)
         if remaining > 0:
-            model.learn(remaining, callback=callback, reset_num_timesteps=not resume,
-                        progress_bar=False, tb_log_name="ppo")  # fmt: skip
+            model.learn(remaining, callback=[callback, bar], reset_num_timesteps=not resume,
+                        tb_log_name="ppo")  # fmt: skip
     if stop_requests:
         callback.save_last()
         raise TrainingInterrupted(

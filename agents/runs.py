@@ -218,7 +218,7 @@ def train_run(
         (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     set_threads(train.threads)
     if config["agent"] in PPO_ALGORITHMS:
-        return train_ppo(config, run_dir, resume)
+        return train_ppo(config, run_dir, resume, progress)
     device = resolve_device(train.device)
     distributed.setup(device)
     learner = build_learner(config, device)

@@ -25,11 +25,13 @@ SMALL = [
 
 
 @pytest.mark.parametrize("agent", ["ppo", "recurrent-ppo"])
-def test_a_short_run_gives_a_run_directory_that_eval_and_viz_accept(agent, tmp_path):
+def test_a_short_run_gives_a_run_directory_that_eval_and_viz_accept(agent, tmp_path, capsys):
     args = ["train", "--agent", agent, *SMALL, "--ppo-total-steps", "2048",
             "--ppo-head-units", "32", "--no-ppo-share-features-extractor",
             "--ppo-vf-coef", "0.25"]  # fmt: skip
     assert main([*args, "--runs-dir", str(tmp_path), "--name", "run"]) == 0
+    bar = capsys.readouterr().err  # tqdm: env steps, and the validation error once measured
+    assert "2.05k/2.05k" in bar and "val_err=" in bar
     run = tmp_path / "run"
     for name in ("config.json", "metrics.jsonl", "test.json", "checkpoints/best.zip",
                  "checkpoints/last.zip"):  # fmt: skip
