@@ -79,14 +79,11 @@ class FactoredPolicy(MultiInputActorCriticPolicy):
         return values, expected_rewards, class_log_prob, move_log_prob, distribution.entropy()
 
 
-def check_factored_env(action_space: spaces.Space[Any]) -> None:
-    """Refuses action spaces the factored advantage does not fit (see the module docstring)."""
-    if not (isinstance(action_space, spaces.MultiDiscrete) and len(action_space.nvec) == 3):
-        raise ConfigError(
-            f"--ppo-advantage factored needs the discrete action space without a stop action "
-            f"(MultiDiscrete([G, G, classes])); this environment's is {action_space}. Leave "
-            f"--action-type at discrete and --allow-stop off, or use --ppo-advantage shared."
-        )
+NEEDS_DISCRETE_ACTIONS = (
+    "--ppo-advantage factored needs the discrete action space without a stop action "
+    "(MultiDiscrete([G, G, classes])): leave --action-type at discrete and --allow-stop off, or "
+    "use --ppo-advantage shared."
+)
 
 
 class FactoredPPO(PPO):
@@ -97,7 +94,9 @@ class FactoredPPO(PPO):
 
     def _setup_model(self) -> None:
         super()._setup_model()
-        check_factored_env(self.action_space)
+        space = self.action_space
+        if not (isinstance(space, spaces.MultiDiscrete) and len(space.nvec) == 3):
+            raise ConfigError(f"{NEEDS_DISCRETE_ACTIONS} This environment's is {space}.")
         if not isinstance(self.policy, FactoredPolicy):
             raise ConfigError("FactoredPPO needs its FactoredPolicy (pass policy=FactoredPolicy).")
         if self.target_kl is not None or self.clip_range_vf is not None:
@@ -177,7 +176,9 @@ class FactoredPPO(PPO):
         """The loss of the minibatch ``batch`` (indices into ``rollout``) and what to log
         (under SB3's names, and ``reward_loss`` for ``c``)."""
         policy: FactoredPolicy = self.policy  # type: ignore[assignment]
-        at = {key: value[batch] for key, value in rollout.items() if key != "observations"}
+        needed = ("actions", "old_class", "old_move", "class_advantages", "move_advantages",
+                  "moves", "returns", "rewards")  # fmt: skip
+        at = {key: rollout[key][batch] for key in needed}
         values, expected_rewards, class_log_prob, move_log_prob, entropy = policy.evaluate_factored(
             {key: value[batch] for key, value in rollout["observations"].items()},
             at["actions"],

@@ -120,6 +120,8 @@ class PPOConfig:
 
 def check_advantage(algorithm: str, advantage: str, env: dict[str, Any]) -> None:
     """Refuses a factored advantage where it does not apply (before a run directory is made)."""
+    from agents.factored_ppo import NEEDS_DISCRETE_ACTIONS
+
     if advantage == "shared":
         return
     if algorithm != "ppo":
@@ -128,10 +130,7 @@ def check_advantage(algorithm: str, advantage: str, env: dict[str, Any]) -> None
         )
     settings = ppo_env_settings(algorithm, env)
     if settings["action_type"] != "discrete" or settings.get("allow_stop"):
-        raise ConfigError(
-            "--ppo-advantage factored needs the discrete action space without a stop action: "
-            "leave --action-type at discrete and --allow-stop off, or use --ppo-advantage shared."
-        )
+        raise ConfigError(NEEDS_DISCRETE_ACTIONS)
 
 
 def model_class(algorithm: str, advantage: str = "shared") -> type[BaseAlgorithm]:
