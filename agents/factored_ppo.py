@@ -24,6 +24,16 @@ action components with its own probability ratio and its own advantage (each nor
 minibatch), and the two are added. The value loss gets ``c``'s squared error added; the
 entropy bonus is PPO's. It needs the discrete action space (``MultiDiscrete([G, G, classes])``:
 the class is the third component) and no stop action (stopping changes this step's reward).
+
+The update encodes each glimpse once per minibatch, not once for every later step that has it
+in its history: the steps of one episode (a *segment*: the episode, or its part inside this
+rollout) read one history, the segment's last, each up to its own step
+(:meth:`envs.sb3.GlimpseHistoryExtractor.from_histories`), which gives the same features. How
+much that saves depends on how the rollout is cut into minibatches: ``minibatches="steps"``
+shuffles steps one by one, as SB3 does, so a minibatch holds a quarter of each segment's steps
+(with 4 minibatches per rollout); ``"episodes"`` shuffles whole segments, so each holds all
+of them and the glimpse network runs once per glimpse: the same loss in expectation, but the
+steps of a minibatch are then correlated, as in sb3-contrib's RecurrentPPO.
 """
 
 from __future__ import annotations
@@ -59,11 +69,33 @@ class FactoredPolicy(MultiInputActorCriticPolicy):
         )
 
     def evaluate_factored(
-        self, observations: dict[str, torch.Tensor], actions: torch.Tensor
+        self,
+        observations: dict[str, torch.Tensor],
+        actions: torch.Tensor,
+        source: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``V(s)``, ``c(s)``, the log-probabilities of the class and of the move (every other
-        component), and the entropy of the whole action, each ``(N,)``."""
-        features = self.extract_features(observations)
+        component), and the entropy of the whole action, each ``(N,)``.
+
+        With ``source`` ``(N,)``, the history observations hold fewer rows and sample ``i``
+        reads row ``source[i]`` up to its own step (see the module docstring).
+        """
+        if source is None:
+            features = self.extract_features(observations)
+        else:
+            extractors = (
+                [self.features_extractor]
+                if self.share_features_extractor
+                else [self.pi_features_extractor, self.vf_features_extractor]
+            )
+            each = [
+                extractor.from_histories(  # type: ignore[operator]
+                    observations["history_glimpses"], observations["history_locations"],
+                    observations["step"], source,
+                )
+                for extractor in extractors
+            ]  # fmt: skip
+            features = each[0] if self.share_features_extractor else tuple(each)
         if self.share_features_extractor:
             latent_pi, latent_vf = self.mlp_extractor(features)
         else:
@@ -86,11 +118,24 @@ NEEDS_DISCRETE_ACTIONS = (
 )
 
 
+MINIBATCHES = ("steps", "episodes")
+
+
 class FactoredPPO(PPO):
     """SB3's PPO whose update uses the factored advantage of the module docstring.
 
     Rollouts, GAE, schedules, saving and loading are SB3's; only :meth:`train` differs.
+    ``minibatches`` (``"steps"`` or ``"episodes"``) says how a rollout is cut into minibatches
+    (module docstring); the other arguments are PPO's.
     """
+
+    def __init__(self, *args: Any, minibatches: str = "steps", **kwargs: Any) -> None:
+        if minibatches not in MINIBATCHES:
+            raise ConfigError(
+                f"minibatches={minibatches!r}: choose one of {', '.join(MINIBATCHES)}."
+            )
+        self.minibatches = minibatches  # saved in the zip with SB3's other attributes
+        super().__init__(*args, **kwargs)
 
     def _setup_model(self) -> None:
         super()._setup_model()
@@ -120,24 +165,51 @@ class FactoredPPO(PPO):
         rollout["observations"] = {
             key: buffer.to_torch(flat(value)) for key, value in buffer.observations.items()
         }
+        # The last step of each step's segment: of its episode, or of the slot's rollout.
+        ends = rollout["episode_ends"].view(buffer.n_envs, buffer.buffer_size) > 0
+        ends[:, -1] = True
+        index = torch.arange(ends.numel(), device=ends.device).view(ends.shape)
+        last = torch.where(ends, index, ends.numel()).flip(1).cummin(1).values.flip(1)
+        rollout["segment_ends"] = last.reshape(-1)
         return rollout
 
-    def _minibatches(self, size: int, shuffle: bool) -> list[torch.Tensor]:
-        order = torch.randperm(size) if shuffle else torch.arange(size)
+    def _minibatches(self, rollout: dict[str, Any], shuffle: bool) -> list[torch.Tensor]:
+        """Indices of each minibatch: steps shuffled one by one, or whole segments shuffled
+        (``minibatches="episodes"``), or all in order (``shuffle=False``)."""
+        segment_ends = rollout["segment_ends"]
+        size = len(segment_ends)
+        if not shuffle:
+            order = torch.arange(size)
+        elif self.minibatches == "steps":
+            order = torch.randperm(size)
+        else:  # sort the steps by a random rank of their segment, keeping time order within
+            rank = torch.randperm(size)[segment_ends.cpu()]
+            order = torch.sort(rank * size + torch.arange(size), stable=True).indices
         return list(order.to(self.device).split(self.batch_size))
+
+    def _evaluate(
+        self, rollout: dict[str, Any], batch: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`FactoredPolicy.evaluate_factored` of the steps ``batch``, each segment's
+        history passed once (its last step's), so each glimpse is encoded once."""
+        policy: FactoredPolicy = self.policy  # type: ignore[assignment]
+        rows, source = torch.unique(rollout["segment_ends"][batch], return_inverse=True)
+        observations = {
+            key: value[rows] if key.startswith("history_") else value[batch]
+            for key, value in rollout["observations"].items()
+        }
+        return policy.evaluate_factored(observations, rollout["actions"][batch], source)
 
     def factored_rollout(self) -> dict[str, Any]:
         """The last rollout (:meth:`_rollout_in_order`) with what the update needs from the
         policy that collected it (nothing has changed it yet): ``old_class`` and ``old_move``
         (the log-probabilities of what it did), ``class_advantages``, ``move_advantages`` and
         ``moves`` (False at an episode's last step, where the move does nothing)."""
-        policy: FactoredPolicy = self.policy  # type: ignore[assignment]
         rollout = self._rollout_in_order()
-        observations, actions = rollout["observations"], rollout["actions"]
         with torch.no_grad():
             parts = [
-                policy.evaluate_factored({k: v[i] for k, v in observations.items()}, actions[i])
-                for i in self._minibatches(len(actions), shuffle=False)
+                self._evaluate(rollout, batch)
+                for batch in self._minibatches(rollout, shuffle=False)
             ]
         columns = (torch.cat(column) for column in zip(*parts, strict=True))
         _, expected_rewards, rollout["old_class"], rollout["old_move"], _ = columns
@@ -153,7 +225,7 @@ class FactoredPPO(PPO):
         rollout = self.factored_rollout()
         logs: dict[str, list[float]] = {}
         for _ in range(self.n_epochs):
-            for batch in self._minibatches(len(rollout["actions"]), shuffle=True):
+            for batch in self._minibatches(rollout, shuffle=True):
                 loss, terms = self._minibatch_loss(rollout, batch, clip_range)
                 self.policy.optimizer.zero_grad()
                 loss.backward()
@@ -175,13 +247,11 @@ class FactoredPPO(PPO):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """The loss of the minibatch ``batch`` (indices into ``rollout``) and what to log
         (under SB3's names, and ``reward_loss`` for ``c``)."""
-        policy: FactoredPolicy = self.policy  # type: ignore[assignment]
-        needed = ("actions", "old_class", "old_move", "class_advantages", "move_advantages",
-                  "moves", "returns", "rewards")  # fmt: skip
+        needed = ("old_class", "old_move", "class_advantages", "move_advantages", "moves",
+                  "returns", "rewards")  # fmt: skip
         at = {key: rollout[key][batch] for key in needed}
-        values, expected_rewards, class_log_prob, move_log_prob, entropy = policy.evaluate_factored(
-            {key: value[batch] for key, value in rollout["observations"].items()},
-            at["actions"],
+        values, expected_rewards, class_log_prob, move_log_prob, entropy = self._evaluate(
+            rollout, batch
         )
         class_log_ratio = class_log_prob - at["old_class"]
         move_log_ratio = move_log_prob - at["old_move"]

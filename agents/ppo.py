@@ -42,6 +42,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import LinearSchedule
 
 from agents import distributed
+from agents.factored_ppo import MINIBATCHES
 from agents.trainer import adam_kwargs, validation_curve
 
 if sys.version_info >= (3, 11):
@@ -105,6 +106,12 @@ class PPOConfig:
         "class judged by its own step's reward, the move by the rewards after it; "
         "agents/factored_ppo.py).", ADVANTAGES
     )  # fmt: skip
+    minibatches: str = option(
+        "steps", "factored: how each rollout is cut into minibatches: steps (shuffled one by "
+        "one, as SB3 does) or episodes (whole episodes shuffled, so each glimpse is encoded "
+        "once per minibatch, not once for every later step of its episode: faster).",
+        MINIBATCHES,
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -118,11 +125,19 @@ class PPOConfig:
                 raise ConfigError(f"{name}={getattr(self, name)} must lie between 0 and 1.")
 
 
-def check_advantage(algorithm: str, advantage: str, env: dict[str, Any]) -> None:
-    """Refuses a factored advantage where it does not apply (before a run directory is made)."""
+def check_advantage(
+    algorithm: str, advantage: str, env: dict[str, Any], minibatches: str = "steps"
+) -> None:
+    """Refuses a factored advantage (or its minibatches) where it does not apply (before a run
+    directory is made)."""
     from agents.factored_ppo import NEEDS_DISCRETE_ACTIONS
 
     if advantage == "shared":
+        if minibatches != "steps":
+            raise ConfigError(
+                "--ppo-minibatches episodes is for --ppo-advantage factored; SB3's PPO shuffles "
+                "steps."
+            )
         return
     if algorithm != "ppo":
         raise ConfigError(
@@ -197,8 +212,10 @@ def build_model(
                   "net_arch": net_arch, "optimizer_kwargs": adam_kwargs(),
                   "log_std_init": config.log_std_init,
                   "share_features_extractor": config.share_features_extractor}  # fmt: skip
-        policy = FactoredPolicy if config.advantage == "factored" else "MultiInputPolicy"
-        return cls(policy, env, policy_kwargs=kwargs, **common)
+        if config.advantage == "factored":
+            return cls(FactoredPolicy, env, policy_kwargs=kwargs, minibatches=config.minibatches,
+                       **common)  # fmt: skip
+        return cls("MultiInputPolicy", env, policy_kwargs=kwargs, **common)
     kwargs = {
         "features_extractor_class": GlimpseFeaturesExtractor,
         "features_extractor_kwargs": {"features_dim": config.features_dim},

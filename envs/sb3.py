@@ -180,23 +180,49 @@ class GlimpseHistoryExtractor(BaseFeaturesExtractor):
         self.mix = nn.Linear(features_dim + history_units + 1, features_dim)
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
-        history = observations["history_glimpses"]  # (B, T, k, C, g, g)
-        batch, horizon = history.shape[:2]
-        step = observations["step"]  # (B, 1): glimpses before the current one, / T
-        taken = torch.round(step * self.horizon).long() + 1  # (B, 1), the current one included
-        seen = torch.arange(horizon, device=step.device) < taken  # (B, T)
-        features = self.network(history[seen], observations["history_locations"][seen])
-        encoded = features.new_zeros(batch, horizon, features.shape[1])
-        encoded = encoded.index_put((seen,), features)  # (B, T, features), zero where not taken
-        rows = torch.arange(batch, device=step.device)
+        return self.from_histories(
+            observations["history_glimpses"], observations["history_locations"],
+            observations["step"],
+        )  # fmt: skip
+
+    def from_histories(
+        self,
+        glimpses: torch.Tensor,
+        locations: torch.Tensor,
+        step: torch.Tensor,
+        source: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The features of ``N`` observations given by their ``step`` ``(N, 1)`` and histories.
+
+        ``glimpses`` ``(S, T, k, C, g, g)`` and ``locations`` ``(S, T, 2)`` are histories;
+        sample ``i`` reads row ``source[i]`` (``i`` by default) up to its own step. The steps
+        of one episode have one history, each a longer prefix of it, so a PPO update that
+        passes an episode's last history once for all its steps encodes each glimpse once,
+        not once for every later step (:mod:`agents.factored_ppo`); the features are the same.
+        """
+        horizon = glimpses.shape[1]
+        taken = torch.round(step * self.horizon).long() + 1  # (N, 1), the current one included
+        slots = torch.arange(horizon, device=step.device)
+        seen = slots < taken  # (N, T)
+        if source is None:
+            rows_seen = seen
+        else:  # each history row as far as the furthest sample reading it
+            furthest = taken.new_zeros(len(glimpses)).scatter_reduce(0, source, taken[:, 0], "amax")
+            rows_seen = slots < furthest[:, None]  # (S, T)
+        features = self.network(glimpses[rows_seen], locations[rows_seen])
+        encoded = features.new_zeros(*rows_seen.shape, features.shape[1])
+        encoded = encoded.index_put((rows_seen,), features)  # (S, T, features), zero if not seen
+        if source is not None:  # each sample's own prefix of its row
+            encoded = encoded[source] * seen[..., None]  # (N, T, features)
+        rows = torch.arange(len(step), device=step.device)
         current = encoded[rows, taken[:, 0] - 1]
         if self.pooling == "concat":
-            pooled = encoded.flatten(1)  # (B, T * features)
+            pooled = encoded.flatten(1)  # (N, T * features)
         elif self.pooling == "rnn":
             states = self.core(encoded[:, : int(taken.max())])[0]  # no step past the last taken
-            pooled = states[rows, taken[:, 0] - 1]  # (B, features): the state after the current
+            pooled = states[rows, taken[:, 0] - 1]  # (N, features): the state after the current
         elif self.pooling == "max":
-            pooled = encoded.amax(1)  # (B, features): g_i >= 0, so the zero slots never win
+            pooled = encoded.amax(1)  # (N, features): g_i >= 0, so the zero slots never win
         else:
-            pooled = encoded.sum(1) / taken  # (B, features)
+            pooled = encoded.sum(1) / taken  # (N, features)
         return torch.relu(self.mix(torch.cat([current, pooled, step], dim=1)))

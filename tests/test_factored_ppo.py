@@ -9,24 +9,25 @@ import signal
 import pytest
 import torch
 
-from agents.factored_ppo import CLASS_COMPONENT, FactoredPPO
+from agents.factored_ppo import CLASS_COMPONENT, MINIBATCHES, FactoredPPO
 from agents.ppo import PPOConfig, ValidationCallback, build_model, ppo_env_settings
 from envs.sb3 import make_sb3_env
 from glimpse.cli import main
 
-GLIMPSES, STEP_REWARD = 3, 0.5
+GLIMPSES, STEP_REWARD, N_STEPS = 3, 0.5, 16
 
 
 @pytest.fixture(scope="module")
 def model() -> FactoredPPO:
-    """A factored PPO that has collected one rollout and not yet learned from it."""
+    """A factored PPO that has collected two rollouts and not learned from them: the second
+    begins one step into its episodes (16 steps = 5 episodes of 3 and 1 step)."""
     settings = ppo_env_settings("ppo", {"glimpses": GLIMPSES, "step_reward": STEP_REWARD})
     env = make_sb3_env("Glimpse/MNIST-v0", 8, seed=0, **settings)
-    config = PPOConfig(n_envs=8, n_steps=16, batch_size=64, n_epochs=1, advantage="factored")
+    config = PPOConfig(n_envs=8, n_steps=N_STEPS, batch_size=64, n_epochs=1, advantage="factored")
     model = build_model("ppo", env, config, seed=0, device="cpu", tensorboard=None)
     assert isinstance(model, FactoredPPO)
     model.train = lambda: None  # type: ignore[method-assign]  # collect, do not update
-    model.learn(8 * 16)
+    model.learn(2 * 8 * N_STEPS)
     return model
 
 
@@ -66,9 +67,54 @@ def test_the_class_is_judged_by_its_own_reward_and_the_move_by_the_rest_of_gae(m
     assert not torch.allclose(other_class, class_log_prob)
 
 
-def test_a_ci_sized_factored_run_beats_chance_after_a_resume(tmp_path, monkeypatch):
+def test_each_step_reads_the_history_of_its_segments_last_step(model):
+    rollout = model.factored_rollout()
+    history, ends = rollout["observations"]["history_glimpses"], rollout["segment_ends"]
+    steps = torch.arange(len(ends))
+    slot, time = steps // N_STEPS, steps % N_STEPS  # the flat order: slot by slot, in time
+    assert (ends >= steps).all() and torch.equal(ends // N_STEPS, slot)
+    # a segment ends where its episode does, or where the rollout does
+    assert ((rollout["episode_ends"][ends] == 1) | (ends % N_STEPS == N_STEPS - 1)).all()
+    assert (ends[time == N_STEPS - 1] == steps[time == N_STEPS - 1]).all()
+    taken = torch.round(rollout["observations"]["step"][:, 0] * GLIMPSES).long() + 1
+    assert (taken[time == 0] == 2).all()  # this rollout began one glimpse into each episode
+    for i in range(len(ends)):  # the step's history is the start of its segment's last one
+        assert torch.equal(history[ends[i], : taken[i]], history[i, : taken[i]])
+        assert taken[ends[i]] >= taken[i]
+
+
+@pytest.mark.parametrize("minibatches", MINIBATCHES)
+def test_minibatches_cover_the_rollout_and_read_each_history_once(model, minibatches):
+    model.minibatches = minibatches
+    rollout = model.factored_rollout()
+    batches = model._minibatches(rollout, shuffle=True)
+    order = torch.cat(batches)
+    assert torch.equal(order.sort().values, torch.arange(len(order)))
+    assert all(len(batch) == 64 for batch in batches)
+    segments = rollout["segment_ends"][order]
+    if minibatches == "episodes":  # whole segments, each in time order
+        changes = int((segments[1:] != segments[:-1]).sum()) + 1
+        assert changes == len(segments.unique())
+        same = segments[1:] == segments[:-1]
+        assert (order[1:][same] == order[:-1][same] + 1).all()
+    # what each minibatch's shared histories give is what its steps' own histories give
+    observations, actions = rollout["observations"], rollout["actions"]
+    with torch.no_grad():
+        for batch in batches:
+            shared = model._evaluate(rollout, batch)
+            own = model.policy.evaluate_factored(
+                {key: value[batch] for key, value in observations.items()}, actions[batch]
+            )
+            for a, b in zip(shared, own, strict=True):
+                torch.testing.assert_close(a, b)
+    model.minibatches = "steps"
+
+
+@pytest.mark.parametrize("minibatches", MINIBATCHES)
+def test_a_ci_sized_factored_run_beats_chance_after_a_resume(tmp_path, monkeypatch, minibatches):
     """The easy variant of tests/test_ppo.py with a second glimpse (so there is a move),
-    interrupted after its first validation and resumed: the rest trains factored too."""
+    interrupted after its first validation and resumed: the rest trains factored too, with
+    the same minibatches."""
     original = ValidationCallback.validate
 
     def validate_then_interrupt(self):
@@ -81,15 +127,18 @@ def test_a_ci_sized_factored_run_beats_chance_after_a_resume(tmp_path, monkeypat
             "--ppo-advantage", "factored", "--ppo-total-steps", "12288", "--ppo-n-envs", "64",
             "--ppo-n-steps", "16", "--ppo-batch-size", "256", "--ppo-learning-rate", "1e-3",
             "--ppo-eval-every", "6144", "--eval-episodes", "500", "--val-size", "1000",
+            "--ppo-minibatches", minibatches,
             "--threads", "1", "--runs-dir", str(tmp_path), "--name", "easy"]  # fmt: skip
     assert main(args) == 130
     monkeypatch.setattr(ValidationCallback, "validate", original)
     updates = []
     factored_train = FactoredPPO.train
-    monkeypatch.setattr(FactoredPPO, "train", lambda self: updates.append(factored_train(self)))
+    monkeypatch.setattr(
+        FactoredPPO, "train", lambda self: updates.append(self.minibatches) or factored_train(self)
+    )
     run = tmp_path / "easy"
     assert main(["train", "--resume", str(run)]) == 0
-    assert len(updates) == 6  # stopped at step 6,144: six more rollouts of 64 x 16 steps
+    assert updates == [minibatches] * 6  # stopped at step 6,144: six more rollouts of 64 x 16
     assert json.loads((run / "test.json").read_text())["test_error"] < 40.0  # chance: 90
     assert main(["eval", str(run)]) == 0
     assert main(["viz", str(run), "--n", "2", "--out", str(tmp_path / "t.png")]) == 0
@@ -109,4 +158,13 @@ def test_the_factored_advantage_is_refused_where_it_does_not_apply(tmp_path, cap
     assert main(args) == 2
     error = capsys.readouterr().err
     assert "--ppo-advantage factored" in error and error.count("\n") == 1
+    assert not (tmp_path / "bad").exists()
+
+
+def test_episode_minibatches_are_refused_without_the_factored_advantage(tmp_path, capsys):
+    args = ["train", "--agent", "ppo", "--env", "Glimpse/MNIST-v0", "--ppo-minibatches",
+            "episodes", "--runs-dir", str(tmp_path), "--name", "bad"]  # fmt: skip
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert "--ppo-minibatches episodes" in error and error.count("\n") == 1
     assert not (tmp_path / "bad").exists()

@@ -169,6 +169,30 @@ def test_history_extractor_gives_each_row_of_a_mixed_batch_its_own_features(pool
     torch.testing.assert_close(extractor(mixed), alone)
 
 
+@pytest.mark.parametrize("pooling", GlimpseHistoryExtractor.POOLINGS)
+def test_history_extractor_reads_the_steps_of_an_episode_from_its_last_history(pooling):
+    # Every step of 2 episodes, each as its own observation, against the same steps reading
+    # their episode's last history up to their own step: the same features, and gradients.
+    env = make_sb3_env("Glimpse/MNIST-v0", num_envs=2, seed=0, history=True)
+    extractor = GlimpseHistoryExtractor(env.observation_space, features_dim=8, pooling=pooling)
+    steps = [env.reset()]
+    for _ in range(env.observation_space["history_glimpses"].shape[0] - 1):
+        steps.append(env.step(np.array([env.action_space.sample() for _ in range(2)]))[0])
+    each = {key: torch.as_tensor(np.concatenate([s[key] for s in steps])) for key in steps[0]}
+    horizon = len(steps)  # rows: step 0 of both episodes, then step 1 of both, ...
+    source = torch.arange(2).repeat(horizon)  # the episode of each row
+    last = {key: value[-2:] for key, value in each.items()}  # both episodes' last step
+    alone = extractor(each)
+    shared = extractor.from_histories(
+        last["history_glimpses"], last["history_locations"], each["step"], source
+    )
+    torch.testing.assert_close(shared, alone)
+    weights = extractor.network.what.weight
+    grad_alone = torch.autograd.grad(alone.square().sum(), weights)[0]
+    grad_shared = torch.autograd.grad(shared.square().sum(), weights)[0]
+    torch.testing.assert_close(grad_shared, grad_alone)
+
+
 def _after_three_glimpses(pooling: str):
     """An extractor of 8 units, the observations of 4 episodes after their third glimpse, and
     the glimpse network's features of those three glimpses, (4, 3, 8)."""

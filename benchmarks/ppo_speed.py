@@ -1,0 +1,77 @@
+"""PPO training speed of the ``ppo`` agent: environment steps per second, rollouts and updates.
+
+For each environment id, the agent's own settings (``agents/ppo_hyperparams.toml``, with the
+per-step reward that the README's PPO runs use) and each variant of the update:
+
+* ``shared``: SB3's PPO, one advantage for the whole action;
+* ``factored``: the factored advantage (``agents/factored_ppo.py``), steps shuffled one by one;
+* ``factored-episodes``: the same with whole episodes shuffled (``--ppo-minibatches
+  episodes``), so that each glimpse in a minibatch is encoded once.
+
+The variants are measured in alternating rounds in one process (medians of ``--rounds``), as
+the machine's speed drifts by more than the differences from one minute to the next.
+
+    python benchmarks/ppo_speed.py
+    python benchmarks/ppo_speed.py --envs Glimpse/ClutteredMNIST60-v0 --variants shared factored
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+import gymnasium
+import torch
+
+import glimpse  # noqa: F401  (registers the ids)
+from agents.ppo import PPOConfig, build_model, hyperparameters, ppo_env_settings
+from envs.sb3 import make_sb3_env
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "shared": {"advantage": "shared"},
+    "factored": {"advantage": "factored"},
+    "factored-episodes": {"advantage": "factored", "minibatches": "episodes"},
+}
+ENV_IDS = ("Glimpse/ClutteredMNIST60-v0", "Glimpse/MNIST-v0")
+
+
+def build(env_id: str, variant: str) -> Any:
+    """The ``ppo`` agent's SB3 model for ``env_id`` with the per-step reward, one rollout in."""
+    env_settings = {**gymnasium.spec(env_id).kwargs, "step_reward": 1.0}
+    config = PPOConfig(**{**hyperparameters("ppo", env_id), **VARIANTS[variant]})
+    env = make_sb3_env(None, config.n_envs, seed=0, **ppo_env_settings("ppo", env_settings))
+    model = build_model("ppo", env, config, seed=0, device="cpu", tensorboard=None)
+    model.learn(model.n_steps * model.n_envs)  # warm-up
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--envs", nargs="+", default=list(ENV_IDS))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rollouts", type=int, default=3, help="rollouts per round")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the runs': 1)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} thread(s); env steps/s, medians of "
+          f"{args.rounds} alternating rounds of {args.rollouts} rollouts\n")  # fmt: skip
+    print(f"| environment | {' | '.join(args.variants)} |")
+    print(f"|---|{'---|' * len(args.variants)}")
+    for env_id in args.envs:
+        models = {variant: build(env_id, variant) for variant in args.variants}
+        rates: dict[str, list[float]] = {variant: [] for variant in args.variants}
+        for _ in range(args.rounds):
+            for variant, model in models.items():
+                steps = args.rollouts * model.n_steps * model.n_envs
+                start = time.perf_counter()
+                model.learn(steps, reset_num_timesteps=False)
+                rates[variant].append(steps / (time.perf_counter() - start))
+        medians = [f"{statistics.median(rates[variant]):,.0f}" for variant in args.variants]
+        print(f"| {env_id} | {' | '.join(medians)} |")
+
+
+if __name__ == "__main__":
+    main()
