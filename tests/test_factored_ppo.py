@@ -83,6 +83,22 @@ def test_each_step_reads_the_history_of_its_segments_last_step(model):
         assert taken[ends[i]] >= taken[i]
 
 
+def test_separate_extractors_for_policy_and_value_read_shared_histories_too():
+    settings = ppo_env_settings("ppo", {"glimpses": GLIMPSES, "step_reward": STEP_REWARD})
+    env = make_sb3_env("Glimpse/MNIST-v0", 4, seed=0, **settings)
+    config = PPOConfig(n_envs=4, n_steps=8, batch_size=16, n_epochs=1, advantage="factored",
+                       share_features_extractor=False)  # fmt: skip
+    separate = build_model("ppo", env, config, seed=0, device="cpu", tensorboard=None)
+    separate.train = lambda: None  # type: ignore[method-assign]
+    separate.learn(4 * 8)
+    rollout = separate.factored_rollout()
+    batch = torch.arange(len(rollout["actions"]))
+    own = separate.policy.evaluate_factored(rollout["observations"], rollout["actions"])
+    with torch.no_grad():
+        for a, b in zip(separate._evaluate(rollout, batch), own, strict=True):
+            torch.testing.assert_close(a, b)
+
+
 @pytest.mark.parametrize("minibatches", MINIBATCHES)
 def test_minibatches_cover_the_rollout_and_read_each_history_once(model, minibatches):
     model.minibatches = minibatches
