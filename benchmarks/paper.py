@@ -235,6 +235,12 @@ PPO_RUNS = [  # (run name, task, command) of the published PPO runs
      "--ppo-total-steps 20000000 --ppo-learning-rate 1e-3 --ppo-lr-schedule linear "
      "--ppo-eval-every 1000000 --ppo-advantage factored "
      "--name cluttered60-ppo-factored-step-reward-linear-20m-seed1"),
+    ("cluttered60-ppo-factored-episodes-step-reward-linear-20m-seed1",
+     "60x60 cluttered (4), 8 glimpses, 12x12, 3 scales",
+     "glimpse train --agent ppo --env Glimpse/ClutteredMNIST60-v0 --step-reward 1.0 "
+     "--ppo-total-steps 20000000 --ppo-learning-rate 1e-3 --ppo-lr-schedule linear "
+     "--ppo-eval-every 1000000 --ppo-advantage factored --ppo-minibatches episodes "
+     "--name cluttered60-ppo-factored-episodes-step-reward-linear-20m-seed1"),
     ("cluttered60-recurrent-ppo-step-reward-seed1",
      "60x60 cluttered (4), 8 glimpses, 12x12, 3 scales",
      "glimpse train --agent recurrent-ppo --env Glimpse/ClutteredMNIST60-v0 --step-reward 1.0 "
@@ -265,7 +271,8 @@ def ppo_table() -> str:
         reward = f"final + per step {step_reward:g}" if step_reward else "final only"
         agent = config["agent"]
         if config["model"].get("advantage") == "factored":
-            agent += " (factored advantage)"
+            episodes = config["model"].get("minibatches") == "episodes"
+            agent += f" (factored advantage{', episode minibatches' if episodes else ''})"
         lines.append(f"| {task} | {agent} | {reward} | "
                      f"**{100 - summary['test_error']:.2f}** | "
                      f"{steps:,} | {summary['train_seconds'] / 60:.0f} min | "
