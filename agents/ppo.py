@@ -42,7 +42,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import LinearSchedule
 
 from agents import distributed
-from agents.factored_ppo import MINIBATCHES
+from agents.factored_ppo import MINIBATCHES, NEEDS_DISCRETE_ACTIONS, FactoredPolicy, FactoredPPO
 from agents.trainer import adam_kwargs, validation_curve
 
 if sys.version_info >= (3, 11):
@@ -130,8 +130,6 @@ def check_advantage(
 ) -> None:
     """Refuses a factored advantage (or its minibatches) where it does not apply (before a run
     directory is made)."""
-    from agents.factored_ppo import NEEDS_DISCRETE_ACTIONS
-
     if advantage == "shared":
         if minibatches != "steps":
             raise ConfigError(
@@ -152,8 +150,6 @@ def model_class(algorithm: str, advantage: str = "shared") -> type[BaseAlgorithm
     """The SB3 class that trains ``algorithm`` (``ppo``, ``recurrent-ppo``) with ``advantage``."""
     from sb3_contrib import RecurrentPPO
     from stable_baselines3 import PPO
-
-    from agents.factored_ppo import FactoredPPO
 
     if algorithm == "recurrent-ppo":
         return RecurrentPPO
@@ -180,8 +176,6 @@ def ppo_env_settings(algorithm: str, env: dict[str, Any]) -> dict[str, Any]:
 def build_model(
     algorithm: str, env: Any, config: PPOConfig, seed: int, device: str, tensorboard: str | None
 ) -> BaseAlgorithm:
-    from agents.factored_ppo import FactoredPolicy
-
     cls = model_class(algorithm, config.advantage)
     common = {
         "n_steps": config.n_steps,
