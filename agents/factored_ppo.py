@@ -34,6 +34,19 @@ shuffles steps one by one, as SB3 does, so a minibatch holds a quarter of each s
 (with 4 minibatches per rollout); ``"episodes"`` shuffles whole segments, so each holds all
 of them and the glimpse network runs once per glimpse: the same loss in expectation, but the
 steps of a minibatch are then correlated, as in sb3-contrib's RecurrentPPO.
+
+``move_credit="expected"`` takes one more source of noise out of the move's advantage. The
+rewards that follow a move depend on the glimpses it leads to, but also on the luck of each
+later class *sample*: at a state where the answer is right with probability 0.7, the sampled
+answer earns 1 or 0. The class changes nothing after it, so the expected reward of each later
+step is ``c(s_{t+k})``, and the move can be credited with that instead:
+
+* ``A^move_t = A_t - sum_{l >= 0} (gamma lambda)^l A^class_{t+l}`` (within the episode and
+  the rollout, as GAE's own sum), which is GAE's advantage with every reward ``r`` replaced by
+  ``c(s)``: how the expected answers changed, not how the sampled ones happened to fare.
+
+This removes the class samples' variance (about ``p (1 - p)`` for each later step) at the cost
+of a bias where ``c`` is wrong; ``V`` and ``c`` are still fit to the rewards themselves.
 """
 
 from __future__ import annotations
@@ -119,22 +132,29 @@ NEEDS_DISCRETE_ACTIONS = (
 
 
 MINIBATCHES = ("steps", "episodes")
+MOVE_CREDITS = ("rewards", "expected")
 
 
 class FactoredPPO(PPO):
     """SB3's PPO whose update uses the factored advantage of the module docstring.
 
     Rollouts, GAE, schedules, saving and loading are SB3's; only :meth:`train` differs.
-    ``minibatches`` (``"steps"`` or ``"episodes"``) says how a rollout is cut into minibatches
-    (module docstring); the other arguments are PPO's.
+    ``minibatches`` (``"steps"`` or ``"episodes"``) says how a rollout is cut into minibatches,
+    ``move_credit`` (``"rewards"`` or ``"expected"``) what the move is credited with (module
+    docstring); the other arguments are PPO's.
     """
 
-    def __init__(self, *args: Any, minibatches: str = "steps", **kwargs: Any) -> None:
-        if minibatches not in MINIBATCHES:
-            raise ConfigError(
-                f"minibatches={minibatches!r}: choose one of {', '.join(MINIBATCHES)}."
-            )
-        self.minibatches = minibatches  # saved in the zip with SB3's other attributes
+    def __init__(
+        self, *args: Any, minibatches: str = "steps", move_credit: str = "rewards", **kwargs: Any
+    ) -> None:
+        for name, value, choices in (
+            ("minibatches", minibatches, MINIBATCHES),
+            ("move_credit", move_credit, MOVE_CREDITS),
+        ):
+            if value not in choices:
+                raise ConfigError(f"{name}={value!r}: choose one of {', '.join(choices)}.")
+        # saved in the zip with SB3's other attributes
+        self.minibatches, self.move_credit = minibatches, move_credit
         super().__init__(*args, **kwargs)
 
     def _setup_model(self) -> None:
@@ -213,10 +233,25 @@ class FactoredPPO(PPO):
             ]
         columns = (torch.cat(column) for column in zip(*parts, strict=True))
         _, expected_rewards, rollout["old_class"], rollout["old_move"], _ = columns
-        rollout["class_advantages"] = rollout["rewards"] - expected_rewards
-        rollout["move_advantages"] = rollout["advantages"] - rollout["class_advantages"]
+        class_advantages = rollout["rewards"] - expected_rewards
+        rollout["class_advantages"] = class_advantages
+        if self.move_credit == "expected":
+            class_advantages = self._discounted_sums(class_advantages, rollout["episode_ends"])
+        rollout["move_advantages"] = rollout["advantages"] - class_advantages
         rollout["moves"] = rollout["episode_ends"] == 0
         return rollout
+
+    def _discounted_sums(self, values: torch.Tensor, episode_ends: torch.Tensor) -> torch.Tensor:
+        """``sum_{l >= 0} (gamma lambda)^l values_{t+l}`` over the rest of each step's episode
+        inside the rollout (flat, slot by slot in time order), as GAE sums its terms."""
+        shape = (self.rollout_buffer.n_envs, self.rollout_buffer.buffer_size)
+        values, continues = values.view(shape), (episode_ends == 0).view(shape)
+        sums = torch.empty_like(values)
+        running = torch.zeros_like(values[:, 0])
+        for t in reversed(range(shape[1])):  # the last step of the rollout starts afresh
+            running = values[:, t] + self.gamma * self.gae_lambda * continues[:, t] * running
+            sums[:, t] = running
+        return sums.reshape(-1)
 
     def train(self) -> None:
         self.policy.set_training_mode(True)

@@ -42,7 +42,13 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import LinearSchedule
 
 from agents import distributed
-from agents.factored_ppo import MINIBATCHES, NEEDS_DISCRETE_ACTIONS, FactoredPolicy, FactoredPPO
+from agents.factored_ppo import (
+    MINIBATCHES,
+    MOVE_CREDITS,
+    NEEDS_DISCRETE_ACTIONS,
+    FactoredPolicy,
+    FactoredPPO,
+)
 from agents.trainer import adam_kwargs, validation_curve
 
 if sys.version_info >= (3, 11):
@@ -112,6 +118,11 @@ class PPOConfig:
         "once per minibatch, not once for every later step of its episode: faster).",
         MINIBATCHES,
     )  # fmt: skip
+    move_credit: str = option(
+        "rewards", "factored: what the move is credited with: the rewards that followed it, or "
+        "expected (the expected rewards c(s) of the states that followed, without the luck of "
+        "each later class sample).", MOVE_CREDITS,
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -125,16 +136,19 @@ class PPOConfig:
                 raise ConfigError(f"{name}={getattr(self, name)} must lie between 0 and 1.")
 
 
-def check_advantage(
-    algorithm: str, advantage: str, env: dict[str, Any], minibatches: str = "steps"
-) -> None:
-    """Refuses a factored advantage (or its minibatches) where it does not apply (before a run
-    directory is made)."""
-    if advantage == "shared":
-        if minibatches != "steps":
+def check_advantage(algorithm: str, config: PPOConfig, env: dict[str, Any]) -> None:
+    """Refuses a factored advantage (or its minibatches or move credit) where it does not
+    apply (before a run directory is made)."""
+    if config.advantage == "shared":
+        if config.minibatches != "steps":
             raise ConfigError(
                 "--ppo-minibatches episodes is for --ppo-advantage factored; SB3's PPO shuffles "
                 "steps."
+            )
+        if config.move_credit != "rewards":
+            raise ConfigError(
+                "--ppo-move-credit expected is for --ppo-advantage factored; SB3's PPO credits "
+                "the whole action with the rewards that follow it."
             )
         return
     if algorithm != "ppo":
@@ -208,7 +222,7 @@ def build_model(
                   "share_features_extractor": config.share_features_extractor}  # fmt: skip
         if config.advantage == "factored":
             return cls(FactoredPolicy, env, policy_kwargs=kwargs, minibatches=config.minibatches,
-                       **common)  # fmt: skip
+                       move_credit=config.move_credit, **common)  # fmt: skip
         return cls("MultiInputPolicy", env, policy_kwargs=kwargs, **common)
     kwargs = {
         "features_extractor_class": GlimpseFeaturesExtractor,

@@ -212,7 +212,7 @@ def train_run(
         )
     if config["agent"] in PPO_ALGORITHMS:
         ppo = _dataclass(PPOConfig, config["model"], "model")
-        check_advantage(config["agent"], ppo.advantage, config["env"], ppo.minibatches)
+        check_advantage(config["agent"], ppo, config["env"])
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")

@@ -126,11 +126,31 @@ def test_minibatches_cover_the_rollout_and_read_each_history_once(model, minibat
     model.minibatches = "steps"
 
 
-@pytest.mark.parametrize("minibatches", MINIBATCHES)
-def test_a_ci_sized_factored_run_beats_chance_after_a_resume(tmp_path, monkeypatch, minibatches):
+def test_expected_move_credit_replaces_the_later_rewards_by_their_expectation(model):
+    plain = model.factored_rollout()
+    model.move_credit = "expected"
+    try:
+        rollout = model.factored_rollout()
+    finally:
+        model.move_credit = "rewards"
+    surprises, ends = rollout["class_advantages"], rollout["segment_ends"]  # r - c(s)
+    assert torch.equal(surprises, plain["class_advantages"])
+    decay = model.gamma * model.gae_lambda
+    for i in range(len(ends)):  # GAE with r_{t+l} = c(s_{t+l}) + surprise_{t+l}, less the luck
+        luck = sum(decay ** (j - i) * surprises[j] for j in range(i + 1, int(ends[i]) + 1))
+        expected = plain["move_advantages"][i] - luck
+        torch.testing.assert_close(rollout["move_advantages"][i], expected)
+    assert not torch.allclose(rollout["move_advantages"], plain["move_advantages"])
+
+
+@pytest.mark.parametrize(("minibatches", "move_credit"), [("steps", "rewards"),
+                                                          ("episodes", "expected")])  # fmt: skip
+def test_a_ci_sized_factored_run_beats_chance_after_a_resume(
+    tmp_path, monkeypatch, minibatches, move_credit
+):
     """The easy variant of tests/test_ppo.py with a second glimpse (so there is a move),
     interrupted after its first validation and resumed: the rest trains factored too, with
-    the same minibatches."""
+    the same minibatches and move credit."""
     original = ValidationCallback.validate
 
     def validate_then_interrupt(self):
@@ -143,18 +163,20 @@ def test_a_ci_sized_factored_run_beats_chance_after_a_resume(tmp_path, monkeypat
             "--ppo-advantage", "factored", "--ppo-total-steps", "12288", "--ppo-n-envs", "64",
             "--ppo-n-steps", "16", "--ppo-batch-size", "256", "--ppo-learning-rate", "1e-3",
             "--ppo-eval-every", "6144", "--eval-episodes", "500", "--val-size", "1000",
-            "--ppo-minibatches", minibatches,
+            "--ppo-minibatches", minibatches, "--ppo-move-credit", move_credit,
             "--threads", "1", "--runs-dir", str(tmp_path), "--name", "easy"]  # fmt: skip
     assert main(args) == 130
     monkeypatch.setattr(ValidationCallback, "validate", original)
     updates = []
     factored_train = FactoredPPO.train
     monkeypatch.setattr(
-        FactoredPPO, "train", lambda self: updates.append(self.minibatches) or factored_train(self)
+        FactoredPPO,
+        "train",
+        lambda self: updates.append((self.minibatches, self.move_credit)) or factored_train(self),
     )
     run = tmp_path / "easy"
     assert main(["train", "--resume", str(run)]) == 0
-    assert updates == [minibatches] * 6  # stopped at step 6,144: six more rollouts of 64 x 16
+    assert updates == [(minibatches, move_credit)] * 6  # stopped at step 6,144: six more rollouts of 64 x 16
     assert json.loads((run / "test.json").read_text())["test_error"] < 40.0  # chance: 90
     assert main(["eval", str(run)]) == 0
     assert main(["viz", str(run), "--n", "2", "--out", str(tmp_path / "t.png")]) == 0
@@ -177,10 +199,12 @@ def test_the_factored_advantage_is_refused_where_it_does_not_apply(tmp_path, cap
     assert not (tmp_path / "bad").exists()
 
 
-def test_episode_minibatches_are_refused_without_the_factored_advantage(tmp_path, capsys):
-    args = ["train", "--agent", "ppo", "--env", "Glimpse/MNIST-v0", "--ppo-minibatches",
-            "episodes", "--runs-dir", str(tmp_path), "--name", "bad"]  # fmt: skip
+@pytest.mark.parametrize("option", [["--ppo-minibatches", "episodes"],
+                                    ["--ppo-move-credit", "expected"]])  # fmt: skip
+def test_factored_options_are_refused_without_the_factored_advantage(tmp_path, capsys, option):
+    args = ["train", "--agent", "ppo", "--env", "Glimpse/MNIST-v0", *option,
+            "--runs-dir", str(tmp_path), "--name", "bad"]  # fmt: skip
     assert main(args) == 2
     error = capsys.readouterr().err
-    assert "--ppo-minibatches episodes" in error and error.count("\n") == 1
+    assert " ".join(option) in error and error.count("\n") == 1
     assert not (tmp_path / "bad").exists()
