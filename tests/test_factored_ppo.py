@@ -176,7 +176,8 @@ def test_a_ci_sized_factored_run_beats_chance_after_a_resume(
     )
     run = tmp_path / "easy"
     assert main(["train", "--resume", str(run)]) == 0
-    assert updates == [(minibatches, move_credit)] * 6  # stopped at step 6,144: six more rollouts of 64 x 16
+    # stopped at step 6,144: six more rollouts of 64 x 16
+    assert updates == [(minibatches, move_credit)] * 6
     assert json.loads((run / "test.json").read_text())["test_error"] < 40.0  # chance: 90
     assert main(["eval", str(run)]) == 0
     assert main(["viz", str(run), "--n", "2", "--out", str(tmp_path / "t.png")]) == 0
