@@ -241,6 +241,13 @@ PPO_RUNS = [  # (run name, task, command) of the published PPO runs
      "--ppo-total-steps 20000000 --ppo-learning-rate 1e-3 --ppo-lr-schedule linear "
      "--ppo-eval-every 1000000 --ppo-advantage factored --ppo-minibatches episodes "
      "--name cluttered60-ppo-factored-episodes-step-reward-linear-20m-seed1"),
+    ("cluttered60-ppo-factored-episodes-expected-step-reward-linear-20m-seed1",
+     "60x60 cluttered (4), 8 glimpses, 12x12, 3 scales",
+     "glimpse train --agent ppo --env Glimpse/ClutteredMNIST60-v0 --step-reward 1.0 "
+     "--ppo-total-steps 20000000 --ppo-learning-rate 1e-3 --ppo-lr-schedule linear "
+     "--ppo-eval-every 1000000 --ppo-advantage factored --ppo-minibatches episodes "
+     "--ppo-move-credit expected "
+     "--name cluttered60-ppo-factored-episodes-expected-step-reward-linear-20m-seed1"),
     ("cluttered60-recurrent-ppo-step-reward-seed1",
      "60x60 cluttered (4), 8 glimpses, 12x12, 3 scales",
      "glimpse train --agent recurrent-ppo --env Glimpse/ClutteredMNIST60-v0 --step-reward 1.0 "
@@ -271,8 +278,12 @@ def ppo_table() -> str:
         reward = f"final + per step {step_reward:g}" if step_reward else "final only"
         agent = config["agent"]
         if config["model"].get("advantage") == "factored":
-            episodes = config["model"].get("minibatches") == "episodes"
-            agent += f" (factored advantage{', episode minibatches' if episodes else ''})"
+            details = ["factored advantage"]
+            if config["model"].get("minibatches") == "episodes":
+                details.append("episode minibatches")
+            if config["model"].get("move_credit") == "expected":
+                details.append("expected move credit")
+            agent += f" ({', '.join(details)})"
         lines.append(f"| {task} | {agent} | {reward} | "
                      f"**{100 - summary['test_error']:.2f}** | "
                      f"{steps:,} | {summary['train_seconds'] / 60:.0f} min | "
