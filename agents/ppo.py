@@ -10,7 +10,9 @@ memory of earlier glimpses: ``ppo`` gets it from the environment's ``history`` o
 :class:`envs.sb3.GlimpseFeaturesExtractor`.
 
 ``--ppo-advantage factored`` trains ``ppo`` with :class:`agents.factored_ppo.FactoredPPO`: the
-class and the move of each action get advantages of their own.
+class and the move of each action get advantages of their own; ``--ppo-move-credit expected``
+credits the move with the expected rewards of the states it leads to, not the rewards that
+later class samples happened to earn.
 
 Settings come, in order, from :class:`PPOConfig`'s defaults, the block for the algorithm and
 environment id in ``agents/ppo_hyperparams.toml``, ``--config`` and the ``--ppo-*`` options.
