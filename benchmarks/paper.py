@@ -248,6 +248,13 @@ PPO_RUNS = [  # (run name, task, command) of the published PPO runs
      "--ppo-eval-every 1000000 --ppo-advantage factored --ppo-minibatches episodes "
      "--ppo-move-credit expected "
      "--name cluttered60-ppo-factored-episodes-expected-step-reward-linear-20m-seed1"),
+    ("cluttered60-ppo-factored-episodes-expected-step-reward-linear-20m-seed2",
+     "60x60 cluttered (4), 8 glimpses, 12x12, 3 scales",
+     "glimpse train --agent ppo --env Glimpse/ClutteredMNIST60-v0 --step-reward 1.0 "
+     "--ppo-total-steps 20000000 --ppo-learning-rate 1e-3 --ppo-lr-schedule linear "
+     "--ppo-eval-every 1000000 --ppo-advantage factored --ppo-minibatches episodes "
+     "--ppo-move-credit expected --seed 2 "
+     "--name cluttered60-ppo-factored-episodes-expected-step-reward-linear-20m-seed2"),
     ("cluttered60-recurrent-ppo-step-reward-seed1",
      "60x60 cluttered (4), 8 glimpses, 12x12, 3 scales",
      "glimpse train --agent recurrent-ppo --env Glimpse/ClutteredMNIST60-v0 --step-reward 1.0 "
