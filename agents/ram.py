@@ -39,7 +39,7 @@ from glimpse.config import check_at_least, check_fields, check_positive, option
 from glimpse.errors import ConfigError
 
 CORES = ("rnn", "lstm")
-REWARDS = ("correct", "log-likelihood")
+REWARDS = ("correct", "probability", "log-likelihood")
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,10 @@ class RAMConfig:
         "not h_t.detach())."
     )  # fmt: skip
     reward: str = option(
-        "correct", "REINFORCE's reward: 1 for a correct answer, else 0 (the paper), or "
-        "log p(y | glimpses), the classifier's log-likelihood of the true class.", REWARDS
+        "correct", "REINFORCE's reward: 1 for a correct answer, else 0 (the paper); "
+        "probability, p(y | glimpses), the classifier's probability of the true class (the "
+        "expected reward of an answer drawn from it); or log-likelihood, log p(y | glimpses).",
+        REWARDS,
     )  # fmt: skip
     early_answer_weight: float = option(
         0.0, "Weight of a cross-entropy for the class read from every state before the last "
@@ -323,16 +325,23 @@ def hybrid_loss(
     baseline heads read.
 
     ``R`` is the environment's reward (1 for a correct answer) with ``reward_kind="correct"``,
-    or ``log p(y | h_T)`` with ``"log-likelihood"``: then REINFORCE follows the gradient of the
-    expected log-likelihood of the label (the variational view of Ba, Mnih and Kavukcuoglu,
-    2015), which still tells good glimpses from lucky ones once nearly every answer is right.
+    ``p(y | h_T)`` with ``"probability"`` or ``log p(y | h_T)`` with ``"log-likelihood"``. Both
+    still tell good glimpses from lucky ones once nearly every answer is right, where the 0/1
+    reward no longer does. The log-likelihood follows the gradient of the expected
+    log-likelihood of the label (the variational view of Ba, Mnih and Kavukcuoglu, 2015) but is
+    unbounded below: one wrong, confident answer outweighs many right ones. The probability is
+    bounded like the paper's reward and is its expectation for an answer drawn from
+    ``p(. | h_T)`` instead of the argmax: the luck of that draw taken out, as
+    ``--ppo-move-credit expected`` does for PPO.
 
     With ``rollouts_per_image = K > 1`` the batch holds K episodes of each image side by side,
     and REINFORCE's advantage is ``R`` minus the mean ``R`` of the same image's other K - 1
     episodes (a baseline that knows how hard the image is; ``b_t`` is still fit, and logged).
     """
-    if reward_kind == "log-likelihood":
+    if reward_kind in ("probability", "log-likelihood"):
         final_reward = batch.log_probs.detach().gather(1, batch.labels[:, None]).squeeze(1)
+        if reward_kind == "probability":
+            final_reward = final_reward.exp()
     else:
         final_reward = batch.rewards
     reward = final_reward[:, None]  # (B, 1)

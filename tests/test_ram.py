@@ -183,6 +183,25 @@ def test_log_likelihood_reward_still_ranks_right_answers_by_confidence():
     assert terms["baseline"].item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_probability_reward_is_the_true_class_probability():
+    log_pi = torch.zeros(3, 1, requires_grad=True)
+    probs = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]])  # right, right, wrong
+    batch = Rollout(
+        log_probs=probs.log(),
+        labels=torch.zeros(3, dtype=torch.long),
+        rewards=torch.tensor([1.0, 1.0, 0.0]),
+        log_pi=log_pi,
+        baselines=torch.full((3, 1), 0.5),
+    )
+    terms = hybrid_loss(batch, reward_kind="probability")
+    terms["reinforce"].backward()
+    assert log_pi.grad is not None
+    # d reinforce / d log_pi = -(p(y) - b) / B: the confident look most, the wrong one least
+    torch.testing.assert_close(log_pi.grad[:, 0], -(probs[:, 0] - 0.5) / 3)
+    expected = ((0.9 - 0.5) ** 2 + (0.6 - 0.5) ** 2 + (0.2 - 0.5) ** 2) / 3
+    assert terms["baseline"].item() == pytest.approx(expected, rel=1e-5)
+
+
 # -- the toy task: looking at one spot reveals the label ---------------------------------------
 
 TARGET = torch.tensor([0.6, -0.4])
