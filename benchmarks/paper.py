@@ -214,6 +214,12 @@ PPO_RUNS = [  # (run name, task, command) of the published PPO runs
      "--ppo-total-steps 20000000 --ppo-learning-rate 1e-3 --ppo-lr-schedule linear "
      "--ppo-eval-every 1000000 --ppo-history-pooling concat --ppo-advantage factored "
      "--name mnist-ppo-2scales-concat-factored-step-reward-linear-20m-seed1"),
+    ("mnist-ppo-2scales-concat-factored-step-reward-linear-20m-seed2",
+     "28x28 MNIST, 6 glimpses, 8x8, 2 scales",
+     "glimpse train --agent ppo --env Glimpse/MNIST-v0 --num-scales 2 --step-reward 1.0 "
+     "--ppo-total-steps 20000000 --ppo-learning-rate 1e-3 --ppo-lr-schedule linear "
+     "--ppo-eval-every 1000000 --ppo-history-pooling concat --ppo-advantage factored --seed 2 "
+     "--name mnist-ppo-2scales-concat-factored-step-reward-linear-20m-seed2"),
     ("mnist-recurrent-ppo-seed1", "28x28 MNIST, 6 glimpses, 8x8",
      "glimpse train --agent recurrent-ppo --env Glimpse/MNIST-v0 --ppo-total-steps 1000000 "
      "--ppo-learning-rate 1e-3 --ppo-eval-every 250000 --name mnist-recurrent-ppo-seed1"),
