@@ -4,6 +4,7 @@
     python benchmarks/paper.py train cluttered-100 --threads 1   # two rows side by side
     python benchmarks/paper.py publish mnist-6    # copies its small files into results/
     python benchmarks/paper.py publish-run --source runs/mnist-ppo-seed1   # any finished run
+    python benchmarks/paper.py publish-run --source runs/x-seed2 --name translated-60-ram-seed2
     python benchmarks/paper.py table              # the README's table, from results/
     python benchmarks/paper.py table --write README.md
 
@@ -330,12 +331,16 @@ def main() -> None:
     parser.add_argument("row", nargs="?", choices=sorted(BY_NAME), help="for train / publish")
     parser.add_argument("--runs-dir", default="runs")
     parser.add_argument("--source", default=None, help="publish: run directory (default: by row)")
+    parser.add_argument(
+        "--name", default=None, help="publish-run: name in results/ (default: the source's)"
+    )
     parser.add_argument("--write", default=None, help="table: README file to update in place")
     parser.add_argument("--threads", type=int, default=0, help="train: torch threads (0: all)")
     args = parser.parse_args()
     if args.action == "publish-run":
         source = Path(args.source or "")
-        copy_run(source, RESULTS / source.name, source.name)
+        name = args.name or source.name  # e.g. a screen that became a row's seed
+        copy_run(source, RESULTS / name, name)
         return
     if args.action == "table":
         if args.write:
