@@ -57,22 +57,28 @@ class GlimpseCoreSequence(torch.autograd.Function):
     ) -> torch.Tensor:
         hidden, what_units = w_core.shape[0], w_what.shape[0]
         w_hh, w_gh = w_core[:, :hidden].t(), w_core[:, hidden:].t()
+        w_what_t, w_where_t, w_combine_t = w_what.t(), w_where.t(), w_combine.t()
         x_t, where_t = observe(None)
         # Every activation is written in place into one (T, B, n) buffer: no copies, no stacks.
+        # The per-glimpse views are taken once (unbind), not indexed afresh at every glimpse.
         shape = (horizon, x_t.shape[0])
         features = x_t.new_empty(*shape, what_units + w_where.shape[0])  # [h_g; h_l]
         g, h = x_t.new_empty(*shape, w_combine.shape[0]), x_t.new_empty(*shape, hidden)
+        what_views = features[:, :, :what_units].unbind(0)
+        where_views = features[:, :, what_units:].unbind(0)
+        feature_views, g_views, h_views = features.unbind(0), g.unbind(0), h.unbind(0)
         glimpses, wheres = [], []
         for t in range(horizon):
+            h_t = h_views[t]
             if t > 0:
-                x_t, where_t = observe(h[t - 1])
-            torch.addmm(b_what, x_t, w_what.t(), out=features[t, :, :what_units]).relu_()
-            torch.addmm(b_where, where_t, w_where.t(), out=features[t, :, what_units:]).relu_()
-            torch.addmm(b_combine, features[t], w_combine.t(), out=g[t]).relu_()
-            torch.addmm(b_core, g[t], w_gh, out=h[t])
+                x_t, where_t = observe(h_views[t - 1])
+            torch.addmm(b_what, x_t, w_what_t, out=what_views[t]).relu_()
+            torch.addmm(b_where, where_t, w_where_t, out=where_views[t]).relu_()
+            torch.addmm(b_combine, feature_views[t], w_combine_t, out=g_views[t]).relu_()
+            torch.addmm(b_core, g_views[t], w_gh, out=h_t)
             if t > 0:  # h_0 = 0: no W_hh h_0 at the first glimpse
-                torch.addmm(h[t], h[t - 1], w_hh, out=h[t])  # += W_hh h_{t-1}
-            h[t].relu_()
+                torch.addmm(h_t, h_views[t - 1], w_hh, out=h_t)  # += W_hh h_{t-1}
+            h_t.relu_()
             glimpses.append(x_t), wheres.append(where_t)
         ctx.save_for_backward(
             torch.stack(glimpses), torch.stack(wheres), features, g, h, w_what, w_combine, w_core

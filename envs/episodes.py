@@ -107,6 +107,10 @@ class GlimpseEpisodes:
 
     The per-slot state: the canvas and its label, the sensor's integral table, the current
     location, how many glimpses were taken, and the locations visited so far.
+
+    The sensor runs under ``torch.inference_mode``: the episodes hand out numpy arrays, so no
+    tensor they compute needs autograd, and without its bookkeeping a read of 128 glimpses
+    takes a fifth less time.
     """
 
     def __init__(
@@ -189,6 +193,7 @@ class GlimpseEpisodes:
         self.episode_numbers[:] = 0
         self.cursor = 0
 
+    @torch.inference_mode()
     def reset(self, slots: np.ndarray) -> None:
         """Starts new episodes in the slots where the boolean mask ``slots`` is set."""
         index = np.flatnonzero(slots)
@@ -225,6 +230,7 @@ class GlimpseEpisodes:
             self.seen[index] = 0.0
         self._read_glimpses(slots)
 
+    @torch.inference_mode()
     def _read_glimpses(self, slots: np.ndarray) -> None:
         """Reads every slot's current glimpse; ``slots`` (a mask) just took a new one."""
         self.glimpses = self.sensor.read(self.table, torch.from_numpy(self.locations)).numpy()

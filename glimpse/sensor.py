@@ -68,12 +68,14 @@ class IntegralImages:
 
 
 @dataclass(frozen=True)
-class _ReadConstants:
-    """Tensors every read needs, built once per device, table dtype and value scale."""
+class _Geometry:
+    """What :meth:`GlimpseSensor.patch_origins` and :meth:`GlimpseSensor.read` need for one
+    device and image size ``H x W``, built once: a read is then about thirty tensor operations,
+    and on small batches their count, not the arithmetic, sets its time."""
 
+    half_sides: torch.Tensor  # (1, 1, 2) float64: (W / 2, H / 2)
+    origin_shifts: torch.Tensor  # (1, k, 2) float64: ((W, H) - P_i + 1) / 2
     corner_offsets: torch.Tensor  # (k, g+1) int64: block corners relative to a patch origin
-    patch_sizes: torch.Tensor  # (k, 1) float64
-    block_weights: torch.Tensor  # (1, k, 1, 1, 1): value_scale / block area
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -101,7 +103,8 @@ class GlimpseSensor:
         self.scale_factor = _positive_int("scale_factor", scale_factor)
         self.block_sizes = tuple(self.scale_factor**i for i in range(self.num_scales))
         self.patch_sizes = tuple(self.glimpse_size * b for b in self.block_sizes)
-        self._constants: dict[tuple[torch.device, torch.dtype, float], _ReadConstants] = {}
+        self._geometries: dict[tuple[torch.device, int, int], _Geometry] = {}
+        self._weights: dict[tuple[torch.device, torch.dtype, float], torch.Tensor] = {}
 
     def __repr__(self) -> str:
         return (
@@ -137,22 +140,28 @@ class GlimpseSensor:
             table[start : start + chunk].cumsum_(dim=2).cumsum_(dim=3)
         return IntegralImages(table=table, value_scale=value_scale)
 
-    def _read_constants(
-        self, device: torch.device, dtype: torch.dtype, value_scale: float
-    ) -> _ReadConstants:
-        key = (device, dtype, value_scale)
-        if key not in self._constants:
-            steps = torch.arange(self.glimpse_size + 1, device=device)
+    def _geometry(self, device: torch.device, height: int, width: int) -> _Geometry:
+        key = (device, height, width)
+        if key not in self._geometries:
+            sides = torch.tensor((width, height), dtype=torch.float64, device=device)
+            sizes = torch.tensor(self.patch_sizes, dtype=torch.float64, device=device)[:, None]
             blocks = torch.tensor(self.block_sizes, device=device)
-            areas = blocks.to(dtype) ** 2
-            self._constants[key] = _ReadConstants(
+            steps = torch.arange(self.glimpse_size + 1, device=device)
+            self._geometries[key] = _Geometry(
+                half_sides=(sides / 2.0).view(1, 1, 2),
+                origin_shifts=((sides - sizes + 1.0) / 2.0)[None],
                 corner_offsets=blocks[:, None] * steps,
-                patch_sizes=torch.tensor(self.patch_sizes, dtype=torch.float64, device=device)[
-                    :, None
-                ],
-                block_weights=(value_scale / areas).view(1, -1, 1, 1, 1),
             )
-        return self._constants[key]
+        return self._geometries[key]
+
+    def _block_weights(self, integral: IntegralImages) -> torch.Tensor:
+        """``value_scale / block area`` of every scale, ``(1, k, 1, 1, 1)`` in the table's dtype."""
+        table = integral.table
+        key = (table.device, table.dtype, integral.value_scale)
+        if key not in self._weights:
+            areas = torch.tensor(self.block_sizes, dtype=table.dtype, device=table.device) ** 2
+            self._weights[key] = (integral.value_scale / areas).view(1, -1, 1, 1, 1)
+        return self._weights[key]
 
     def patch_origins(self, locations: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """Top-left pixel ``(x0, y0)`` of every patch, ``(B, k, 2)`` int64 (may lie outside)."""
@@ -163,11 +172,12 @@ class GlimpseSensor:
             )
         if torch.isnan(locations).any():
             raise ConfigError("A glimpse location is NaN; locations must be numbers in [-1, 1].")
-        sizes = self._read_constants(locations.device, torch.float64, 1.0).patch_sizes  # (k, 1)
-        loc = locations.to(torch.float64).clamp(-1.0, 1.0)[:, None, :]  # (B, 1, 2)
-        sides = loc.new_tensor((width, height))
-        # Exact in float64: a float32 location times an image side loses no bits.
-        return (((loc + 1.0) * sides - sizes + 1.0) / 2.0).floor_().long()  # (B, k, 2)
+        geometry = self._geometry(locations.device, height, width)
+        loc = locations.to(torch.float64).clamp(-1.0, 1.0).unsqueeze(1)  # (B, 1, 2)
+        # floor(((x + 1) W - P + 1) / 2) = floor(x W / 2 + (W - P + 1) / 2), exact in float64:
+        # a float32 location times half an image side loses no bits, nor does the sum.
+        origins = torch.addcmul(geometry.origin_shifts, loc, geometry.half_sides)
+        return origins.floor_().long()  # (B, k, 2)
 
     def read(self, integral: IntegralImages, locations: torch.Tensor) -> torch.Tensor:
         """Glimpses ``(B, k, C, g, g)`` float32 at ``locations`` ``(B, 2)``."""
@@ -178,21 +188,21 @@ class GlimpseSensor:
             raise ConfigError(
                 f"Got {locations.shape[0]} locations for {batch} images; pass one (x, y) per image."
             )
-        constants = self._read_constants(table.device, table.dtype, integral.value_scale)
+        offsets = self._geometry(table.device, height, width).corner_offsets  # (k, g+1)
         origins = self.patch_origins(locations.to(table.device), height, width)  # (B, k, 2)
-        offsets = constants.corner_offsets  # (k, g+1)
-        cols = (origins[..., 0:1] + offsets).clamp_(0, width)  # (B, k, g+1)
-        rows = (origins[..., 1:2] + offsets).clamp_(0, height)  # (B, k, g+1)
-        # Flat offsets of each image's channel planes folded into the (small) row offsets, so
-        # only one full-size index tensor is ever built.
+        x0, y0 = origins.unsqueeze(-1).unbind(2)  # (B, k, 1) each
+        cols = (x0 + offsets).clamp_(0, width)  # (B, k, g+1)
+        rows = (y0 + offsets).clamp_(0, height).mul_(width + 1)  # flat offsets of the rows
+        # Each image's channel planes folded into the (small) row offsets, so only one
+        # full-size index tensor is ever built.
         plane = (height + 1) * (width + 1)
         planes = torch.arange(0, batch * channels * plane, plane, device=table.device)
-        row_starts = rows[:, :, None, :] * (width + 1) + planes.view(batch, 1, channels, 1)
-        index = row_starts[..., :, None] + cols[:, :, None, None, :]  # (B, k, C, g+1, g+1)
+        rows = rows.unsqueeze(2) + planes.view(batch, 1, channels, 1)  # (B, k, C, g+1)
+        index = rows.unsqueeze(-1) + cols[:, :, None, None, :]  # (B, k, C, g+1, g+1)
         # index_select on a flat index: the same lookups as take(), 2x faster on a CPU.
-        corner_sums = table.reshape(-1).index_select(0, index.reshape(-1)).view(index.shape)
+        corner_sums = table.reshape(-1).index_select(0, index.view(-1)).view(index.shape)
         block_sums = corner_sums.diff(dim=-1).diff(dim=-2)  # (B, k, C, g, g)
-        return block_sums.mul_(constants.block_weights).to(torch.float32)
+        return block_sums.mul_(self._block_weights(integral)).to(torch.float32)
 
     def extract(self, images: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:
         """One glimpse per image: ``read(integral(images), locations)``."""
