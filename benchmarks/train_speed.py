@@ -9,13 +9,17 @@
    current file and with FILE's, alternating 20-step measurements in one process (medians of
    ``--rounds``). Separate runs of this script differ by more than 10% from one minute to
    the next on a shared machine; alternating in one process compares two versions fairly.
-3. With ``--to-error E``: a ``glimpse train`` run (``--epochs``, ``--glimpses``) that logs the
+3. With ``--against REV`` (a git revision of this repository): the whole training step of the
+   working tree and of REV's files (episodes, sensor, model, all of it), alternating
+   measurements of ``--seconds`` in fresh processes, ``--rounds`` of each.
+4. With ``--to-error E``: a ``glimpse train`` run (``--epochs``, ``--glimpses``) that logs the
    test error after every epoch (``--track-test``); prints the training time until it first
    reached E.
 
     python benchmarks/train_speed.py
     git show 5a9ae3d:agents/bptt.py > /tmp/bptt_before.py
     python benchmarks/train_speed.py --threads 2 1 --baseline-bptt /tmp/bptt_before.py
+    python benchmarks/train_speed.py --threads 2 1 --against 9f6f525 --rounds 5 --seconds 6
     python benchmarks/train_speed.py --to-error 1.5 --epochs 40 --glimpses 7 --threads 1
 """
 
@@ -24,7 +28,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +49,7 @@ from agents.runs import make_run_config, train_run
 from agents.trainer import TrainConfig, adam_kwargs
 
 ENV_ID = "Glimpse/MNIST-v0"
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def training_step(batch_size: int, hand_written: bool = True) -> Callable[[], None]:
@@ -104,6 +113,41 @@ def against_baseline(threads: int, batch_size: int, baseline: Path, rounds: int)
               f"(median of {rounds} alternating 20-step measurements)")  # fmt: skip
 
 
+def against_revision(
+    threads: int, batch_size: int, revision: str, rounds: int, seconds: float
+) -> None:
+    """Median images/s of the working tree's training step and of git ``revision``'s.
+
+    ``revision``'s files are extracted to a temporary folder; each measurement is a fresh
+    process of this script (``--rate-only``) with that folder or the working tree first on
+    the import path, the two alternating so that both see the same moments of a busy machine.
+    """
+    archive = subprocess.run(["git", "archive", revision], cwd=REPOSITORY, capture_output=True)
+    if archive.returncode != 0:
+        raise SystemExit(
+            f"`git archive {revision}` failed ({archive.stderr.decode().strip()}): pass a "
+            f"commit of this repository, for example --against HEAD~1."
+        )
+    with tempfile.TemporaryDirectory() as old_tree:
+        subprocess.run(["tar", "-x", "-C", old_tree], input=archive.stdout, check=True)
+        trees = {"working tree": REPOSITORY, revision: Path(old_tree)}
+        rates: dict[str, list[float]] = {name: [] for name in trees}
+        for _ in range(rounds):
+            for name, tree in trees.items():
+                command = [sys.executable, __file__, "--rate-only", "--threads", str(threads),
+                           "--batch-size", str(batch_size), "--seconds", str(seconds)]  # fmt: skip
+                environment = {**os.environ, "PYTHONPATH": str(tree)}
+                done = subprocess.run(
+                    command, cwd=tree, env=environment, capture_output=True, text=True, check=True
+                )
+                rates[name].append(float(done.stdout.split()[-1]))
+    for name, values in rates.items():
+        listed = " / ".join(f"{v:,.0f}" for v in values)
+        median = statistics.median(values)
+        print(f"{threads} thread(s), {name}: {median:,.0f} images/s (median of {rounds} "
+              f"alternating {seconds:g}-second measurements: {listed})")  # fmt: skip
+
+
 def training_gflop(batch_size: int) -> float:
     """GFLOP of one training step's forward and backward passes (the matrix products)."""
     settings = gymnasium.spec(ENV_ID).kwargs
@@ -154,16 +198,29 @@ def main() -> None:
         default=None,
         help="an older agents/bptt.py to compare with, alternating",
     )
-    parser.add_argument("--rounds", type=int, default=40, help="--baseline-bptt: measurements")
+    parser.add_argument(
+        "--against", default=None, help="a git revision whose training step to compare with"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=40, help="--baseline-bptt, --against: measurements of each"
+    )
+    parser.add_argument("--rate-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--to-error", type=float, default=None, help="test error target in %%")
     parser.add_argument("--epochs", type=int, default=40, help="epochs of the --to-error run")
     parser.add_argument("--glimpses", type=int, default=6, help="glimpses in the --to-error run")
     parser.add_argument("--runs-dir", default="runs")
     args = parser.parse_args()
+    if args.rate_only:  # one measurement, for --against
+        print(images_per_second(args.threads[0], args.batch_size, args.seconds, True))
+        return
     print(f"torch {torch.__version__}, {ENV_ID}, RAM (paper sizes), batch {args.batch_size}\n")
     if args.baseline_bptt is not None:
         for threads in args.threads:
             against_baseline(threads, args.batch_size, args.baseline_bptt, args.rounds)
+        return
+    if args.against is not None:
+        for threads in args.threads:
+            against_revision(threads, args.batch_size, args.against, args.rounds, args.seconds)
         return
     print("| threads | training images/s | the same with autograd's backward pass "
           "| float32 matmul GFLOP/s at RAM's shapes |")  # fmt: skip
