@@ -39,6 +39,7 @@ from pathlib import Path
 
 import gymnasium
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 import agents.ram
@@ -132,6 +133,7 @@ def against_revision(
         subprocess.run(["tar", "-x", "-C", old_tree], input=archive.stdout, check=True)
         trees = {"working tree": REPOSITORY, revision: Path(old_tree)}
         rates: dict[str, list[float]] = {name: [] for name in trees}
+        operations: dict[str, int] = {}
         for _ in range(rounds):
             for name, tree in trees.items():
                 command = [sys.executable, __file__, "--rate-only", "--threads", str(threads),
@@ -140,12 +142,14 @@ def against_revision(
                 done = subprocess.run(
                     command, cwd=tree, env=environment, capture_output=True, text=True, check=True
                 )
-                rates[name].append(float(done.stdout.split()[-1]))
+                rate, operations[name] = done.stdout.split()[-2:]
+                rates[name].append(float(rate))
     for name, values in rates.items():
         listed = " / ".join(f"{v:,.0f}" for v in values)
         median = statistics.median(values)
         print(f"{threads} thread(s), {name}: {median:,.0f} images/s (median of {rounds} "
-              f"alternating {seconds:g}-second measurements: {listed})")  # fmt: skip
+              f"alternating {seconds:g}-second measurements: {listed}); "
+              f"{int(operations[name]):,} tensor operations per step")  # fmt: skip
 
 
 def training_gflop(batch_size: int) -> float:
@@ -155,6 +159,28 @@ def training_gflop(batch_size: int) -> float:
     with FlopCounterMode(display=False) as counter:
         learner.loss(batch_size)["total"].backward()
     return counter.get_total_flops() / 1e9
+
+
+class _OperationCounter(TorchDispatchMode):
+    """Counts the tensor operations that reach the kernels (after autograd and decompositions)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def operations_per_step(batch_size: int) -> int:
+    """Tensor operations of one whole training step: on a CPU each costs a few microseconds
+    of dispatch whatever its size, so their count is the step's overhead beside the products."""
+    step = training_step(batch_size)
+    step()  # the optimiser's state is created at the first step
+    with _OperationCounter() as counter:
+        step()
+    return counter.count
 
 
 def matmul_gflops(threads: int) -> float:
@@ -211,7 +237,8 @@ def main() -> None:
     parser.add_argument("--runs-dir", default="runs")
     args = parser.parse_args()
     if args.rate_only:  # one measurement, for --against
-        print(images_per_second(args.threads[0], args.batch_size, args.seconds, True))
+        rate = images_per_second(args.threads[0], args.batch_size, args.seconds, True)
+        print(rate, operations_per_step(args.batch_size))
         return
     print(f"torch {torch.__version__}, {ENV_ID}, RAM (paper sizes), batch {args.batch_size}\n")
     if args.baseline_bptt is not None:
@@ -231,10 +258,10 @@ def main() -> None:
             for hand_written in (True, False)
         )
         print(f"| {threads} | {rate:,.0f} | {autograd_rate:,.0f} | {matmul_gflops(threads):.0f} |")
-    gflop = training_gflop(args.batch_size)
-    print(
-        f"\nOne training step: {gflop:.2f} GFLOP (forward and backward), batch {args.batch_size}."
-    )
+    gflop, operations = training_gflop(args.batch_size), operations_per_step(args.batch_size)
+    print(f"\nOne training step, batch {args.batch_size}: {gflop:.2f} GFLOP (forward and "
+          f"backward), {operations:,} tensor operations (episodes, forward, backward, "
+          f"Adam).")  # fmt: skip
     if args.to_error is not None:
         time_to_error(args.to_error, args.epochs, args.glimpses, max(args.threads), args.runs_dir)
 
