@@ -165,6 +165,11 @@ class GlimpseSensor:
 
     def patch_origins(self, locations: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """Top-left pixel ``(x0, y0)`` of every patch, ``(B, k, 2)`` int64 (may lie outside)."""
+        return self._origins(locations, self._geometry(locations.device, height, width))
+
+    @staticmethod
+    def _origins(locations: torch.Tensor, geometry: _Geometry) -> torch.Tensor:
+        """:meth:`patch_origins` with the geometry already looked up (one lookup per read)."""
         if locations.ndim != 2 or locations.shape[1] != 2:
             raise ConfigError(
                 f"Locations must have shape (B, 2) holding (x, y) in [-1, 1]; got shape "
@@ -172,7 +177,6 @@ class GlimpseSensor:
             )
         if torch.isnan(locations).any():
             raise ConfigError("A glimpse location is NaN; locations must be numbers in [-1, 1].")
-        geometry = self._geometry(locations.device, height, width)
         loc = locations.to(torch.float64).clamp(-1.0, 1.0).unsqueeze(1)  # (B, 1, 2)
         # floor(((x + 1) W - P + 1) / 2) = floor(x W / 2 + (W - P + 1) / 2), exact in float64:
         # a float32 location times half an image side loses no bits, nor does the sum.
@@ -188,9 +192,10 @@ class GlimpseSensor:
             raise ConfigError(
                 f"Got {locations.shape[0]} locations for {batch} images; pass one (x, y) per image."
             )
-        offsets = self._geometry(table.device, height, width).corner_offsets  # (k, g+1)
-        origins = self.patch_origins(locations.to(table.device), height, width)  # (B, k, 2)
+        geometry = self._geometry(table.device, height, width)
+        origins = self._origins(locations.to(table.device), geometry)  # (B, k, 2)
         x0, y0 = origins.unsqueeze(-1).unbind(2)  # (B, k, 1) each
+        offsets = geometry.corner_offsets  # (k, g+1)
         cols = (x0 + offsets).clamp_(0, width)  # (B, k, g+1)
         rows = (y0 + offsets).clamp_(0, height).mul_(width + 1)  # flat offsets of the rows
         # Each image's channel planes folded into the (small) row offsets, so only one

@@ -77,6 +77,22 @@ def test_sensor_equals_reference(height, width, channels, g, k, s, use_uint8, se
     np.testing.assert_allclose(got, reference_batch(images01, locations, g, k, s), atol=1e-6)
 
 
+def test_one_sensor_serves_images_of_several_sizes_and_types():
+    """The per-size and per-dtype constants the sensor caches are kept apart."""
+    rng = np.random.default_rng(1)
+    sensor = GlimpseSensor(glimpse_size=3, num_scales=2, scale_factor=2)
+    locations = np.array([[0.3, -0.7], [-1.0, 0.9]], dtype=np.float32)
+    for _ in range(2):  # the second pass reads from the caches the first one filled
+        for height, width, use_uint8 in ((28, 28, True), (17, 40, False), (28, 28, False)):
+            images = rng.integers(0, 256, (2, 1, height, width), dtype=np.uint8)
+            images01 = images / 255.0
+            if not use_uint8:
+                images = images01.astype(np.float32)
+            got = sensor.extract_numpy(images, locations)
+            expected = reference_batch(images01, locations, 3, 2, 2)
+            np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
 def test_centre_patch_on_even_image_is_exactly_centred():
     image = torch.zeros(1, 1, 8, 8)
     image[0, 0, 3:5, 3:5] = 1.0  # the four centre pixels
