@@ -10,6 +10,11 @@ A run directory holds everything about one training run::
       checkpoints/best.pt    the model with the lowest validation error (small: weights only)
       test.json              test error of the best model, written when training ends
 
+With ``--ema-decay D`` the trainer also keeps an exponential moving average of the weights
+(:class:`WeightAverage`), and validates, keeps as ``best.pt`` and tests that average instead
+of the last step's weights; ``metrics.jsonl`` then also logs ``val_error_raw``, the last
+step's weights on the same validation canvases, so one run compares the two epoch by epoch.
+
 ``--resume`` reloads ``last.pt`` (model, optimiser, learning-rate schedule, torch RNG and the
 learner's data stream) and continues from the batch where it stopped, so an interrupted run
 ends with the same metrics as an uninterrupted one. Ctrl-C or SIGTERM checkpoints the current
@@ -98,6 +103,11 @@ class TrainConfig:
     threads: int = option(
         0, "torch CPU threads; 0: every core (use 1 when other processes share the cores)."
     )
+    ema_decay: float = option(
+        0.0, "Validate, keep and test an exponential moving average of the weights, updated "
+        "after every step with this decay (0.999: about the last 1,000 steps); 0: the weights "
+        "of the last step."
+    )  # fmt: skip
     eval_episodes: int = option(1000, "Episodes run together when evaluating.")
     track_test: bool = option(
         False, "Also log the test error after every epoch (learning curves; one test pass each)."
@@ -111,6 +121,11 @@ class TrainConfig:
             self, 1, "epochs", "epoch_size", "batch_size", "eval_episodes", "rollouts_per_image"
         )
         check_at_least(self, 0, "momentum", "final_lr_fraction", "threads")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(
+                f"ema_decay={self.ema_decay} must be at least 0 and below 1 (0.999: an average "
+                f"over about the last 1,000 steps; 0: off)."
+            )
         check_positive(self, "lr", "location_lr_factor")
         if self.batch_size % self.rollouts_per_image:
             raise ConfigError(
@@ -215,6 +230,48 @@ def learning_rate_factor(schedule: str, progress: float, final_fraction: float) 
     return final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+class WeightAverage:
+    """An exponential moving average of a model's parameters, and a way to evaluate with it.
+
+    After step ``n`` (counting from 1) every average moves towards its parameter by
+    ``1 - d_n``, with ``d_n = min(decay, (1 + n) / (10 + n))``: the short memory of the first
+    steps keeps the average from dwelling on the random initial weights. One fused ``lerp``
+    per step for all parameters.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.parameters = [p for p in model.parameters() if p.requires_grad]
+        self.averages = [p.detach().clone() for p in self.parameters]
+        self.steps = 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.steps += 1
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        torch._foreach_lerp_(self.averages, [p.detach() for p in self.parameters], 1.0 - decay)
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        """The model holds the averages inside the block, its own weights again after it."""
+        with torch.no_grad():
+            own = [p.detach().clone() for p in self.parameters]
+            torch._foreach_copy_(self.parameters, self.averages)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(self.parameters, own)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"averages": self.averages, "steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            torch._foreach_copy_(self.averages, state["averages"])
+        self.steps = state["steps"]
+
+
 @contextlib.contextmanager
 def interrupt_requests() -> Iterator[list[str]]:
     """Turns Ctrl-C and SIGTERM into a flag the loop checks between batches."""
@@ -263,6 +320,7 @@ class Trainer:
                 config.lr_schedule, min(step / self.total_batches, 1.0), config.final_lr_fraction
             ),
         )
+        self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay else None
         self.epoch, self.batch = 0, 0  # next batch to run
         self.best_val_error, self.best_epoch = math.inf, -1
         self.seconds = 0.0  # training time so far, across resumes
@@ -294,6 +352,7 @@ class Trainer:
                 "best_epoch": self.best_epoch,
                 "seconds": self.seconds,
                 "epoch_sums": self.epoch_sums,
+                "average": self.average.state_dict() if self.average else None,
                 "config": self.full_config,
             },
             self.last_path,
@@ -320,6 +379,8 @@ class Trainer:
         )
         self.seconds = checkpoint["seconds"]
         self.epoch_sums = checkpoint["epoch_sums"]
+        if self.average is not None:
+            self.average.load_state_dict(checkpoint["average"])
 
     def _log_metrics(self, record: dict[str, Any], writer: Any) -> None:
         with open(self.run_dir / "metrics.jsonl", "a") as f:
@@ -368,14 +429,7 @@ class Trainer:
                         self.epoch_sums = {}
                         distributed.barrier()
                         continue
-                    val_error = self.learner.validation_error()
-                    if val_error < self.best_val_error:
-                        self.best_val_error, self.best_epoch = val_error, self.epoch
-                        atomic_save(
-                            {"model": self.model.state_dict(), "config": self.full_config,
-                             "epoch": self.epoch, "val_error": val_error},
-                            self.best_path,
-                        )  # fmt: skip
+                    validation = self._validate()
                     sums, self.epoch_sums = self.epoch_sums, {}
                     record = {
                         "epoch": self.epoch,
@@ -385,15 +439,16 @@ class Trainer:
                         * distributed.world_size(),
                         "seconds": round(self.seconds, 2),
                         "lr": self.scheduler.get_last_lr()[0],
-                        "val_error": val_error,
-                        **({"test_error": self.learner.test_error()} if config.track_test else {}),
+                        **validation,
                         "images_per_s": images_per_s,
                         **{f"train_{k}": v / self.batches_per_epoch for k, v in sums.items()},
                     }
                     self._log_metrics(record, writer)
                     self.save_last()
                     distributed.barrier()
-                    bar.set_postfix(val_err=f"{val_error:.2f}%", img_s=f"{images_per_s:,.0f}")
+                    bar.set_postfix(
+                        val_err=f"{validation['val_error']:.2f}%", img_s=f"{images_per_s:,.0f}"
+                    )
         finally:
             bar.close()
             if writer is not None:
@@ -424,7 +479,34 @@ class Trainer:
         total.backward()
         self.optimizer.step()
         self.scheduler.step()
+        if self.average is not None:
+            self.average.update()
         return {k: float(v.detach()) for k, v in terms.items()}
+
+    def _validate(self) -> dict[str, float]:
+        """The epoch's validation error (and test error, with ``track_test``) of the weights
+        :meth:`_evaluated_weights` gives, with the last step's as ``val_error_raw`` where that
+        is the average; keeps ``best.pt``."""
+        raw = self.learner.validation_error() if self.average is not None else None
+        with self._evaluated_weights():
+            val_error = self.learner.validation_error()
+            errors = {"val_error": val_error}
+            if raw is not None:
+                errors["val_error_raw"] = raw
+            if val_error < self.best_val_error:
+                self.best_val_error, self.best_epoch = val_error, self.epoch
+                atomic_save(
+                    {"model": self.model.state_dict(), "config": self.full_config,
+                     "epoch": self.epoch, "val_error": val_error},
+                    self.best_path,
+                )  # fmt: skip
+            if self.config.track_test:
+                errors["test_error"] = self.learner.test_error()
+        return errors
+
+    def _evaluated_weights(self) -> contextlib.AbstractContextManager[None]:
+        """The weights that validation judges and ``best.pt`` keeps: the average, if kept."""
+        return self.average.applied() if self.average is not None else contextlib.nullcontext()
 
     def finish(self) -> dict[str, Any]:
         """Tests the best model and writes ``test.json``."""

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from agents.learners import RAMLearner
-from agents.trainer import load_checkpoint
+from agents.trainer import WeightAverage, load_checkpoint
 from glimpse.cli import main
 from glimpse.data import FASHION_MNIST, check_dataset
 from glimpse.drawing import TILE_GAP
@@ -167,7 +167,9 @@ def test_a_config_file_value_of_the_wrong_type_or_name_gets_a_clear_error(
 
 
 def test_resume_after_ctrl_c_ends_with_the_same_metrics(tmp_path, monkeypatch):
-    exploring = ("--location-std-start", "0.2")  # a schedule that follows the run's progress
+    # A schedule that follows the run's progress, and validation of the weights' average,
+    # which the resumed run must continue from where it stood.
+    exploring = ("--location-std-start", "0.2", "--ema-decay", "0.9")
     assert train(tmp_path, "straight", *exploring) == 0
     original_loss = RAMLearner.loss
     calls = {"n": 0}
@@ -192,13 +194,45 @@ def test_resume_after_ctrl_c_ends_with_the_same_metrics(tmp_path, monkeypatch):
 
     def metrics(name):
         lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
-        keep = ("epoch", "val_error", "train_total", "lr", "train_location_std")
+        keep = ("epoch", "val_error", "val_error_raw", "train_total", "lr", "train_location_std")
         return [{k: json.loads(line)[k] for k in keep} for line in lines]
 
     assert metrics("elsewhere/interrupted") == metrics("straight")
     test = [json.loads((tmp_path / n / "test.json").read_text())["test_error"]
             for n in ("elsewhere/interrupted", "straight")]  # fmt: skip
     assert test[0] == test[1]
+
+
+def test_weight_average_moves_towards_the_weights_and_stands_in_for_them_when_applied():
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    average = WeightAverage(model, decay=0.5)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    average.update()  # step 1: the decay is min(0.5, 2 / 11), a short memory at first
+    assert average.averages[0].item() == pytest.approx(9 / 11)
+    for _ in range(20):
+        average.update()
+    assert average.averages[0].item() == pytest.approx(1 - 0.5**20 * 2 / 11, rel=1e-5)
+    with torch.no_grad():
+        average.averages[0].fill_(0.25)
+    with average.applied():
+        assert model.weight.item() == 0.25
+    assert model.weight.item() == 1.0
+
+
+def test_ema_decay_validates_keeps_and_tests_the_average_of_the_weights(tmp_path):
+    assert train(tmp_path, "averaged", "--ema-decay", "0.9", "--epochs", "1") == 0
+    run = tmp_path / "averaged"
+    row = json.loads((run / "metrics.jsonl").read_text())
+    assert {"val_error", "val_error_raw"} <= set(row)
+    last = load_checkpoint(run / "checkpoints/last.pt")
+    best = load_checkpoint(run / "checkpoints/best.pt")  # the last epoch is the only one
+    averages = dict(zip(last["model"], last["average"]["averages"], strict=True))
+    for name, weight in best["model"].items():
+        torch.testing.assert_close(weight, averages[name])
+    assert any((last["model"][name] != averages[name]).any() for name in averages)
+    assert json.loads((run / "test.json").read_text())["best_val_error"] == row["val_error"]
 
 
 def test_resume_refuses_settings_that_would_change_what_the_run_learns(tiny_run, capsys):
