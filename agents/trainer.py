@@ -104,9 +104,9 @@ class TrainConfig:
         0, "torch CPU threads; 0: every core (use 1 when other processes share the cores)."
     )
     ema_decay: float = option(
-        0.0, "Validate, keep and test an exponential moving average of the weights, updated "
-        "after every step with this decay (0.999: about the last 1,000 steps); 0: the weights "
-        "of the last step."
+        0.0, "RAM and the full-view baselines: validate, keep and test an exponential moving "
+        "average of the weights, updated after every step with this decay (0.999: about the "
+        "last 1,000 steps); 0: the weights of the last step."
     )  # fmt: skip
     eval_episodes: int = option(1000, "Episodes run together when evaluating.")
     track_test: bool = option(
