@@ -209,11 +209,11 @@ def test_weight_average_moves_towards_the_weights_and_stands_in_for_them_when_ap
     average = WeightAverage(model, decay=0.5)
     with torch.no_grad():
         model.weight.fill_(1.0)
-    average.update()  # step 1: the decay is min(0.5, 2 / 11), a short memory at first
-    assert average.averages[0].item() == pytest.approx(9 / 11)
-    for _ in range(20):
+    gap = 1.0  # between the average and the weight
+    for step in range(1, 13):  # a short memory at first, then the decay itself from step 9
         average.update()
-    assert average.averages[0].item() == pytest.approx(1 - 0.5**20 * 2 / 11, rel=1e-5)
+        gap *= min(0.5, (1 + step) / (10 + step))
+        assert average.averages[0].item() == pytest.approx(1 - gap)
     with torch.no_grad():
         average.averages[0].fill_(0.25)
     with average.applied():
