@@ -30,6 +30,7 @@ from agents.runs import (
     make_run_config,
     model_config,
     read_run_config,
+    resolved_config,
     train_run,
 )
 from agents.trainer import RESULT_NEUTRAL_SETTINGS, TrainConfig
@@ -61,13 +62,6 @@ def _differences(wanted: dict[str, Any], found: dict[str, Any]) -> list[str]:
                     f"{section}.{key}: {want.get(key)!r} here, {have.get(key)!r} in the run"
                 )
     return differences
-
-
-def _resolved(config: dict[str, Any]) -> dict[str, Any]:
-    """A stored run config as it resolves today: settings added since it was saved get defaults."""
-    agent, env_id, env = config["agent"], config["env_id"], config["env"]
-    model = model_config(agent, env_id, env, config["model"], {})
-    return make_run_config(agent, env_id, env, model, TrainConfig(**config["train"]))
 
 
 def ram_recipe(
@@ -106,7 +100,7 @@ def train_or_reuse(
     config = make_run_config(agent, env_id, env, model, train)
     run_dir = Path(train.runs_dir) / str(train.name)
     if (run_dir / "config.json").exists():
-        differences = _differences(config, _resolved(read_run_config(run_dir)))
+        differences = _differences(config, resolved_config(read_run_config(run_dir)))
         if differences:
             raise ConfigError(
                 f"{run_dir} exists but was trained with other settings than glimpse compare "

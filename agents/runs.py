@@ -101,6 +101,14 @@ def make_run_config(
     )
 
 
+def resolved_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored run config as it resolves today: settings added since it was saved get their
+    defaults, so an older run compares equal to a new one of the same recipe."""
+    agent, env_id, env = config["agent"], config["env_id"], config["env"]
+    model = model_config(agent, env_id, env, config["model"], {})
+    return make_run_config(agent, env_id, env, model, train_config(config["train"], {}))
+
+
 def run_name(config: dict[str, Any]) -> str:
     train = config["train"]
     if train["name"]:

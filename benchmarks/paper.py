@@ -167,7 +167,11 @@ def _over_seeds(row: Row) -> str:
 
 
 def _recipe(config: dict) -> dict:
-    """A run's settings without those that do not change what it learns."""
+    """A run's settings, with the defaults of settings added since it was saved, without those
+    that do not change what it learns."""
+    from agents.runs import resolved_config
+
+    config = resolved_config(config)
     train = {k: v for k, v in config["train"].items() if k not in ("seed", "name", "threads")}
     return {**config, "train": train}
 
