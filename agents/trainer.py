@@ -249,7 +249,7 @@ class WeightAverage:
     def update(self) -> None:
         self.steps += 1
         decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
-        torch._foreach_lerp_(self.averages, [p.detach() for p in self.parameters], 1.0 - decay)
+        torch._foreach_lerp_(self.averages, self.parameters, 1.0 - decay)  # no_grad: no detach
 
     @contextlib.contextmanager
     def applied(self) -> Iterator[None]:
