@@ -15,9 +15,8 @@ each other and ``torch.autograd.gradcheck``); the training step is faster (see t
 training-speed table). The glimpses themselves are inputs, not functions of the weights: where
 the agent looks is a sampled constant, as in RAM's hybrid loss.
 
-Products are accumulated with ``torch.addmm(c, a, b, out=c)``, not ``c.addmm_(a, b)``: the same
-kernel, but ``torch.utils.flop_counter`` counts only the former, and
-``benchmarks/train_speed.py`` reports the step's arithmetic with it.
+Every product goes through :func:`linear`, which on a CPU runs oneDNN's float32 kernels instead
+of the BLAS (MKL) that ``torch.addmm`` and ``@`` call: see its docstring for why and by how much.
 """
 
 from __future__ import annotations
@@ -55,35 +54,23 @@ class GlimpseCoreSequence(torch.autograd.Function):
         w_core: torch.Tensor,
         b_core: torch.Tensor,
     ) -> torch.Tensor:
-        hidden, what_units = w_core.shape[0], w_what.shape[0]
-        w_hh, w_gh = w_core[:, :hidden].t(), w_core[:, hidden:].t()
-        w_what_t, w_where_t, w_combine_t = w_what.t(), w_where.t(), w_combine.t()
-        x_t, where_t = observe(None)
-        # Every activation is written in place into one (T, B, n) buffer: no copies, no stacks.
-        # The per-glimpse views are taken once (unbind), not indexed afresh at every glimpse.
-        shape = (horizon, x_t.shape[0])
-        features = x_t.new_empty(*shape, what_units + w_where.shape[0])  # [h_g; h_l]
-        g, h = x_t.new_empty(*shape, w_combine.shape[0]), x_t.new_empty(*shape, hidden)
-        what_views = features[:, :, :what_units].unbind(0)
-        where_views = features[:, :, what_units:].unbind(0)
-        feature_views, g_views, h_views = features.unbind(0), g.unbind(0), h.unbind(0)
-        glimpses, wheres = [], []
-        for t in range(horizon):
-            h_t = h_views[t]
-            if t > 0:
-                x_t, where_t = observe(h_views[t - 1])
-            torch.addmm(b_what, x_t, w_what_t, out=what_views[t]).relu_()
-            torch.addmm(b_where, where_t, w_where_t, out=where_views[t]).relu_()
-            torch.addmm(b_combine, feature_views[t], w_combine_t, out=g_views[t]).relu_()
-            torch.addmm(b_core, g_views[t], w_gh, out=h_t)
-            if t > 0:  # h_0 = 0: no W_hh h_0 at the first glimpse
-                torch.addmm(h_t, h_views[t - 1], w_hh, out=h_t)  # += W_hh h_{t-1}
-            h_t.relu_()
+        hidden = w_core.shape[0]
+        w_gh = w_core[:, hidden:]
+        glimpses, wheres, features, g, h = [], [], [], [], []
+        for _ in range(horizon):
+            x_t, where_t = observe(h[-1] if h else None)
+            h_g = linear(x_t, w_what, b_what, relu=True)
+            h_l = linear(where_t, w_where, b_where, relu=True)
+            features.append(torch.cat([h_g, h_l], dim=1))  # [h_g; h_l]
+            g.append(linear(features[-1], w_combine, b_combine, relu=True))
+            if h:  # [W_hh W_gh] [h_{t-1}; g_t]: one product
+                h.append(linear(torch.cat([h[-1], g[-1]], dim=1), w_core, b_core, relu=True))
+            else:  # h_0 = 0: only W_gh g_1
+                h.append(linear(g[-1], w_gh, b_core, relu=True))
             glimpses.append(x_t), wheres.append(where_t)
-        ctx.save_for_backward(
-            torch.stack(glimpses), torch.stack(wheres), features, g, h, w_what, w_combine, w_core
-        )
-        return h  # (T, B, hidden)
+        stacked = [torch.stack(v) for v in (glimpses, wheres, features, g, h)]
+        ctx.save_for_backward(*stacked, w_what, w_combine, w_core)
+        return stacked[-1]  # (T, B, hidden)
 
     @staticmethod
     def backward(ctx: FunctionCtx, grad_h: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
@@ -91,40 +78,99 @@ class GlimpseCoreSequence(torch.autograd.Function):
         horizon, hidden = h.shape[0], h.shape[2]
         w_hh, w_gh = w_core[:, :hidden], w_core[:, hidden:]
         # 1. through time: delta_t = dL/d(pre-activation of h_t)
-        delta = _relu_backward_(grad_h.clone(), h)  # grad_h belongs to autograd
-        for t in range(horizon - 1, 0, -1):
-            torch.addmm(delta[t - 1], delta[t], w_hh, out=delta[t - 1])
-            _relu_backward_(delta[t - 1], h[t - 1])
-        # 2. every weight at once, over all T x B glimpses
+        delta = _relu_backward(grad_h, h, out=torch.empty_like(grad_h))
+        for t in range(horizon - 1, 0, -1):  # delta_{t-1} += delta_t W_hh, then ReLU's mask
+            _relu_backward(linear(delta[t], w_hh.t(), add=delta[t - 1]), h[t - 1], out=delta[t - 1])
+        # 2. every weight at once, over all T x B glimpses: dW = delta^T input = linear(delta^T,
+        # input^T), the transposes being views
         flat = lambda v: v.reshape(-1, v.shape[-1])  # noqa: E731  (T, B, n) -> (T B, n)
         d_core = flat(delta)
-        grad_core = torch.cat([flat(delta[1:]).t() @ flat(h[:-1]), d_core.t() @ flat(g)], dim=1)
-        d_g = _relu_backward_(d_core @ w_gh, flat(g))
-        d_features = _relu_backward_(d_g @ w_combine, flat(features))
+        grad_core = torch.cat(
+            [linear(flat(delta[1:]).t(), flat(h[:-1]).t()), linear(d_core.t(), flat(g).t())],
+            dim=1,
+        )
+        d_g = _relu_backward(linear(d_core, w_gh.t()), flat(g))
+        d_features = _relu_backward(linear(d_g, w_combine.t()), flat(features))
         what_units = w_what.shape[0]
         d_what, d_where = d_features[:, :what_units], d_features[:, what_units:]
         return (
             None,
             None,
-            d_what.t() @ flat(x),
+            linear(d_what.t(), flat(x).t()),
             d_what.sum(0),
-            d_where.t() @ flat(where),
+            linear(d_where.t(), flat(where).t()),
             d_where.sum(0),
-            d_g.t() @ flat(features),
+            linear(d_g.t(), flat(features).t()),
             d_g.sum(0),
             grad_core,
             d_core.sum(0),
         )
 
 
-def _relu_backward_(grad: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``grad *= [out > 0]``, in place: the gradient through ``out = ReLU(x)``.
+def _relu_backward(
+    grad: torch.Tensor, output: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``grad * [output > 0]``, the gradient through ``output = ReLU(x)``, written into ``out``
+    (by default into ``grad`` itself).
 
     ReLU's own backward kernel, one pass: 42 us against 370 us on one CPU thread at 768 x 256
-    for multiplying by the mask ``out > 0``, which builds a bool tensor and converts it to
+    for multiplying by the mask ``output > 0``, which builds a bool tensor and converts it to
     float first.
     """
-    return torch.ops.aten.threshold_backward.grad_input(grad, out, 0.0, grad_input=grad)
+    target = grad if out is None else out
+    return torch.ops.aten.threshold_backward.grad_input(grad, output, 0.0, grad_input=target)
+
+
+def _onednn_linear_available() -> bool:
+    """Whether this PyTorch build has oneDNN's linear operator, and it runs here."""
+    try:
+        x = torch.ones(2, 3)
+        return bool(torch.ops.mkldnn._linear_pointwise(x, x, None, "none", [], "")[0, 0] == 3)
+    except (AttributeError, RuntimeError):  # a build without oneDNN, or a CPU it cannot serve
+        return False
+
+
+use_onednn = _onednn_linear_available()
+"""Whether :func:`linear` runs oneDNN's kernels for CPU float32 tensors (settable, to compare)."""
+
+
+def linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    relu: bool = False,
+    add: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``x @ weight.T + bias + add``, then ReLU with ``relu=True``; a new tensor.
+
+    ``weight`` is ``(out, in)`` as in ``F.linear``, ``bias`` ``(out,)``, ``add`` ``(B, out)``;
+    ``x`` and ``weight`` may be views (transposes, slices).
+
+    Why not ``F.linear`` or ``torch.addmm``: on a CPU they call MKL's sgemm for float32, which on
+    the AMD EPYC (Zen 5) of our 2-core machines ran at 80 to 95 GFLOP/s per thread at RAM's
+    shapes (MKL is known to pick slower code paths on CPUs not made by Intel), where oneDNN's
+    AVX-512 kernels, which PyTorch ships for its low-precision and fused paths, ran at 155 to
+    175: the same float32 arithmetic, summed in another order (``python
+    benchmarks/train_speed.py`` measures the training step both ways). The bias, the ``add``
+    and the ReLU ride in the same kernel. Elsewhere (other devices, other dtypes such as
+    gradcheck's float64, a build without oneDNN, ``use_onednn = False``) the
+    same maths runs through ``torch.addmm``.
+    """
+    if use_onednn and x.device.type == "cpu" and x.dtype == torch.float32:
+        if not (weight.is_contiguous() or weight.t().is_contiguous()):
+            # A slice of a wider matrix (W_hh of [W_hh W_gh]): oneDNN would run its reference
+            # loop on it, thousands of times slower than copying it
+            weight = weight.contiguous()
+        if add is not None:
+            y = torch.ops.mkldnn._linear_pointwise.binary(x, add, weight, bias, "add")
+            return y.relu_() if relu else y
+        activation = "relu" if relu else "none"
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, activation, [], "")
+    if add is None:
+        y = x @ weight.t() if bias is None else torch.addmm(bias, x, weight.t())
+    else:
+        y = torch.addmm(add if bias is None else add + bias, x, weight.t())
+    return y.relu_() if relu else y
 
 
 def glimpse_core_sequence(

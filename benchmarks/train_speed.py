@@ -2,9 +2,11 @@
 
 1. Images per second of the whole training step: the batched episodes (canvases, glimpses,
    rewards), the forward and backward passes and the optimiser step; with the hand-written
-   backward pass through time (the default, ``agents/bptt.py``) and, for comparison in the
-   same run, with autograd's. Also the arithmetic of one step (forward and backward), counted
-   by ``torch.utils.flop_counter``, to compare with the float32 matmul speed of this CPU.
+   backward pass through time and its products on oneDNN's kernels (the default,
+   ``agents/bptt.py``) and, for comparison in the same run, with MKL's products (PyTorch's
+   default for float32 on a CPU) and with autograd's backward pass. Also the arithmetic of
+   one step (forward and backward), counted by ``torch.utils.flop_counter``, to compare with
+   the float32 matmul speed of this CPU (MKL's and oneDNN's).
 2. With ``--baseline-bptt FILE`` (an older ``agents/bptt.py``): the hand-written step with the
    current file and with FILE's, alternating 20-step measurements in one process (medians of
    ``--rounds``). Separate runs of this script differ by more than 10% from one minute to
@@ -42,6 +44,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
+import agents.bptt
 import agents.ram
 import glimpse  # noqa: F401  (registers the ids)
 from agents.learners import RAMLearner
@@ -69,16 +72,23 @@ def training_step(batch_size: int, hand_written: bool = True) -> Callable[[], No
     return step
 
 
-def images_per_second(threads: int, batch_size: int, seconds: float, hand_written: bool) -> float:
+def images_per_second(
+    threads: int, batch_size: int, seconds: float, hand_written: bool = True, onednn: bool = True
+) -> float:
+    """Training images/s; ``onednn=False``: the hand-written pass's products on MKL instead."""
     torch.set_num_threads(threads)
-    step = training_step(batch_size, hand_written)
-    for _ in range(10):  # warm-up
-        step()
-    batches, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        step()
-        batches += 1
-    return batches * batch_size / (time.perf_counter() - start)
+    default, agents.bptt.use_onednn = agents.bptt.use_onednn, onednn and agents.bptt.use_onednn
+    try:
+        step = training_step(batch_size, hand_written)
+        for _ in range(10):  # warm-up
+            step()
+        batches, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            step()
+            batches += 1
+        return batches * batch_size / (time.perf_counter() - start)
+    finally:
+        agents.bptt.use_onednn = default
 
 
 def against_baseline(threads: int, batch_size: int, baseline: Path, rounds: int) -> None:
@@ -156,8 +166,12 @@ def training_gflop(batch_size: int) -> float:
     """GFLOP of one training step's forward and backward passes (the matrix products)."""
     settings = gymnasium.spec(ENV_ID).kwargs
     learner = RAMLearner(settings, RAMConfig(), batch_size, seed=0, device=torch.device("cpu"))
-    with FlopCounterMode(display=False) as counter:
-        learner.loss(batch_size)["total"].backward()
+    default, agents.bptt.use_onednn = agents.bptt.use_onednn, False  # the counter knows aten's
+    try:
+        with FlopCounterMode(display=False) as counter:
+            learner.loss(batch_size)["total"].backward()
+    finally:
+        agents.bptt.use_onednn = default
     return counter.get_total_flops() / 1e9
 
 
@@ -183,15 +197,21 @@ def operations_per_step(batch_size: int) -> int:
     return counter.count
 
 
-def matmul_gflops(threads: int) -> float:
-    """float32 matrix-product speed at RAM's shapes (batch 128, 512 x 256), for reference."""
+def matmul_gflops(threads: int, onednn: bool) -> float:
+    """float32 matrix-product speed at RAM's shapes (batch 128, 512 x 256), for reference:
+    PyTorch's ``@`` (MKL) or :func:`agents.bptt.linear` on oneDNN."""
     torch.set_num_threads(threads)
-    a, w = torch.randn(128, 512), torch.randn(512, 256)
-    for _ in range(20):
-        a @ w
-    n, start = 2000, time.perf_counter()
-    for _ in range(n):
-        a @ w
+    a, w = torch.randn(128, 512), torch.randn(256, 512)
+    default, agents.bptt.use_onednn = agents.bptt.use_onednn, onednn and agents.bptt.use_onednn
+    try:
+        product = (lambda: agents.bptt.linear(a, w)) if onednn else (lambda: a @ w.t())
+        for _ in range(20):
+            product()
+        n, start = 2000, time.perf_counter()
+        for _ in range(n):
+            product()
+    finally:
+        agents.bptt.use_onednn = default
     return 2 * 128 * 512 * 256 * n / (time.perf_counter() - start) / 1e9
 
 
@@ -249,15 +269,19 @@ def main() -> None:
         for threads in args.threads:
             against_revision(threads, args.batch_size, args.against, args.rounds, args.seconds)
         return
-    print("| threads | training images/s | the same with autograd's backward pass "
-          "| float32 matmul GFLOP/s at RAM's shapes |")  # fmt: skip
-    print("|---|---|---|---|")
+    print(
+        "| threads | training images/s | the same with MKL's products | the same with "
+        "autograd's backward pass | float32 matmul GFLOP/s at RAM's shapes, MKL / oneDNN |"
+    )
+    print("|---|---|---|---|---|")  # fmt: skip
     for threads in args.threads:
-        rate, autograd_rate = (
-            images_per_second(threads, args.batch_size, args.seconds, hand_written)
-            for hand_written in (True, False)
+        rate, mkl_rate, autograd_rate = (
+            images_per_second(threads, args.batch_size, args.seconds, hand_written, onednn)
+            for hand_written, onednn in ((True, True), (True, False), (False, False))
         )
-        print(f"| {threads} | {rate:,.0f} | {autograd_rate:,.0f} | {matmul_gflops(threads):.0f} |")
+        mkl, onednn = matmul_gflops(threads, False), matmul_gflops(threads, True)
+        print(f"| {threads} | {rate:,.0f} | {mkl_rate:,.0f} | {autograd_rate:,.0f} "
+              f"| {mkl:.0f} / {onednn:.0f} |")  # fmt: skip
     gflop, operations = training_gflop(args.batch_size), operations_per_step(args.batch_size)
     print(f"\nOne training step, batch {args.batch_size}: {gflop:.2f} GFLOP (forward and "
           f"backward), {operations:,} tensor operations (episodes, forward, backward, "

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from agents.bptt import GlimpseCoreSequence
+import agents.bptt
+from agents.bptt import GlimpseCoreSequence, linear
 from agents.ram import (
     RAM,
     BaselineNetwork,
@@ -19,6 +21,21 @@ from agents.ram import (
 from envs.episodes import GlimpseEpisodes
 from envs.glimpse_env import make_episodes
 from envs.networks import GlimpseNetwork
+
+PRODUCTS = [
+    pytest.param(True, id="onednn", marks=pytest.mark.skipif(
+        not agents.bptt.use_onednn, reason="this PyTorch build has no oneDNN linear operator"
+    )),
+    pytest.param(False, id="blas"),
+]  # fmt: skip
+"""The two ways :func:`agents.bptt.linear` computes its products on a CPU."""
+
+
+@pytest.fixture
+def products(request, monkeypatch):
+    """Sets ``agents.bptt.use_onednn`` for one test (parametrise with ``PRODUCTS``)."""
+    monkeypatch.setattr(agents.bptt, "use_onednn", request.param)
+    return request.param
 
 
 def small_model_and_episodes(config: RAMConfig) -> tuple[RAM, GlimpseEpisodes]:
@@ -101,8 +118,48 @@ def graph_nodes(tensor: torch.Tensor) -> set[str]:
     return names
 
 
+@pytest.mark.parametrize("products", PRODUCTS, indirect=True)
+@pytest.mark.parametrize("relu", [False, True])
+def test_linear_is_f_linear_on_views(products, relu):
+    torch.manual_seed(0)
+    x = torch.randn(12, 7).t()  # (7, 12), a transposed view, as in the weight gradients
+    wide = torch.randn(5, 20)
+    weight = wide[:, 3:15]  # a slice of a wider matrix, as W_hh of [W_hh W_gh]
+    bias, add = torch.randn(5), torch.randn(7, 5)
+    for kwargs in ({}, {"bias": bias}, {"add": add}, {"bias": bias, "add": add}):
+        expected = torch.nn.functional.linear(x.double(), weight.double(), None)
+        expected = expected + (bias.double() if "bias" in kwargs else 0.0)
+        expected = expected + (add.double() if "add" in kwargs else 0.0)
+        expected = expected.relu() if relu else expected
+        result = linear(x, weight, relu=relu, **kwargs)
+        assert result.dtype == torch.float32 and result.shape == (7, 5)
+        torch.testing.assert_close(result.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("products", PRODUCTS, indirect=True)
+def test_the_hand_written_pass_runs_its_products_where_use_onednn_says(products):
+    model, episodes = small_model_and_episodes(RAMConfig())
+    with OperationNames() as seen:
+        hybrid_loss(model(episodes))["total"].backward()
+    assert ("mkldnn._linear_pointwise.default" in seen.names) == products
+    assert ("mkldnn._linear_pointwise.binary" in seen.names) == products  # through time
+
+
+class OperationNames(TorchDispatchMode):
+    """The names of the tensor operations that reach the kernels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("products", PRODUCTS, indirect=True)
 @pytest.mark.parametrize("reinforce_core", [False, True])
-def test_hand_written_bptt_gives_autograds_loss_and_gradients(reinforce_core):
+def test_hand_written_bptt_gives_autograds_loss_and_gradients(products, reinforce_core):
     model, episodes = small_model_and_episodes(RAMConfig(reinforce_core=reinforce_core))
     results = []
     assert model.hand_written_bptt  # the rectified core's default
