@@ -54,7 +54,7 @@ class Row:
 
 ROWS = [
     Row("mnist-6", "28x28 MNIST, 6 glimpses, 8x8, 1 scale", "Glimpse/MNIST-v0",
-        ("--glimpses", "6", "--epochs", "200", "--lr", "3e-4"), "1.29", "1.12"),
+        ("--glimpses", "6", "--epochs", "500", "--lr", "3e-4"), "1.29", "1.12"),
     Row("mnist-7", "28x28 MNIST, 7 glimpses, 8x8, 1 scale", "Glimpse/MNIST-v0",
         ("--glimpses", "7", "--epochs", "500", "--lr", "3e-4"), "-", "1.07"),
     Row("translated-60", "60x60 translated, 8 glimpses, 12x12, 3 scales",
