@@ -28,6 +28,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -36,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import gymnasium
@@ -72,13 +73,27 @@ def training_step(batch_size: int, hand_written: bool = True) -> Callable[[], No
     return step
 
 
+@contextlib.contextmanager
+def onednn_products(enabled: bool) -> Iterator[None]:
+    """The hand-written pass's products on oneDNN (``agents.bptt.use_onednn``) or not, inside
+    the block; a tree without that switch (an older one, under ``--against``) runs as it is."""
+    default = getattr(agents.bptt, "use_onednn", None)
+    if default is None:
+        yield
+        return
+    agents.bptt.use_onednn = enabled and default
+    try:
+        yield
+    finally:
+        agents.bptt.use_onednn = default
+
+
 def images_per_second(
     threads: int, batch_size: int, seconds: float, hand_written: bool = True, onednn: bool = True
 ) -> float:
     """Training images/s; ``onednn=False``: the hand-written pass's products on MKL instead."""
     torch.set_num_threads(threads)
-    default, agents.bptt.use_onednn = agents.bptt.use_onednn, onednn and agents.bptt.use_onednn
-    try:
+    with onednn_products(onednn):
         step = training_step(batch_size, hand_written)
         for _ in range(10):  # warm-up
             step()
@@ -87,8 +102,6 @@ def images_per_second(
             step()
             batches += 1
         return batches * batch_size / (time.perf_counter() - start)
-    finally:
-        agents.bptt.use_onednn = default
 
 
 def against_baseline(threads: int, batch_size: int, baseline: Path, rounds: int) -> None:
@@ -166,12 +179,8 @@ def training_gflop(batch_size: int) -> float:
     """GFLOP of one training step's forward and backward passes (the matrix products)."""
     settings = gymnasium.spec(ENV_ID).kwargs
     learner = RAMLearner(settings, RAMConfig(), batch_size, seed=0, device=torch.device("cpu"))
-    default, agents.bptt.use_onednn = agents.bptt.use_onednn, False  # the counter knows aten's
-    try:
-        with FlopCounterMode(display=False) as counter:
-            learner.loss(batch_size)["total"].backward()
-    finally:
-        agents.bptt.use_onednn = default
+    with onednn_products(False), FlopCounterMode(display=False) as counter:  # it counts aten's
+        learner.loss(batch_size)["total"].backward()
     return counter.get_total_flops() / 1e9
 
 
@@ -202,16 +211,13 @@ def matmul_gflops(threads: int, onednn: bool) -> float:
     PyTorch's ``@`` (MKL) or :func:`agents.bptt.linear` on oneDNN."""
     torch.set_num_threads(threads)
     a, w = torch.randn(128, 512), torch.randn(256, 512)
-    default, agents.bptt.use_onednn = agents.bptt.use_onednn, onednn and agents.bptt.use_onednn
-    try:
-        product = (lambda: agents.bptt.linear(a, w)) if onednn else (lambda: a @ w.t())
+    product = (lambda: agents.bptt.linear(a, w)) if onednn else (lambda: a @ w.t())
+    with onednn_products(onednn):
         for _ in range(20):
             product()
         n, start = 2000, time.perf_counter()
         for _ in range(n):
             product()
-    finally:
-        agents.bptt.use_onednn = default
     return 2 * 128 * 512 * 256 * n / (time.perf_counter() - start) / 1e9
 
 
