@@ -154,9 +154,11 @@ def linear(
     benchmarks/train_speed.py`` measures the training step both ways). The bias, the ``add``
     and the ReLU ride in the same kernel. Elsewhere (other devices, other dtypes such as
     gradcheck's float64, a build without oneDNN, ``use_onednn = False``) the
-    same maths runs through ``torch.addmm``.
+    same maths runs through ``torch.addmm``, as it does for empty matrices (a single-glimpse
+    episode has no step through time), which oneDNN refuses.
     """
-    if use_onednn and x.device.type == "cpu" and x.dtype == torch.float32:
+    onednn = use_onednn and x.device.type == "cpu" and x.dtype == torch.float32
+    if onednn and x.numel() and weight.numel():  # oneDNN refuses empty matrices
         if not (weight.is_contiguous() or weight.t().is_contiguous()):
             # A slice of a wider matrix (W_hh of [W_hh W_gh]): oneDNN would run its reference
             # loop on it, thousands of times slower than copying it

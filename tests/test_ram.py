@@ -137,6 +137,26 @@ def test_linear_is_f_linear_on_views(products, relu):
 
 
 @pytest.mark.parametrize("products", PRODUCTS, indirect=True)
+def test_linear_takes_empty_matrices(products):
+    assert torch.equal(linear(torch.ones(0, 3).t(), torch.ones(0, 4).t()), torch.zeros(3, 4))
+    assert linear(torch.ones(0, 3), torch.ones(4, 3), torch.ones(4), relu=True).shape == (0, 4)
+
+
+@pytest.mark.parametrize("products", PRODUCTS, indirect=True)
+def test_a_single_glimpse_episode_trains(products):
+    torch.manual_seed(0)
+    settings = {"task": "mnist", "action_type": "continuous", "glimpses": 1}
+    episodes = make_episodes(8, "train", False, settings)
+    episodes.seed(np.arange(8, dtype=np.uint64))
+    model = RAM(episodes.glimpse_shape, 10, RAMConfig())
+    batch = model(episodes)
+    assert batch.log_pi.shape == (8, 0)  # no move: the answer follows the first glimpse
+    hybrid_loss(batch)["total"].backward()
+    assert model.core.linear.weight.grad[:, 256:].abs().sum() > 0  # W_gh
+    assert model.core.linear.weight.grad[:, :256].abs().sum() == 0  # W_hh: no h_{t-1}
+
+
+@pytest.mark.parametrize("products", PRODUCTS, indirect=True)
 def test_the_hand_written_pass_runs_its_products_where_use_onednn_says(products):
     model, episodes = small_model_and_episodes(RAMConfig())
     with OperationNames() as seen:
