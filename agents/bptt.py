@@ -160,8 +160,8 @@ def linear(
     onednn = use_onednn and x.device.type == "cpu" and x.dtype == torch.float32
     if onednn and x.numel() and weight.numel():  # oneDNN refuses empty matrices
         if not (weight.is_contiguous() or weight.t().is_contiguous()):
-            # A slice of a wider matrix (W_hh of [W_hh W_gh]): oneDNN would run its reference
-            # loop on it, thousands of times slower than copying it
+            # A slice of a wider matrix (W_hh of [W_hh W_gh]): oneDNN would run its slow
+            # reference loop on it (ref:any under ONEDNN_VERBOSE=1); a copy costs far less
             weight = weight.contiguous()
         if add is not None:
             y = torch.ops.mkldnn._linear_pointwise.binary(x, add, weight, bias, "add")

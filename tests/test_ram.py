@@ -163,17 +163,23 @@ def test_the_hand_written_pass_runs_its_products_where_use_onednn_says(products)
         hybrid_loss(model(episodes))["total"].backward()
     assert ("mkldnn._linear_pointwise.default" in seen.names) == products
     assert ("mkldnn._linear_pointwise.binary" in seen.names) == products  # through time
+    # oneDNN runs a weight that is a slice of a wider matrix with its slow reference loop:
+    # every weight it gets is a dense matrix or the transpose of one
+    assert all(w.is_contiguous() or w.t().is_contiguous() for w in seen.onednn_weights)
 
 
 class OperationNames(TorchDispatchMode):
-    """The names of the tensor operations that reach the kernels."""
+    """The names of the tensor operations that reach the kernels, and oneDNN's weights."""
 
     def __init__(self) -> None:
         super().__init__()
         self.names: set[str] = set()
+        self.onednn_weights: list[torch.Tensor] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.names.add(str(func))
+        if str(func).startswith("mkldnn._linear_pointwise"):  # (x, w, ...) or (x, add, w, ...)
+            self.onednn_weights.append(args[1] if str(func).endswith("default") else args[2])
         return func(*args, **(kwargs or {}))
 
 
