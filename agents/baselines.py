@@ -11,12 +11,13 @@
 
 Their learner (:class:`FullViewLearner`) draws canvases from the same task and splits as the
 environments (fresh training canvases, fixed validation and test canvases), and trains with the
-same :class:`agents.trainer.Trainer`.
+same :class:`glimpse.agents.trainer.Trainer`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,8 +25,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from envs.glimpse_env import task_of
 from glimpse.config import check_at_least, check_fields, option
+from glimpse.envs.glimpse_env import task_of
+from glimpse.errors import ConfigError
 from glimpse.tasks import Task
 
 BASELINES = ("soft", "cnn", "fc")
@@ -36,7 +38,9 @@ class BaselineConfig:
     """Sizes of the full-view baselines."""
 
     hidden_size: int = option(256, "fc: units per layer; soft: units of the recurrent core.")
-    channels: int = option(16, "cnn, soft: channels of the first convolution (doubled next).")
+    conv_channels: int = option(
+        16, "cnn, soft: channels of the first convolution (doubled next)."
+    )
     attention_units: int = option(64, "soft: units of the attention scores' hidden layer.")
     attention_steps: int | None = option(
         None, "soft: attention steps; default: the environment's glimpse budget."
@@ -44,7 +48,9 @@ class BaselineConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        check_at_least(self, 1, "hidden_size", "channels", "attention_units", "attention_steps")
+        check_at_least(
+            self, 1, "hidden_size", "conv_channels", "attention_units", "attention_steps"
+        )
 
 
 def _channels_last(encoder: nn.Sequential) -> nn.Sequential:
@@ -117,10 +123,10 @@ class SoftAttention(nn.Module):
         self, canvas_shape: tuple[int, int, int], num_classes: int, config: BaselineConfig
     ) -> None:
         super().__init__()
-        features = 2 * config.channels
+        features = 2 * config.conv_channels
         assert config.attention_steps is not None, "resolved from the environment by the caller"
         self.steps = config.attention_steps
-        self.encoder = _soft_encoder(canvas_shape[0], config.channels)
+        self.encoder = _soft_encoder(canvas_shape[0], config.conv_channels)
         self.key = nn.Linear(features, config.attention_units)  # W_f
         self.query = nn.Linear(config.hidden_size, config.attention_units)  # W_h
         self.score = nn.Linear(config.attention_units, 1)  # v
@@ -157,7 +163,7 @@ def make_baseline(name: str, task: Task, config: BaselineConfig) -> nn.Module:
     if name == "fc":
         return FullViewFC(shape, n, config.hidden_size)
     if name == "cnn":
-        return FullViewCNN(shape, n, config.channels)
+        return FullViewCNN(shape, n, config.conv_channels)
     return SoftAttention(shape, n, config)
 
 
@@ -182,6 +188,9 @@ class FullViewLearner:
     @property
     def train_size(self) -> int:
         return self.task.split_size("train")
+
+    def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
+        return [{"params": [p for p in self.model.parameters() if p.requires_grad], "lr": lr}]
 
     def _tensor(self, canvases: np.ndarray) -> torch.Tensor:
         return torch.tensor(canvases, device=self.device).float().div_(255.0)
@@ -214,9 +223,30 @@ class FullViewLearner:
         logits, weights = self.model.attend(self._tensor(canvases))
         return logits.cpu().numpy(), weights.cpu().numpy()
 
-    def error(self, split: str) -> float:
+    def error(self, split: str, samples: int = 1) -> float:
+        """Error in percent on the whole fixed ``split`` (one deterministic pass: ``samples``
+        must be 1)."""
+        if samples != 1:
+            raise ConfigError("--samples (Monte Carlo averaging) applies to RAM runs only.")
         predicted, labels = self.predictions(split)
         return 100.0 * float(np.mean(predicted != labels))
+
+    def draw(self, out: Path, n: int, split: str) -> None:
+        """Soft attention: its weights over the first ``n`` canvases of ``split`` at each step.
+        The CNN and FC attend to nothing: refused."""
+        from glimpse.agents.visualise import captions, draw_attention
+
+        if not isinstance(self.model, SoftAttention):
+            raise ConfigError(
+                f"This is a full-view {type(self.model).__name__}: it reads the whole canvas at "
+                "once, with no glimpses and no attention to draw. glimpse viz draws RAM and PPO "
+                "trajectories and soft attention maps."
+            )
+        fixed = self.task.fixed_canvases(split)
+        canvases, labels = fixed.images[:n], fixed.labels[:n]
+        logits, weights = self.attention(canvases)
+        texts = captions(labels, logits.argmax(1), logits, np.asarray(self.task.class_names))
+        draw_attention(canvases, weights, texts, out)
 
     def validation_error(self) -> float:
         return self.error("val")

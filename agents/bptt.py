@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 from torch.autograd.function import FunctionCtx
 
-from envs.networks import GlimpseNetwork
+from glimpse.agents.networks import GlimpseNetwork
 
 # observe(h_prev) -> (flattened glimpse (B, D), where (B, W)); h_prev is None at the start
 Observe = Callable[[torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]]
@@ -37,7 +37,7 @@ class GlimpseCoreSequence(torch.autograd.Function):
 
     ``observe(h_{t-1})`` returns the next glimpse and location (the agent acts on ``h_{t-1}``
     there, outside the graph); it is called ``horizon`` times, first with ``None`` (``h_0 = 0``).
-    The core's weight is ``[W_hh W_gh]``, as in :class:`agents.ram.CoreNetwork`.
+    The core's weight is ``[W_hh W_gh]``, as in :class:`glimpse.agents.ram.CoreNetwork`.
     """
 
     @staticmethod

@@ -1,8 +1,8 @@
-"""Hard versus soft attention on one task: ``glimpse compare --env ID --seeds N``.
+"""Hard versus soft attention on one task: ``glimpse compare RECIPE ... --seeds N``.
 
-Trains (or reuses, when a run with the same name and settings already finished) RAM, soft
-attention, the CNN and the FC baseline for each seed, then writes ``report.md`` and PNG plots
-into a folder:
+Trains (or reuses, when a run with the same name and settings already finished) each recipe
+for each seed (runs named ``<recipe>-seed<N>``), then writes ``report.md`` and PNG plots into a
+folder:
 
 * test error, mean and standard deviation over seeds; training time and epochs to the best
   validation error;
@@ -11,30 +11,33 @@ into a folder:
   whole canvas); CPU time per image at batch 1 and 256;
 * scaling: FLOPs and CPU time per image of RAM and soft attention on cluttered canvases of 60,
   100, 200 and 400 pixels (distractors keep their density), at the same glimpse budget.
+
+The recipes are RAM's and the full-view baselines' (``soft``, ``cnn``, ``fc``) on one
+environment id; the published comparisons are recipes too (``glimpse recipes``).
 """
 
 from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from agents import cost
-from agents.baselines import BaselineConfig
-from agents.runs import (
-    env_settings,
-    load_run,
-    make_run_config,
-    model_config,
-    read_run_config,
-    resolved_config,
+from glimpse.agents import cost
+from glimpse.agents.baselines import BaselineConfig
+from glimpse.agents.recipes import Recipe
+from glimpse.agents.runs import (
+    Layer,
+    config_differences,
+    load_agent,
+    migrate_config,
+    resolve_config,
     train_run,
 )
-from agents.trainer import RESULT_NEUTRAL_SETTINGS, TrainConfig
-from envs.evaluation import evaluation_episodes, record_trajectories
+from glimpse.envs.evaluation import evaluation_episodes, record_trajectories
 from glimpse.errors import ConfigError
 
 COMPARED = ("ram", "soft", "cnn", "fc")
@@ -42,71 +45,27 @@ SCALING_SIZES = (60, 100, 200, 400)
 PICTURES = 4
 
 
-def run_names(env_id: str, agent: str, seed: int) -> str:
-    short = env_id.split("/")[-1].removesuffix("-v0").lower()
-    return f"compare-{short}-{agent}-seed{seed}"
-
-
-def _differences(wanted: dict[str, Any], found: dict[str, Any]) -> list[str]:
-    """``section.key: wanted vs found`` for every setting that would change the run's results."""
-    differences = []
-    for section in ("agent", "env_id", "env", "model", "train"):
-        want, have = wanted.get(section), found.get(section)
-        if not isinstance(want, dict) or not isinstance(have, dict):
-            if want != have:
-                differences.append(f"{section}: {want!r} here, {have!r} in the run")
-            continue
-        for key in sorted(set(want) | set(have)):
-            if key not in RESULT_NEUTRAL_SETTINGS and want.get(key) != have.get(key):
-                differences.append(
-                    f"{section}.{key}: {want.get(key)!r} here, {have.get(key)!r} in the run"
-                )
-    return differences
-
-
-def ram_recipe(
-    config_path: Path | None, epochs: int | None, model_options: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """RAM's ``(model, train)`` settings for :func:`compare`: an earlier RAM run's config.json
-    (when given), then ``epochs`` and ``model_options`` on top. The settings that compare
-    decides per run (seed, name, folder, threads, device) are left out."""
-    recipe = read_run_config(config_path) if config_path else {}
-    if recipe and recipe["agent"] != "ram":
-        raise ConfigError(
-            f"--ram-config {config_path} is a {recipe['agent']} run; glimpse compare needs the "
-            "config.json of a RAM run."
-        )
-    per_run = {"seed", *RESULT_NEUTRAL_SETTINGS}
-    train = {k: v for k, v in recipe.get("train", {}).items() if k not in per_run}
-    if epochs is not None:
-        train["epochs"] = epochs
-    return {**recipe.get("model", {}), **model_options}, train
-
-
 def train_or_reuse(
-    agent: str,
-    env_id: str,
-    env: dict[str, Any],
-    train: TrainConfig,
-    progress: bool,
-    model_options: dict[str, Any] | None = None,
+    recipe: Recipe, seed: int, runs_dir: str, progress: bool, budget: Layer | None = None
 ) -> Path:
-    """The run directory of ``train.name``: trained now, resumed, or reused when it finished.
-
-    A run found under that name must have been trained with the same settings (ignoring thread
-    count, device and folder), or the report would mix recipes without saying so.
-    """
-    model = model_config(agent, env_id, env, {}, model_options or {})
-    config = make_run_config(agent, env_id, env, model, train)
-    run_dir = Path(train.runs_dir) / str(train.name)
+    """The run ``<recipe>-seed<seed>`` in ``runs_dir``: trained now, resumed, or reused when it
+    finished. A run found under that name must have been trained with the same settings
+    (ignoring thread count, device and folder), or the report would mix recipes without
+    saying so. ``budget`` overrides the recipe's ``train`` settings (a quick look)."""
+    name = f"{recipe.name}-seed{seed}"
+    run = {"run": {"seed": seed, "runs_dir": runs_dir, "name": name}}
+    layers = [recipe.layer(), *([budget] if budget else []), run]
+    config = resolve_config(recipe.agent, recipe.env_id, layers,
+                            recipe=None if budget else recipe.name)  # fmt: skip
+    run_dir = Path(runs_dir) / name
     if (run_dir / "config.json").exists():
-        differences = _differences(config, resolved_config(read_run_config(run_dir)))
+        found = migrate_config(json.loads((run_dir / "config.json").read_text()))
+        differences = config_differences(config, found)
         if differences:
             raise ConfigError(
-                f"{run_dir} exists but was trained with other settings than glimpse compare "
-                f"asks for ({'; '.join(differences)}). Pass the options it was trained with "
-                "(for RAM, e.g. --location-std or --reinforce-core), or point --runs-dir at "
-                "another folder to train afresh."
+                f"{run_dir} exists but was trained with other settings than {recipe.name} "
+                f"({'; '.join(differences)}). Point --runs-dir at another folder to train "
+                "afresh."
             )
     if not (run_dir / "test.json").exists():
         resume = (run_dir / "checkpoints" / "last.pt").exists()
@@ -159,7 +118,7 @@ def plot_scaling(rows: list[dict[str, Any]], out: Path) -> None:
 
 def draw_pictures(ram_dir: Path, soft_dir: Path, out_dir: Path) -> tuple[Path, Path]:
     """The RAM trajectories and soft attention maps on the same first test canvases."""
-    from agents.runs import visualise_run
+    from glimpse.agents.runs import visualise_run
 
     hard, soft = out_dir / "hard-trajectories.png", out_dir / "soft-attention.png"
     visualise_run(ram_dir, hard, PICTURES)
@@ -168,61 +127,64 @@ def draw_pictures(ram_dir: Path, soft_dir: Path, out_dir: Path) -> tuple[Path, P
 
 
 def compare(
-    env_id: str,
+    recipes: Sequence[Recipe],
     seeds: int,
-    epochs: int,
     out_dir: Path,
     runs_dir: str = "runs",
-    epoch_size: int | None = None,
-    env_overrides: dict[str, Any] | None = None,
     progress: bool = True,
     scaling_sizes: tuple[int, ...] = SCALING_SIZES,
-    ram_model: dict[str, Any] | None = None,
-    ram_train: dict[str, Any] | None = None,
+    budget: Layer | None = None,
 ) -> Path:
     """Trains or reuses the runs, measures them, writes ``out_dir/report.md``; returns its path.
 
-    Every model trains ``epochs`` epochs of ``epoch_size`` episodes (default: the training
-    split). RAM takes its own recipe on top: ``ram_model`` (``RAMConfig`` fields) and
-    ``ram_train`` (``TrainConfig`` fields, e.g. more epochs: its location policy learns by
-    REINFORCE, which needs more than the baselines' backpropagation alone).
+    ``recipes`` are one RAM recipe and any of the full-view baselines' on one environment id.
     """
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds} must be at least 1.")
     if min(scaling_sizes, default=1) < 1:
         raise ConfigError(f"--scaling-sizes {min(scaling_sizes)}: canvas sides are at least 1.")
-    env = env_overrides or {}
-    settings = env_settings(env_id, env)
+    agents = [r.agent for r in recipes]
+    if sorted(set(agents)) != sorted(agents) or "ram" not in agents or "soft" not in agents:
+        raise ConfigError(
+            f"glimpse compare needs one RAM and one soft-attention recipe, and at most one of "
+            f"each of {', '.join(COMPARED)}; got {', '.join(r.name for r in recipes)}."
+        )
+    foreign = [r.name for r in recipes if r.agent not in COMPARED]
+    env_ids = {r.env_id for r in recipes}
+    if foreign or len(env_ids) > 1:
+        raise ConfigError(
+            f"glimpse compare takes recipes of {', '.join(COMPARED)} on one environment id"
+            f"{'; not ' + ', '.join(foreign) if foreign else ''}"
+            f"{'; these use ' + ', '.join(sorted(env_ids)) if len(env_ids) > 1 else ''}."
+        )
+    env_id = env_ids.pop()
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, run_dirs = [], {}
-    for agent in COMPARED:
+    for recipe in recipes:
         summaries = []
         for seed in range(1, seeds + 1):
-            recipe = {"epochs": epochs, **((ram_train or {}) if agent == "ram" else {})}
-            if epoch_size is not None:
-                recipe["epoch_size"] = epoch_size
-            name = run_names(env_id, agent, seed)
-            train = TrainConfig(**{**recipe, "seed": seed, "runs_dir": runs_dir, "name": name})
-            model = ram_model if agent == "ram" else None
-            run_dir = train_or_reuse(agent, env_id, env, train, progress, model)
-            run_dirs.setdefault(agent, run_dir)
+            run_dir = train_or_reuse(recipe, seed, runs_dir, progress, budget)
+            run_dirs.setdefault(recipe.agent, run_dir)
             summaries.append(json.loads((run_dir / "test.json").read_text()))
-        _, learner = load_run(run_dirs[agent])
+        config = json.loads((run_dirs[recipe.agent] / "config.json").read_text())
+        settings = config["env"]
+        learner: Any = load_agent(run_dirs[recipe.agent])
         canvas = settings.get("size") or learner.task.canvas_size
-        if agent == "ram":
+        if recipe.agent == "ram":
             flops = cost.ram_flops(settings)
             episodes = evaluation_episodes(learner.env_settings, "test", 100)
             traj = record_trajectories(learner.policy(), episodes)
             pixels = cost.pixels_read(traj.locations, learner.train_episodes.sensor, canvas)
             latency = [cost.ram_latency_ms(settings, b) for b in (1, 256)]
         else:
-            model_settings = json.loads((run_dirs[agent] / "config.json").read_text())["model"]
-            config = BaselineConfig(**model_settings)
-            flops = cost.baseline_flops(agent, settings, config)
+            model = BaselineConfig(**config["model"])
+            flops = cost.baseline_flops(recipe.agent, settings, model)
             pixels = float(np.prod(learner.task.canvas_shape[1:]))
-            latency = [cost.baseline_latency_ms(agent, settings, b, config) for b in (1, 256)]
+            latency = [cost.baseline_latency_ms(recipe.agent, settings, b, model)
+                       for b in (1, 256)]  # fmt: skip
         rows.append({
-            "agent": agent,
+            "agent": recipe.agent,
+            "recipe": recipe.name,
             "test_error": _mean_std([s["test_error"] for s in summaries]),
             "params": sum(p.numel() for p in learner.model.parameters()),
             "flops": flops,

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from agents.baselines import BaselineConfig, make_baseline
-from agents.ram import RAM, RAMConfig, RAMPolicy
-from envs.episodes import GlimpseEpisodes
-from envs.glimpse_env import make_episodes, task_of
+from glimpse.agents.baselines import BaselineConfig, make_baseline
+from glimpse.agents.ram import RAM, RAMConfig, RAMPolicy
+from glimpse.envs.episodes import GlimpseEpisodes
+from glimpse.envs.glimpse_env import make_episodes, task_of
 from glimpse.sensor import GlimpseSensor
 from glimpse.tasks import Task
 

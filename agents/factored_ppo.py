@@ -28,7 +28,8 @@ the class is the third component) and no stop action (stopping changes this step
 The update encodes each glimpse once per minibatch, not once for every later step that has it
 in its history: the steps of one episode (a *segment*: the episode, or its part inside this
 rollout) read one history, the segment's last, each up to its own step
-(:meth:`envs.sb3.GlimpseHistoryExtractor.from_histories`), which gives the same features. How
+(:meth:`glimpse.agents.extractors.GlimpseHistoryExtractor.from_histories`), which gives the
+same features. How
 much that saves depends on how the rollout is cut into minibatches: ``minibatches="steps"``
 shuffles steps one by one, as SB3 does, so a minibatch holds a quarter of each segment's steps
 (with 4 minibatches per rollout); ``"episodes"`` shuffles whole segments, so each holds all
@@ -125,9 +126,9 @@ class FactoredPolicy(MultiInputActorCriticPolicy):
 
 
 NEEDS_DISCRETE_ACTIONS = (
-    "--ppo-advantage factored needs the discrete action space without a stop action "
+    "--advantage factored needs the discrete action space without a stop action "
     "(MultiDiscrete([G, G, classes])): leave --action-type at discrete and --allow-stop off, or "
-    "use --ppo-advantage shared."
+    "use --advantage shared."
 )
 
 

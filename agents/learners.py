@@ -1,17 +1,18 @@
-"""Learners: what the generic :class:`agents.trainer.Trainer` trains, one per kind of agent."""
+"""Learners: what the generic :class:`glimpse.agents.trainer.Trainer` trains, one per agent."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from agents import distributed
-from agents.ram import RAM, RAMConfig, RAMPolicy, hybrid_loss
-from envs.episodes import GlimpseEpisodes
-from envs.evaluation import Evaluation, evaluate, evaluation_episodes
-from envs.glimpse_env import make_episodes
+from glimpse.agents import distributed
+from glimpse.agents.ram import RAM, RAMConfig, RAMPolicy, hybrid_loss
+from glimpse.envs.episodes import GlimpseEpisodes
+from glimpse.envs.evaluation import Evaluation, Trajectories, evaluate, evaluation_episodes
+from glimpse.envs.glimpse_env import make_episodes
 from glimpse.errors import ConfigError
 
 
@@ -32,9 +33,7 @@ class RAMLearner:
         batch_size: int,
         seed: int,
         device: torch.device,
-        reinforce_weight: float = 1.0,
         eval_episodes: int = 1000,
-        rollouts_per_image: int = 1,
     ) -> None:
         if env_settings.get("allow_stop"):
             raise ConfigError("RAM takes a fixed number of glimpses: leave allow_stop off.")
@@ -44,10 +43,8 @@ class RAMLearner:
                 "use --reward log-likelihood for the log-likelihood reward."
             )
         self.env_settings = {**env_settings, "action_type": "continuous"}
-        self.device, self.reinforce_weight = device, reinforce_weight
-        self.rollouts_per_image = rollouts_per_image
-        self.eval_episodes = eval_episodes
-        self.seed = seed
+        self.device, self.eval_episodes, self.seed = device, eval_episodes, seed
+        self.rollouts_per_image = config.rollouts_per_image
         self.train_episodes = make_episodes(batch_size, "train", False, self.env_settings)
         self.train_episodes.seed(self._stream_keys())
         torch.manual_seed(seed)  # the same initial weights in every process
@@ -75,13 +72,26 @@ class RAMLearner:
     def train_size(self) -> int:
         return self.task.split_size("train")
 
+    def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
+        """One group at ``lr``; with ``location_lr_factor != 1`` the location network in a
+        group of its own at ``lr * location_lr_factor``."""
+        factor = self.model.config.location_lr_factor
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        if factor == 1.0:
+            return [{"params": trainable, "lr": lr}]
+        located = {id(p) for p in self.model.locator.parameters()}
+        return [
+            {"params": [p for p in trainable if id(p) not in located], "lr": lr},
+            {"params": [p for p in trainable if id(p) in located], "lr": lr * factor},
+        ]
+
     def loss(self, batch_size: int, progress: float = 0.0) -> dict[str, torch.Tensor]:
         config = self.model.config
         self.model.locator.std = config.location_std_at(progress)
         batch = self.forward_model(self.train_episodes)
         terms = hybrid_loss(
             batch,
-            self.reinforce_weight,
+            config.reinforce_weight,
             config.reward,
             self.rollouts_per_image,
             config.early_answer_weight,
@@ -118,6 +128,12 @@ class RAMLearner:
     def error(self, split: str, samples: int = 1) -> float:
         result, probabilities = self.evaluate(split, samples)
         return 100.0 * float(np.mean(probabilities.argmax(axis=1) != result.labels))
+
+    def draw(self, out: Path, n: int, split: str) -> Trajectories:
+        """The glimpse trajectories (mean locations) on the first ``n`` canvases of ``split``."""
+        from glimpse.agents.visualise import draw_policy
+
+        return draw_policy(self.policy(), self.env_settings, out, n, split)
 
     def validation_error(self) -> float:
         return self.error("val")

@@ -1,27 +1,29 @@
 """Hard-attention policies trained with PPO (Stable-Baselines3) and RecurrentPPO (sb3-contrib).
 
-Both train on the batched glimpse episodes through :class:`envs.sb3.GlimpseVecEnv`, by default
-with the discrete action space (a cell of a G x G grid, and the class at the last step); with
+Both train on the batched glimpse episodes through :class:`glimpse.envs.sb3.GlimpseVecEnv`, by
+default with the discrete action space (a cell of a G x G grid, and the class at the last step);
+with
 ``--action-type continuous`` the policy is Gaussian over the next location and the class scores
 (SB3 clips its samples to the action space, hence ``--score-bound``), which is what the
 environment's ``--class-reward log-likelihood`` needs. The policy needs
 memory of earlier glimpses: ``ppo`` gets it from the environment's ``history`` observation and
-:class:`envs.sb3.GlimpseHistoryExtractor`; ``recurrent-ppo`` from its LSTM on top of
-:class:`envs.sb3.GlimpseFeaturesExtractor`.
+:class:`glimpse.agents.extractors.GlimpseHistoryExtractor`; ``recurrent-ppo`` from its LSTM on
+top of
+:class:`glimpse.agents.extractors.GlimpseFeaturesExtractor`.
 
-``--ppo-advantage factored`` trains ``ppo`` with :class:`agents.factored_ppo.FactoredPPO`: the
-class and the move of each action get advantages of their own; ``--ppo-move-credit expected``
+``--advantage factored`` trains ``ppo`` with
+:class:`glimpse.agents.factored_ppo.FactoredPPO`: the
+class and the move of each action get advantages of their own; ``--move-credit expected``
 credits the move with the expected rewards of the states it leads to, not the rewards that
 later class samples happened to earn.
 
-Settings come, in order, from :class:`PPOConfig`'s defaults, the block for the algorithm and
-environment id in ``agents/ppo_hyperparams.toml``, ``--config`` and the ``--ppo-*`` options.
-A PPO run directory has the same shape as a RAM one, with SB3 ``.zip`` models:
-``config.json``, ``metrics.jsonl``, ``tb/`` (SB3's logger), ``checkpoints/last.zip`` (saved at
-every validation, and when Ctrl-C or SIGTERM stops training after the current step;
-``--resume`` continues from its step count), ``checkpoints/best.zip``
-(lowest validation error on the fixed validation split; float16 weights without the optimiser
-state, about a sixth of the size) and ``test.json``. Both zips are written atomically.
+Settings are :class:`PPOConfig`'s fields (a run's ``model`` section); the published ones are
+recipes (``glimpse recipes``). A PPO run directory is written by the same
+:class:`glimpse.agents.run_directory.RunDirectory` as every other agent's, with SB3 ``.zip``
+models: ``checkpoints/last.zip`` (saved at every validation, and when Ctrl-C or SIGTERM stops
+training after the current step; ``--resume`` continues from its step count) and
+``checkpoints/best.zip`` (lowest validation error on the fixed validation split; float16
+weights without the optimiser state, about a sixth of the size), both written atomically.
 """
 
 from __future__ import annotations
@@ -29,8 +31,6 @@ from __future__ import annotations
 import collections
 import io
 import json
-import os
-import sys
 import time
 import zipfile
 from dataclasses import dataclass
@@ -43,34 +43,38 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import LinearSchedule
 
-from agents import distributed
-from agents.factored_ppo import (
+from glimpse.agents import distributed
+from glimpse.agents.extractors import GlimpseFeaturesExtractor, GlimpseHistoryExtractor
+from glimpse.agents.factored_ppo import (
     MINIBATCHES,
     MOVE_CREDITS,
     NEEDS_DISCRETE_ACTIONS,
     FactoredPolicy,
     FactoredPPO,
 )
-from agents.trainer import adam_kwargs, validation_curve
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-from envs.evaluation import Evaluation, evaluate, evaluation_episodes
-from envs.sb3 import GlimpseFeaturesExtractor, GlimpseHistoryExtractor, make_sb3_env
+from glimpse.agents.run_directory import (
+    RunConfig,
+    RunDirectory,
+    TrainingError,
+    atomic_write,
+    interrupt_requests,
+    resolve_device,
+)
+from glimpse.agents.trainer import adam_kwargs
 from glimpse.config import check_at_least, check_fields, check_positive, option
+from glimpse.envs.evaluation import Trajectories, evaluate, evaluation_episodes
+from glimpse.envs.glimpse_env import task_of
+from glimpse.envs.sb3 import make_sb3_env
 from glimpse.errors import ConfigError
 
 ALGORITHMS = ("ppo", "recurrent-ppo")
 ADVANTAGES = ("shared", "factored")
 LR_SCHEDULES = ("constant", "linear")
-HYPERPARAMETERS = Path(__file__).with_name("ppo_hyperparams.toml")
 
 
 @dataclass(frozen=True)
 class PPOConfig:
-    """PPO settings (``--ppo-<name>`` on the command line)."""
+    """PPO's settings: its networks and how it learns (a run's ``model`` section)."""
 
     total_steps: int = option(2_000_000, "Environment steps to train for.")
     n_envs: int = option(64, "Episodes run in parallel (one batched environment).")
@@ -144,18 +148,18 @@ def check_advantage(algorithm: str, config: PPOConfig, env: dict[str, Any]) -> N
     if config.advantage == "shared":
         if config.minibatches != "steps":
             raise ConfigError(
-                "--ppo-minibatches episodes is for --ppo-advantage factored; SB3's PPO shuffles "
+                "--minibatches episodes is for --advantage factored; SB3's PPO shuffles "
                 "steps."
             )
         if config.move_credit != "rewards":
             raise ConfigError(
-                "--ppo-move-credit expected is for --ppo-advantage factored; SB3's PPO credits "
+                "--move-credit expected is for --advantage factored; SB3's PPO credits "
                 "the whole action with the rewards that follow it."
             )
         return
     if algorithm != "ppo":
         raise ConfigError(
-            "--ppo-advantage factored is for --agent ppo; RecurrentPPO keeps its shared one."
+            "--advantage factored is for glimpse train ppo; RecurrentPPO keeps its shared one."
         )
     settings = ppo_env_settings(algorithm, env)
     if settings["action_type"] != "discrete" or settings.get("allow_stop"):
@@ -172,21 +176,10 @@ def model_class(algorithm: str, advantage: str = "shared") -> type[BaseAlgorithm
     return FactoredPPO if advantage == "factored" else PPO
 
 
-def hyperparameters(algorithm: str, env_id: str, path: Path = HYPERPARAMETERS) -> dict[str, Any]:
-    """The block ``[algorithm."env_id"]`` of the hyperparameter file (empty if there is none)."""
-    with open(path, "rb") as f:
-        table = tomllib.load(f)
-    block = table.get(algorithm, {}).get(env_id, {})
-    unknown = set(block) - set(PPOConfig.__dataclass_fields__)
-    if unknown:
-        raise ConfigError(f"{path} [{algorithm}.{env_id!r}] has unknown keys {sorted(unknown)}.")
-    return block
-
-
 def ppo_env_settings(algorithm: str, env: dict[str, Any]) -> dict[str, Any]:
-    """Environment settings for PPO: discrete actions unless told otherwise; history for the
-    non-recurrent one."""
-    return {"action_type": "discrete", **env, "history": algorithm == "ppo"}
+    """Environment settings for PPO: the history observation for the non-recurrent one (its
+    only memory), none for RecurrentPPO (its LSTM remembers)."""
+    return {**env, "history": algorithm == "ppo"}
 
 
 def build_model(
@@ -214,38 +207,52 @@ def build_model(
         "tensorboard_log": tensorboard,
         "verbose": 0,
     }
-    net_arch = {"pi": [config.head_units] * 2, "vf": [config.head_units] * 2}
-    if algorithm == "ppo":
-        kwargs = {"features_extractor_class": GlimpseHistoryExtractor,
-                  "features_extractor_kwargs": {"features_dim": config.features_dim,
-                                                "pooling": config.history_pooling},
-                  "net_arch": net_arch, "optimizer_kwargs": adam_kwargs(),
-                  "log_std_init": config.log_std_init,
-                  "share_features_extractor": config.share_features_extractor}  # fmt: skip
-        if config.advantage == "factored":
-            return cls(FactoredPolicy, env, policy_kwargs=kwargs, minibatches=config.minibatches,
-                       move_credit=config.move_credit, **common)  # fmt: skip
-        return cls("MultiInputPolicy", env, policy_kwargs=kwargs, **common)
-    kwargs = {
-        "features_extractor_class": GlimpseFeaturesExtractor,
-        "features_extractor_kwargs": {"features_dim": config.features_dim},
-        "lstm_hidden_size": config.lstm_hidden_size,
-        "net_arch": net_arch,
+    kwargs = policy_kwargs(algorithm, config)
+    if algorithm == "recurrent-ppo":
+        return cls("MultiInputLstmPolicy", env, policy_kwargs=kwargs, **common)
+    if config.advantage == "factored":
+        return cls(FactoredPolicy, env, policy_kwargs=kwargs, minibatches=config.minibatches,
+                   move_credit=config.move_credit, **common)  # fmt: skip
+    return cls("MultiInputPolicy", env, policy_kwargs=kwargs, **common)
+
+
+def policy_kwargs(algorithm: str, config: PPOConfig) -> dict[str, Any]:
+    """The SB3 policy's ``policy_kwargs`` for ``config``: our features extractor, the heads'
+    sizes, fused Adam."""
+    kwargs: dict[str, Any] = {
+        "net_arch": {"pi": [config.head_units] * 2, "vf": [config.head_units] * 2},
         "optimizer_kwargs": adam_kwargs(),
         "log_std_init": config.log_std_init,
         "share_features_extractor": config.share_features_extractor,
     }
-    return cls("MultiInputLstmPolicy", env, policy_kwargs=kwargs, **common)
+    if algorithm == "recurrent-ppo":
+        return {**kwargs, "features_extractor_class": GlimpseFeaturesExtractor,
+                "features_extractor_kwargs": {"features_dim": config.features_dim},
+                "lstm_hidden_size": config.lstm_hidden_size}  # fmt: skip
+    return {**kwargs, "features_extractor_class": GlimpseHistoryExtractor,
+            "features_extractor_kwargs": {"features_dim": config.features_dim,
+                                          "pooling": config.history_pooling}}  # fmt: skip
 
 
 def load_model(
-    algorithm: str, path: Path, device: str = "auto", advantage: str = "shared"
+    algorithm: str, config: PPOConfig, path: Path, device: str = "auto"
 ) -> BaseAlgorithm:
-    from agents.trainer import TrainingError
+    """The SB3 model saved at ``path`` by a run of ``algorithm`` with ``config``.
 
-    cls = model_class(algorithm, advantage)
+    The policy's class and ``policy_kwargs`` are rebuilt from ``config`` rather than unpickled
+    from the zip, so a model saved before a class moved (``envs.sb3`` became
+    ``glimpse.agents.extractors``) loads as well as a new one.
+    """
+    cls = model_class(algorithm, config.advantage)
+    policy = {"recurrent-ppo": "MultiInputLstmPolicy", "ppo": "MultiInputPolicy"}[algorithm]
+    custom = {
+        "policy_kwargs": policy_kwargs(algorithm, config),
+        "policy_class": (
+            FactoredPolicy if config.advantage == "factored" else cls.policy_aliases[policy]
+        ),
+    }
     try:
-        return cls.load(path, device=device)
+        return cls.load(path, device=device, custom_objects=custom)
     except Exception as error:  # SB3 raises several types for a damaged zip
         raise TrainingError(
             f"Cannot load the {algorithm} model {path} ({type(error).__name__}: {error}). It is "
@@ -263,17 +270,19 @@ def save_model(model: BaseAlgorithm, path: Path, evaluation_only: bool = False) 
     size. The live model is not touched.
     """
     optimizer = model.policy.optimizer
-    moments = optimizer.state
-    if evaluation_only:
-        optimizer.state = collections.defaultdict(dict)
-    partial = path.with_name(f"{path.stem}.partial.zip")
-    try:
-        model.save(partial)
-    finally:
-        optimizer.state = moments
-    if evaluation_only:
-        _store_weights_in_float16(partial)
-    os.replace(partial, path)
+
+    def write(partial: Path) -> None:
+        moments = optimizer.state
+        if evaluation_only:
+            optimizer.state = collections.defaultdict(dict)
+        try:
+            model.save(partial)
+        finally:
+            optimizer.state = moments
+        if evaluation_only:
+            _store_weights_in_float16(partial)
+
+    atomic_write(path, write)
 
 
 def _store_weights_in_float16(zip_path: Path) -> None:
@@ -298,7 +307,7 @@ def _store_weights_in_float16(zip_path: Path) -> None:
 
 
 class SB3Policy:
-    """An SB3 model as an :class:`envs.evaluation.Policy` (deterministic actions)."""
+    """An SB3 model as an :class:`glimpse.envs.evaluation.Policy` (deterministic actions)."""
 
     def __init__(self, model: BaseAlgorithm) -> None:
         self.model = model
@@ -318,23 +327,17 @@ class SB3Policy:
 class ValidationCallback(BaseCallback):
     """Every ``eval_every`` steps: validation error on the fixed split, metrics, checkpoints."""
 
-    def __init__(self, run_dir: Path, env: dict[str, Any], eval_every: int, episodes: int,
+    def __init__(self, run: RunDirectory, env: dict[str, Any], eval_every: int, episodes: int,
                  track_test: bool, seconds: float, stop_requests: list[str]) -> None:  # fmt: skip
         super().__init__()
         self.stop_requests = stop_requests  # filled by Ctrl-C or SIGTERM (interrupt_requests)
-        self.run_dir, self.eval_every, self.track_test = run_dir, eval_every, track_test
+        self.run, self.eval_every, self.track_test = run, eval_every, track_test
         self.val = evaluation_episodes(env, "val", episodes)
         self.test = evaluation_episodes(env, "test", episodes) if track_test else None
-        self.best = self._best_so_far()
+        self.best = run.best_validation_error()
         self.last_error = self.best  # the progress bar's, until the first validation
         self.seconds, self.started = seconds, time.perf_counter()
         self.next_eval = 0
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-
-    def _best_so_far(self) -> float:
-        if not (self.run_dir / "metrics.jsonl").exists():
-            return float("inf")
-        return min(validation_curve(self.run_dir)[1].values(), default=float("inf"))
 
     def _on_training_start(self) -> None:
         self.next_eval = (self.num_timesteps // self.eval_every + 1) * self.eval_every
@@ -353,21 +356,17 @@ class ValidationCallback(BaseCallback):
                                   "val_error": error}  # fmt: skip
         if self.test is not None:
             record["test_error"] = evaluate(SB3Policy(self.model), self.test).error_percent
-        for key, value in record.items():
-            self.logger.record(f"glimpse/{key}", value)
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        self.run.log(record, step="steps")
         if error < self.best:
             self.best = error
-            save_model(self.model, self.run_dir / "checkpoints" / "best.zip", evaluation_only=True)
+            save_model(self.model, self.run.checkpoint("best", ".zip"), evaluation_only=True)
         self.save_last()
 
     def save_last(self) -> None:
         """The model and training time so far (SB3 keeps the step count in the zip)."""
-        checkpoints = self.run_dir / "checkpoints"
         seconds = self.seconds + time.perf_counter() - self.started
-        save_model(self.model, checkpoints / "last.zip")
-        (checkpoints / "last.json").write_text(json.dumps({"seconds": seconds}) + "\n")
+        save_model(self.model, self.run.checkpoint("last", ".zip"))
+        self.run.checkpoint("last", ".json").write_text(json.dumps({"seconds": seconds}) + "\n")
 
 
 class ProgressBar(BaseCallback):
@@ -396,80 +395,71 @@ class ProgressBar(BaseCallback):
 
 
 def train_ppo(
-    config: dict[str, Any], run_dir: Path, resume: bool, progress: bool = True
+    config: dict[str, Any], run: RunDirectory, resume: bool, progress: bool = True
 ) -> dict[str, Any]:
     """Trains (or resumes) a PPO run; returns the summary written to ``test.json``."""
-    from agents.trainer import (
-        TrainConfig,
-        TrainingInterrupted,
-        interrupt_requests,
-        resolve_device,
-    )
-
     if distributed.world_size() > 1:
         raise ConfigError("PPO runs in one process; run it without torchrun.")
-    algorithm, train = config["agent"], TrainConfig(**config["train"])
-    ppo = PPOConfig(**config["model"])
-    env = ppo_env_settings(algorithm, config["env"])
-    device = str(resolve_device(train.device))
-    vec_env = make_sb3_env(None, ppo.n_envs, seed=train.seed, **env)
-    checkpoints = run_dir / "checkpoints"
+    algorithm, ppo = config["agent"], PPOConfig(**config["model"])
+    settings, env = RunConfig(**config["run"]), config["env"]
+    device = str(resolve_device(settings.device))
+    vec_env = make_sb3_env(None, ppo.n_envs, seed=settings.seed, **env)
     seconds = 0.0
     if resume:
-        model = load_model(algorithm, checkpoints / "last.zip", device, ppo.advantage)
+        model = load_model(algorithm, ppo, run.checkpoint("last", ".zip"), device)
         model.set_env(vec_env)
-        seconds = json.loads((checkpoints / "last.json").read_text())["seconds"]
+        seconds = json.loads(run.checkpoint("last", ".json").read_text())["seconds"]
     else:
-        model = build_model(algorithm, vec_env, ppo, train.seed, device, str(run_dir / "tb"))
+        model = build_model(algorithm, vec_env, ppo, settings.seed, device, str(run.path / "tb"))
     remaining = ppo.total_steps - model.num_timesteps
     with interrupt_requests() as stop_requests:  # Ctrl-C or SIGTERM: stop after this step
-        callback = ValidationCallback(run_dir, env, ppo.eval_every, train.eval_episodes,
-                                      train.track_test, seconds, stop_requests)  # fmt: skip
+        callback = ValidationCallback(run, env, ppo.eval_every, settings.eval_episodes,
+                                      settings.track_test, seconds, stop_requests)  # fmt: skip
         bar = ProgressBar(ppo.total_steps, callback, progress)
         if remaining > 0:
             model.learn(remaining, callback=[callback, bar], reset_num_timesteps=not resume,
                         tb_log_name="ppo")  # fmt: skip
     if stop_requests:
         callback.save_last()
-        raise TrainingInterrupted(
-            f"{stop_requests[0]} at step {model.num_timesteps:,}: the model is saved in "
-            f"{checkpoints / 'last.zip'}. Continue with: glimpse train --resume {run_dir}"
+        run.close()
+        raise run.interrupted(
+            stop_requests[0], f"step {model.num_timesteps:,}", run.checkpoint("last", ".zip")
         )
-    if not (checkpoints / "best.zip").exists():
+    if not run.checkpoint("best", ".zip").exists():
         callback.validate()
-    best = load_model(algorithm, checkpoints / "best.zip", device, ppo.advantage)
-    test = evaluate(SB3Policy(best), evaluation_episodes(env, "test", train.eval_episodes))
+    best = PPOAgent(config, run.path, "best")
     summary = {
-        "test_error": test.error_percent,
+        "test_error": best.error("test"),
         "best_val_error": callback.best,
         "steps": int(model.num_timesteps),
         "train_seconds": round(callback.seconds + time.perf_counter() - callback.started, 1),
     }
-    (run_dir / "test.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    return run.finish(summary)
 
 
 class PPOAgent:
     """A trained PPO run, as ``glimpse eval`` and ``glimpse viz`` use it."""
 
     def __init__(self, config: dict[str, Any], run_dir: Path, checkpoint: str) -> None:
-        self.algorithm = config["agent"]
-        self.env_settings = ppo_env_settings(self.algorithm, config["env"])
-        self.eval_episodes = config["train"]["eval_episodes"]
-        advantage = config["model"].get("advantage", "shared")
+        self.algorithm, self.env_settings = config["agent"], config["env"]
+        self.eval_episodes = config["run"]["eval_episodes"]
+        self.task = task_of(self.env_settings)
         path = run_dir / "checkpoints" / f"{checkpoint}.zip"
-        self.model = load_model(self.algorithm, path, advantage=advantage)
+        self.model = load_model(self.algorithm, PPOConfig(**config["model"]), path)
 
     def policy(self) -> SB3Policy:
         return SB3Policy(self.model)
 
-    def evaluate(self, split: str) -> Evaluation:
-        return evaluate(self.policy(), evaluation_episodes(self.env_settings, split,
-                                                          self.eval_episodes))  # fmt: skip
+    def error(self, split: str, samples: int = 1) -> float:
+        """Error in percent on the whole fixed ``split`` (deterministic actions: ``samples``
+        must be 1)."""
+        if samples != 1:
+            raise ConfigError("--samples (Monte Carlo averaging) applies to RAM runs only.")
+        episodes = evaluation_episodes(self.env_settings, split, self.eval_episodes)
+        return evaluate(self.policy(), episodes).error_percent
 
+    def draw(self, out: Path, n: int, split: str) -> Trajectories:
+        """The glimpse trajectories on the first ``n`` canvases of ``split``."""
+        from glimpse.agents.visualise import draw_policy
 
-def ppo_config(
-    algorithm: str, env_id: str, base: dict[str, Any], given: dict[str, Any]
-) -> PPOConfig:
-    """Defaults, then the hyperparameter file's block, then ``base`` (--config), then ``given``."""
-    return PPOConfig(**{**hyperparameters(algorithm, env_id), **base, **given})
+        return draw_policy(self.policy(), self.env_settings, out, n, split)

@@ -2,8 +2,8 @@
 
 One ``nn.Module`` per component of the paper, with the paper's symbols:
 
-* glimpse network ``g_t = f_g(x_t, l_{t-1})`` (:class:`envs.networks.GlimpseNetwork`, shared with
-  the PPO features extractor);
+* glimpse network ``g_t = f_g(x_t, l_{t-1})``
+  (:class:`glimpse.agents.networks.GlimpseNetwork`, shared with the PPO features extractor);
 * core network ``h_t = f_h(h_{t-1}, g_t)``: the paper's rectified RNN or an LSTM;
 * location network ``l_t ~ N(f_l(h_t), sigma^2 I)``: a Gaussian with fixed ``sigma``;
 * action network ``a = softmax(f_a(h_T))``: the class, read after the last glimpse;
@@ -32,10 +32,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from agents.bptt import Observe, glimpse_core_sequence
-from envs.episodes import GlimpseEpisodes
-from envs.networks import GlimpseNetwork
+from glimpse.agents.bptt import Observe, glimpse_core_sequence
+from glimpse.agents.networks import GlimpseNetwork
 from glimpse.config import check_at_least, check_fields, check_positive, option
+from glimpse.envs.episodes import GlimpseEpisodes
 from glimpse.errors import ConfigError
 
 CORES = ("rnn", "lstm")
@@ -74,13 +74,24 @@ class RAMConfig:
         0.0, "Weight of a cross-entropy for the class read from every state before the last "
         "(h_1 .. h_{T-1}, mean over them; 0: the paper, the class is only read from h_T)."
     )  # fmt: skip
+    reinforce_weight: float = option(1.0, "Weight of the REINFORCE term in the hybrid loss.")
+    location_lr_factor: float = option(
+        1.0, "The location network's learning rate as a share of --lr (Adam moves each weight "
+        "by about the learning rate, however noisy REINFORCE's gradient is)."
+    )  # fmt: skip
+    rollouts_per_image: int = option(
+        1, "Episodes of each training image in a batch (K, dividing --batch-size); K > 1 "
+        "measures REINFORCE's advantage against the mean reward of the image's other K - 1 "
+        "episodes instead of the learned baseline."
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         check_fields(self)
         units = ("hidden_size", "glimpse_units", "location_units", "glimpse_out_units")
         check_at_least(self, 1, *units)
         check_at_least(self, 0, "locator_units", "early_answer_weight")
-        check_positive(self, "location_std")
+        check_at_least(self, 1, "rollouts_per_image")
+        check_positive(self, "location_std", "location_lr_factor")
         if self.location_std_start is not None and self.location_std_start <= 0:
             raise ConfigError(
                 f"location_std_start={self.location_std_start} must be positive; leave it out "
@@ -277,8 +288,8 @@ class RAM(nn.Module):
     def encode(self, observe: Observe, horizon: int) -> torch.Tensor:
         """The core states ``h_1 .. h_T`` ``(T, B, hidden_size)`` of one episode.
 
-        ``observe(h_{t-1})`` acts and returns the next glimpse (see :mod:`agents.bptt`). The
-        rectified core backpropagates through time by hand (:mod:`agents.bptt`, the same
+        ``observe(h_{t-1})`` acts and returns the next glimpse (see :mod:`glimpse.agents.bptt`). The
+        rectified core backpropagates through time by hand (:mod:`glimpse.agents.bptt`, the same
         gradient, faster); the LSTM, or ``hand_written_bptt = False``, through autograd.
         """
         if self.config.core == "rnn" and self.hand_written_bptt:
@@ -332,7 +343,7 @@ def hybrid_loss(
     unbounded below: one wrong, confident answer outweighs many right ones. The probability is
     bounded like the paper's reward and is its expectation for an answer drawn from
     ``p(. | h_T)`` instead of the argmax: the luck of that draw taken out, as
-    ``--ppo-move-credit expected`` does for PPO.
+    ``--move-credit expected`` does for PPO.
 
     With ``rollouts_per_image = K > 1`` the batch holds K episodes of each image side by side,
     and REINFORCE's advantage is ``R`` minus the mean ``R`` of the same image's other K - 1
@@ -370,7 +381,7 @@ def hybrid_loss(
 
 
 class RAMPolicy:
-    """RAM as an :class:`envs.evaluation.Policy`: mean locations, or sampled ones."""
+    """RAM as an :class:`glimpse.envs.evaluation.Policy`: mean locations, or sampled ones."""
 
     def __init__(self, model: RAM, horizon: int, device: torch.device, sample: bool = False):
         self.model, self.horizon, self.device, self.sample = model, horizon, device, sample

@@ -1,124 +1,167 @@
-"""Runs: from a configuration to a trained run directory, and from a run directory back to a model.
+"""Runs: from settings to a trained run directory, and from a run directory back to an agent.
 
-A run's configuration (``config.json``) has four sections: ``agent``, ``env_id``, ``env`` (the
-environment settings: the id's registered ones plus overrides), ``model`` and ``train``. The
-command line writes it, ``--config`` reads it back, ``--resume`` continues the run it describes.
+A run's ``config.json`` records every setting the run used, defaults included, so the folder
+says exactly what ran, forever::
+
+    {"format": 2, "agent": "ram", "env_id": "Glimpse/MNIST-v0", "recipe": "mnist-6-ram",
+     "env": {...}, "model": {...}, "train": {...}, "run": {...},
+     "glimpse_version": "0.2.0", "git_commit": "8744cb9..."}
+
+``env`` holds every field of :class:`glimpse.tasks.TaskConfig` and
+:class:`glimpse.envs.episodes.EpisodeConfig`, ``run`` every field of
+:class:`glimpse.agents.run_directory.RunConfig`, and the agent's own sections
+(:data:`glimpse.agents.registry.AGENTS`) every field of theirs. :func:`resolve_config` makes it
+from layers of settings (a recipe's, a config file's, the options typed); :func:`read_run_config`
+reads it back and refuses a file with a missing or unknown setting rather than filling the gap
+from today's defaults. Run folders written before the format recorded everything (format 1)
+are brought up to date once by :func:`migrate_config` (``glimpse migrate RUN``), which writes
+what they actually ran with.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-import os
-import sys
+import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import gymnasium
-import numpy as np
-import torch
 
-import glimpse  # noqa: F401  (registers the Glimpse ids)
-from agents import distributed
-from agents.baselines import BASELINES, BaselineConfig, FullViewLearner
-from agents.learners import RAMLearner
-from agents.ppo import ALGORITHMS as PPO_ALGORITHMS
-from agents.ppo import PPOAgent, PPOConfig, check_advantage, ppo_config, train_ppo
-from agents.ram import RAMConfig
-from agents.trainer import (
+import glimpse
+from glimpse.agents.registry import TrainedAgent, agent
+from glimpse.agents.run_directory import (
+    RESULT_NEUTRAL_SETTINGS,
     RUNTIME_SETTINGS,
-    TrainConfig,
-    Trainer,
+    RunConfig,
+    RunDirectory,
     TrainingError,
-    config_dict,
     load_checkpoint,
-    load_model_weights,
-    resolve_device,
+    set_threads,
     validation_curve,
 )
-from envs.evaluation import standard_error_percent
-from envs.glimpse_env import split_settings
+from glimpse.envs.episodes import EpisodeConfig
+from glimpse.envs.evaluation import standard_error_percent
+from glimpse.envs.glimpse_env import split_settings
 from glimpse.errors import ConfigError
+from glimpse.tasks import TaskConfig
 
-AGENTS = ("ram", *PPO_ALGORITHMS, *BASELINES)
-MODEL_CONFIGS: dict[str, type] = {
-    "ram": RAMConfig,
-    "ppo": PPOConfig,
-    "recurrent-ppo": PPOConfig,
-    **{name: BaselineConfig for name in BASELINES},
-}
+FORMAT = 2
+"""The ``config.json`` format: 2 records every setting; 1 (no ``format`` key) did not."""
+METADATA = ("format", "recipe", "glimpse_version", "git_commit", "migrated_from_format")
+"""Keys of ``config.json`` that describe the run but do not change what it learns."""
+Layer = dict[str, dict[str, Any]]
+"""Settings by section (``env``, ``model``, ``train``, ``run``), some of each."""
 
 
-def env_settings(env_id: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The registered settings of ``env_id`` with ``overrides`` on top, checked (names, types
-    and choices) before a run directory is made for them."""
+def env_id_settings(env_id: str) -> dict[str, Any]:
+    """The settings registered with ``env_id`` (a ``Glimpse/...`` id)."""
     if env_id not in gymnasium.registry or not env_id.startswith("Glimpse/"):
         known = ", ".join(sorted(i for i in gymnasium.registry if i.startswith("Glimpse/")))
         raise ConfigError(f"Unknown environment id {env_id!r}; choose one of: {known}.")
-    settings = {**gymnasium.spec(env_id).kwargs, **overrides}
-    split_settings(settings)
-    return settings
+    return dict(gymnasium.spec(env_id).kwargs)
 
 
-def model_config(
-    agent: str, env_id: str, env: dict[str, Any], base: dict[str, Any], typed: dict[str, Any]
-) -> Any:
-    """The agent's model settings: defaults, then ``base`` (from --config), then ``typed``.
-
-    PPO agents also take their block of the hyperparameter file (before ``base``); the soft
-    attention baseline's steps default to the environment's glimpse budget.
-    """
-    if agent not in AGENTS:
-        raise ConfigError(f"Unknown agent {agent!r}; choose one of {', '.join(AGENTS)}.")
-    if agent in PPO_ALGORITHMS:
-        return ppo_config(agent, env_id, base, typed)
-    values = {**base, **typed}
-    if agent in BASELINES and values.get("attention_steps") is None:
-        values["attention_steps"] = env_settings(env_id, env)["glimpses"]
-    return _dataclass(MODEL_CONFIGS[agent], values, "model")
+def _sections(agent_name: str) -> dict[str, type]:
+    return {**agent(agent_name).sections, "run": RunConfig}
 
 
-def train_config(base: dict[str, Any], typed: dict[str, Any]) -> TrainConfig:
-    """The training settings: defaults, then ``base`` (from --config), then ``typed``."""
-    return _dataclass(TrainConfig, {**base, **typed}, "train")
+def _make(cls: type, values: dict[str, Any], where: str) -> Any:
+    """``cls(**values)``, with an unknown setting named in the error."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(
+            f"The {where} section has unknown setting(s) {', '.join(unknown)}; valid: "
+            f"{', '.join(sorted(names))}."
+        )
+    return cls(**values)
 
 
-def make_run_config(
-    agent: str,
-    env_id: str,
-    env_overrides: dict[str, Any],
-    model: Any,
-    train: TrainConfig,
+def resolve_config(
+    agent_name: str, env_id: str, layers: Sequence[Layer], recipe: str | None = None
 ) -> dict[str, Any]:
-    if agent not in AGENTS:
-        raise ConfigError(f"Unknown agent {agent!r}; choose one of {', '.join(AGENTS)}.")
-    return config_dict(
-        agent=agent,
-        env_id=env_id,
-        env=env_settings(env_id, env_overrides),
-        model=model,
-        train=train,
-    )
+    """The complete configuration of a run: every setting's default, then the environment
+    id's registered settings, then each of ``layers`` in turn (a recipe's, then the options
+    typed), then the settings the agent fixes. Checked before any folder is made."""
+    spec = agent(agent_name)
+    sections = _sections(agent_name)
+    for layer in layers:
+        foreign = sorted(set(layer) - {"env", *sections})
+        if foreign:
+            raise ConfigError(f"{agent_name} has no {' or '.join(foreign)} settings.")
+    env = env_id_settings(env_id)
+    for layer in layers:
+        env.update(layer.get("env", {}))
+    task, episode = split_settings(spec.env(env))
+    config: dict[str, Any] = {
+        "format": FORMAT,
+        "agent": agent_name,
+        "env_id": env_id,
+        "recipe": recipe,
+        "env": {**dataclasses.asdict(task), **dataclasses.asdict(episode)},
+    }
+    for section, cls in sections.items():
+        values: dict[str, Any] = {}
+        for layer in layers:
+            values.update(layer.get(section, {}))
+        if section == "model":
+            for key, env_key in spec.model_defaults_from_env.items():
+                if values.get(key) is None:
+                    values[key] = config["env"][env_key]
+        config[section] = dataclasses.asdict(_make(cls, values, section))
+    spec.check(config)
+    config["glimpse_version"] = glimpse.__version__
+    config["git_commit"] = git_commit()
+    return config
 
 
-def resolved_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A stored run config as it resolves today: settings added since it was saved get their
-    defaults, so an older run compares equal to a new one of the same recipe."""
-    agent, env_id, env = config["agent"], config["env_id"], config["env"]
-    model = model_config(agent, env_id, env, config["model"], {})
-    return make_run_config(agent, env_id, env, model, train_config(config["train"], {}))
+@functools.cache
+def git_commit() -> str | None:
+    """The commit of the checkout the package runs from (``+dirty`` with uncommitted changes
+    to tracked files), or None for an installed wheel."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "pyproject.toml").is_file():  # installed, not a checkout
+        return None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty.strip() else "")
 
 
-def run_name(config: dict[str, Any]) -> str:
-    train = config["train"]
-    if train["name"]:
-        return train["name"]
-    short = config["env_id"].split("/")[-1].removesuffix("-v0").lower()
-    return f"{short}-{config['agent']}-seed{train['seed']}"
+def check_complete(config: dict[str, Any], where: str) -> None:
+    """Refuses a configuration that lacks a setting or has one no config class knows."""
+    if config.get("format") != FORMAT:
+        raise ConfigError(
+            f"{where} was written by an older glimpse (format {config.get('format', 1)}) and "
+            "does not record every setting the run used. Run `glimpse migrate "
+            f"{Path(where).parent}` once: it writes what the run actually ran with."
+        )
+    missing = {"agent", "env_id", "env", "run"} - set(config)
+    if missing:
+        raise ConfigError(f"{where} lacks the section(s) {', '.join(sorted(missing))}.")
+    classes = {"env": (TaskConfig, EpisodeConfig), **{
+        section: (cls,) for section, cls in _sections(config["agent"]).items()}}  # fmt: skip
+    for section, owners in classes.items():
+        names = {f.name for cls in owners for f in dataclasses.fields(cls)}
+        have = set(config.get(section, {}))
+        if have != names:
+            problems = [f"lacks {', '.join(sorted(names - have))}" if names - have else "",
+                        f"has unknown {', '.join(sorted(have - names))}" if have - names else ""]
+            raise ConfigError(
+                f"The {section} section of {where} {' and '.join(p for p in problems if p)}: "
+                "every setting must be recorded, and only those of this glimpse."
+            )  # fmt: skip
 
 
 def read_run_config(path: Path) -> dict[str, Any]:
-    """A ``config.json`` (or a run directory holding one), checked for its sections."""
+    """A ``config.json`` (or a run directory holding one), checked to be complete."""
     path = path / "config.json" if path.is_dir() else path
     try:
         config = json.loads(path.read_text())
@@ -128,62 +171,74 @@ def read_run_config(path: Path) -> dict[str, Any]:
         ) from error
     except json.JSONDecodeError as error:
         raise ConfigError(f"{path} is not valid JSON ({error}); fix or delete it.") from error
-    missing = {"agent", "env_id", "env", "model", "train"} - set(config)
-    if missing:
-        raise ConfigError(f"{path} lacks the section(s) {', '.join(sorted(missing))}.")
+    if not isinstance(config, dict) or "agent" not in config:
+        raise ConfigError(f"{path} is not a glimpse run configuration (it names no agent).")
+    agent(config["agent"])
+    check_complete(config, str(path))
     return config
 
 
-def _dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
-    try:
-        return cls(**values)
-    except TypeError as error:
-        names = ", ".join(f.name for f in dataclasses.fields(cls))
-        raise ConfigError(
-            f"The {where} section has an unknown setting ({error}); valid: {names}."
-        ) from error
+def config_layer(config: dict[str, Any]) -> Layer:
+    """A complete configuration's settings as one layer (to start another run from)."""
+    return {s: dict(config[s]) for s in ("env", *_sections(config["agent"]))}
 
 
-def build_learner(config: dict[str, Any], device: torch.device) -> RAMLearner | FullViewLearner:
-    """The learner (model and data) that ``config`` describes (RAM or a full-view baseline)."""
-    train = _dataclass(TrainConfig, config["train"], "train")
-    model = _dataclass(MODEL_CONFIGS[config["agent"]], config["model"], "model")
-    if config["agent"] in BASELINES:
-        return FullViewLearner(
-            config["agent"], config["env"], model, train.seed, device, train.eval_episodes
-        )
-    return RAMLearner(
-        config["env"],
-        model,
-        batch_size=train.batch_size,
-        seed=train.seed,
-        device=device,
-        reinforce_weight=train.reinforce_weight,
-        rollouts_per_image=train.rollouts_per_image,
-        eval_episodes=train.eval_episodes,
-    )
+def config_differences(
+    wanted: dict[str, Any], found: dict[str, Any], ignore: frozenset[str] = RESULT_NEUTRAL_SETTINGS
+) -> list[str]:
+    """``section.key: wanted vs found`` for every setting that differs, except the metadata
+    and the run settings in ``ignore`` (by default those that do not change what is learned)."""
+    differences = []
+    for section in sorted(set(wanted) | set(found)):
+        if section in METADATA:
+            continue
+        want, have = wanted.get(section), found.get(section)
+        if not isinstance(want, dict) or not isinstance(have, dict):
+            if want != have:
+                differences.append(f"{section}: {want!r} vs {have!r}")
+            continue
+        for key in sorted(set(want) | set(have)):
+            if section == "run" and key in ignore:
+                continue
+            if want.get(key, "<missing>") != have.get(key, "<missing>"):
+                differences.append(
+                    f"{section}.{key}: {want.get(key, '<missing>')!r} vs "
+                    f"{have.get(key, '<missing>')!r}"
+                )
+    return differences
 
 
-def set_threads(threads: int) -> None:
-    """Uses ``threads`` torch threads; 0 keeps torch's default, one per core.
+def run_name(config: dict[str, Any]) -> str:
+    run = config["run"]
+    if run["name"]:
+        return run["name"]
+    if config.get("recipe"):
+        return f"{config['recipe']}-seed{run['seed']}"
+    short = config["env_id"].split("/")[-1].removesuffix("-v0").lower()
+    return f"{short}-{config['agent']}-seed{run['seed']}"
 
-    Every core is fastest on an otherwise idle machine (PPO's policy and RAM run faster on 2
-    threads than on 1 on 2 cores). When other processes keep the cores busy, threads that
-    share a core wait on each other and training becomes several times slower than on one
-    thread, so with 0 on a busy machine this says so (``--threads 1`` is the fix).
-    """
-    if threads:
-        torch.set_num_threads(threads)
-        return
-    cores = os.cpu_count() or 1
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    if cores > 1 and load >= 1.0:
-        print(
-            f"glimpse: other processes are keeping this machine busy (load average {load:.1f} "
-            f"on {cores} cores); training on every core is then often several times slower "
-            f"than on one: consider --threads 1.",
-            file=sys.stderr,
-        )
+
+def train_run(
+    config: dict[str, Any], resume: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Trains (or resumes) the run ``config`` describes; returns the summary of ``test.json``."""
+    check_complete(config, "the configuration")
+    spec = agent(config["agent"])
+    settings = RunConfig(**config["run"])
+    run = RunDirectory(Path(settings.runs_dir) / run_name(config))
+    last = run.checkpoint("last", spec.checkpoint_suffix)
+    if resume and last.suffix == ".pt" and last.exists():
+        stored = load_checkpoint(last).get("config")
+        differences = config_differences(migrate_config(stored), config) if stored else []
+        if differences:
+            raise TrainingError(
+                f"{last} was written by a run with other settings than {run.config_path} "
+                f"({'; '.join(differences)}). Resume with the run's own settings, or start a "
+                "new run under another --name."
+            )
+    run.start(config, resume)
+    set_threads(settings.threads)
+    return spec.train(spec, config, run, resume, progress)
 
 
 def resume_run(
@@ -201,65 +256,94 @@ def resume_run(
             f"--resume continues {run_dir} with the settings in its config.json, so it takes "
             f"no {', '.join('--' + name.replace('_', '-') for name in changed)}; only "
             f"{' and '.join('--' + name for name in RUNTIME_SETTINGS)} may change. To train "
-            f"with other settings, start a new run: --config {run_dir / 'config.json'} "
-            "--name NEW with the options to change."
+            f"with other settings, start a new run: glimpse train --config "
+            f"{run_dir / 'config.json'} --name NEW with the options to change."
         )
-    config["train"].update(runtime or {}, runs_dir=str(run_dir.parent), name=run_dir.name)
+    config["run"].update(runtime or {}, runs_dir=str(run_dir.parent), name=run_dir.name)
     return train_run(config, resume=True, progress=progress)
 
 
-def train_run(
-    config: dict[str, Any], resume: bool = False, progress: bool = True
-) -> dict[str, Any]:
-    """Trains (or resumes) the run ``config`` describes; returns the summary of ``test.json``."""
-    train = _dataclass(TrainConfig, config["train"], "train")
-    run_dir = Path(train.runs_dir) / run_name(config)
-    if not resume and (run_dir / "checkpoints").exists():
-        raise ConfigError(
-            f"{run_dir} already holds a run. Continue it with --resume, or pick another --name."
-        )
-    if config["agent"] in PPO_ALGORITHMS:
-        ppo = _dataclass(PPOConfig, config["model"], "model")
-        check_advantage(config["agent"], ppo, config["env"])
-    if distributed.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    set_threads(train.threads)
-    if config["agent"] in PPO_ALGORITHMS:
-        return train_ppo(config, run_dir, resume, progress)
-    device = resolve_device(train.device)
-    distributed.setup(device)
-    learner = build_learner(config, device)
-    trainer = Trainer(learner, train, run_dir, config, device, progress)
-    if resume:
-        trainer.resume()
-    return trainer.train()
-
-
-def load_run(
-    run_dir: Path, checkpoint: str = "best"
-) -> tuple[dict[str, Any], RAMLearner | FullViewLearner]:
-    """A run's configuration and its learner holding the chosen checkpoint's weights."""
-    config = read_run_config(run_dir)
-    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
-    saved = load_checkpoint(path)
-    if saved.get("config", config)["model"] != config["model"]:
-        raise TrainingError(
-            f"{path} was trained with model settings {saved['config']['model']}, but "
-            f"{run_dir / 'config.json'} says {config['model']}. Restore the original config.json."
-        )
-    learner = build_learner(config, resolve_device("auto"))
-    load_model_weights(learner.model, saved["model"], path)
-    learner.model.eval()
-    return config, learner
-
-
-def load_agent(run_dir: Path, checkpoint: str = "best") -> RAMLearner | FullViewLearner | PPOAgent:
+def load_agent(run_dir: Path, checkpoint: str = "best") -> TrainedAgent:
     """The trained agent of any run directory, ready to evaluate or visualise."""
     config = read_run_config(run_dir)
-    if config["agent"] in PPO_ALGORITHMS:
-        return PPOAgent(config, run_dir, checkpoint)
-    return load_run(run_dir, checkpoint)[1]
+    spec = agent(config["agent"])
+    return spec.load(spec, config, run_dir, checkpoint)
+
+
+# -- migration of format 1 ---------------------------------------------------------------------
+
+_MOVED_TO_RAM = ("reinforce_weight", "location_lr_factor", "rollouts_per_image")
+"""Settings that format 1 kept in ``train`` and format 2 keeps in RAM's ``model``."""
+RENAMED = {("model", "channels"): "conv_channels"}
+"""Format 1's names of settings renamed since (the full-view baselines' first convolution)."""
+BEFORE_OPTION: dict[tuple[str, str], Any] = {}
+"""What runs did before a setting existed, where that differs from the setting's default
+today. Every other setting was added with a default that kept the old behaviour, and has
+kept it (checked against the git history of the config classes and of the PPO
+hyperparameter file, 2026-12-05)."""
+
+
+def migrate_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A format-1 configuration brought to format 2: every setting it ran with recorded.
+
+    A format-2 configuration is returned as it is. Settings a format-1 file lacks were added
+    to glimpse after the run; it ran with the behaviour before them, which is the default
+    they were added with (:data:`BEFORE_OPTION` where that default has changed since). PPO's
+    runs never took their values from a hyperparameter file for keys they lack: the file's
+    entries came with the keys' introduction or later, and a run records the values it used.
+    """
+    if config.get("format") == FORMAT:
+        return config
+    spec = agent(config["agent"])
+    env, model, train = dict(config["env"]), dict(config["model"]), dict(config["train"])
+    for (section, old), new in RENAMED.items():
+        values = model if section == "model" else train
+        if old in values and new in {f.name for c in spec.sections.values()
+                                     for f in dataclasses.fields(c)}:  # fmt: skip
+            values[new] = values.pop(old)
+    for key in _MOVED_TO_RAM:
+        value = train.pop(key, None)
+        if spec.name == "ram" and value is not None:
+            model[key] = value
+    run_names = {f.name for f in dataclasses.fields(RunConfig)}
+    run = {key: train.pop(key) for key in list(train) if key in run_names}
+    values = {"model": model, "train": train, "run": run}
+    migrated: dict[str, Any] = {
+        "format": FORMAT,
+        "agent": spec.name,
+        "env_id": config["env_id"],
+        "recipe": config.get("recipe"),
+    }
+    task, episode = split_settings(spec.env({**_before_options("env", env), **env}))
+    migrated["env"] = {**dataclasses.asdict(task), **dataclasses.asdict(episode)}
+    for section, cls in _sections(spec.name).items():
+        own = values[section]
+        given = {k: v for k, v in own.items() if k in {f.name for f in dataclasses.fields(cls)}}
+        migrated[section] = dataclasses.asdict(cls(**{**_before_options(section, given),
+                                                      **given}))  # fmt: skip
+    migrated["glimpse_version"] = config.get("glimpse_version", "0.1.0")
+    migrated["git_commit"] = config.get("git_commit")
+    migrated["migrated_from_format"] = config.get("format", 1)
+    return migrated
+
+
+def _before_options(section: str, given: dict[str, Any]) -> dict[str, Any]:
+    """:data:`BEFORE_OPTION`'s values for the settings of ``section`` not in ``given``."""
+    return {key: value for (s, key), value in BEFORE_OPTION.items()
+            if s == section and key not in given}  # fmt: skip
+
+
+def migrate_run(run_dir: Path) -> bool:
+    """Rewrites ``run_dir/config.json`` in format 2; False if it already was."""
+    path = run_dir / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{path} cannot be read ({error}): name a run directory.") from error
+    if config.get("format") == FORMAT:
+        return False
+    path.write_text(json.dumps(migrate_config(config), indent=2) + "\n")
+    return True
 
 
 def evaluate_run(
@@ -268,16 +352,8 @@ def evaluate_run(
     """Error of a saved run on a whole fixed split, written to :func:`evaluation_file`."""
     if samples < 1:
         raise ConfigError(f"--samples {samples} must be at least 1.")
-    agent = load_agent(run_dir, checkpoint)
-    if samples > 1 and not isinstance(agent, RAMLearner):
-        raise ConfigError("--samples (Monte Carlo averaging) applies to RAM runs only.")
-    if isinstance(agent, PPOAgent):
-        evaluation = agent.evaluate(split)
-        error, images = evaluation.error_percent, len(evaluation.labels)
-    elif isinstance(agent, FullViewLearner):
-        error, images = agent.error(split), agent.task.split_size(split)
-    else:
-        error, images = agent.error(split, samples), agent.task.split_size(split)
+    trained = load_agent(run_dir, checkpoint)
+    error, images = trained.error(split, samples), trained.task.split_size(split)
     result = {
         "split": split,
         "checkpoint": checkpoint,
@@ -369,37 +445,11 @@ def visualise_run(
     (``trajectories-<split>.npz``, whose path is returned). Soft attention: its attention
     weights at each step (returns None). The CNN and FC baselines attend to nothing: refused.
     """
-    from agents.visualise import draw_trajectories
-    from envs.evaluation import evaluation_episodes, record_trajectories
-
     if n < 1:
         raise ConfigError(f"--n {n} must be at least 1.")
-    agent = load_agent(run_dir, checkpoint)
-    if isinstance(agent, FullViewLearner):
-        _draw_soft_attention(agent, run_dir, out, n, split)
+    trajectories = load_agent(run_dir, checkpoint).draw(out, n, split)
+    if trajectories is None:
         return None
-    episodes = evaluation_episodes(agent.env_settings, split, n)
-    trajectories = record_trajectories(agent.policy(), episodes)
     npz = run_dir / f"trajectories-{split}.npz"
     trajectories.save(npz)
-    draw_trajectories(trajectories, out)
     return npz
-
-
-def _draw_soft_attention(
-    learner: FullViewLearner, run_dir: Path, out: Path, n: int, split: str
-) -> None:
-    from agents.baselines import SoftAttention
-    from agents.visualise import captions, draw_attention
-
-    if not isinstance(learner.model, SoftAttention):
-        raise ConfigError(
-            f"{run_dir} is a full-view {type(learner.model).__name__}: it reads the whole canvas "
-            f"at once, with no glimpses and no attention to draw. glimpse viz draws RAM and PPO "
-            f"trajectories and soft attention maps."
-        )
-    fixed = learner.task.fixed_canvases(split)
-    canvases, labels = fixed.images[:n], fixed.labels[:n]
-    logits, weights = learner.attention(canvases)
-    texts = captions(labels, logits.argmax(1), logits, np.asarray(learner.task.class_names))
-    draw_attention(canvases, weights, texts, out)

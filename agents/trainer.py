@@ -1,57 +1,50 @@
-"""The training loop and the run directory, for any agent that implements :class:`Learner`.
+"""The training loop of the agents trained by gradient steps over epochs (RAM and the full-view
+baselines), for any agent that implements :class:`Learner`.
 
-A run directory holds everything about one training run::
-
-    runs/<name>/
-      config.json            the resolved configuration (edit it and pass it back with --config)
-      metrics.jsonl          one line per validation: epoch, images, seconds, losses, val error
-      tb/                    TensorBoard event files
-      checkpoints/last.pt    full training state, written atomically after every epoch
-      checkpoints/best.pt    the model with the lowest validation error (small: weights only)
-      test.json              test error of the best model, written when training ends
+:class:`Trainer` runs epochs of batches, validates after each on the fixed validation split,
+and writes through a :class:`glimpse.agents.run_directory.RunDirectory`: ``checkpoints/last.pt``
+(model, optimiser, learning-rate schedule, torch RNG and the learner's data stream, after every
+epoch), ``checkpoints/best.pt`` (weights only), ``metrics.jsonl``, TensorBoard and ``test.json``.
+It knows nothing of any agent's model: the learner gives the loss, its parameter groups and
+its errors.
 
 With ``--ema-decay D`` the trainer also keeps an exponential moving average of the weights
 (:class:`WeightAverage`), and validates, keeps as ``best.pt`` and tests that average instead
 of the last step's weights; ``metrics.jsonl`` then also logs ``val_error_raw``, the last
 step's weights on the same validation canvases, so one run compares the two epoch by epoch.
 
-``--resume`` reloads ``last.pt`` (model, optimiser, learning-rate schedule, torch RNG and the
-learner's data stream) and continues from the batch where it stopped, so an interrupted run
-ends with the same metrics as an uninterrupted one. Ctrl-C or SIGTERM checkpoints the current
-batch and exits; a non-finite loss stops the run without overwriting the last good checkpoint.
+``--resume`` reloads ``last.pt`` and continues from the batch where it stopped, so an
+interrupted run ends with the same metrics as an uninterrupted one. Ctrl-C or SIGTERM
+checkpoints the current batch and exits; a non-finite loss stops the run without overwriting
+the last good checkpoint.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
-import signal
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from agents import distributed
+from glimpse.agents import distributed
+from glimpse.agents.run_directory import (
+    RunDirectory,
+    TrainingError,
+    atomic_save,
+    interrupt_requests,
+    load_checkpoint,
+)
 from glimpse.config import check_at_least, check_fields, check_positive, option
-from glimpse.errors import ConfigError, GlimpseError
+from glimpse.errors import ConfigError
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("linear", "cosine", "constant")
-RUNTIME_SETTINGS = ("threads", "device")
-"""Training settings for where and how fast a run trains, which a resumed run may change."""
-RESULT_NEUTRAL_SETTINGS = frozenset({*RUNTIME_SETTINGS, "name", "runs_dir"})
-"""Training settings that do not change what a run learns: the runtime ones and where the run
-directory lies. A run resumed or reused by ``glimpse compare`` may differ in these."""
-
-
-class TrainingError(GlimpseError):
-    """Training cannot go on (a non-finite loss, a checkpoint that does not fit the run)."""
 
 
 def adam_kwargs() -> dict[str, Any]:
@@ -68,70 +61,36 @@ def adam_kwargs() -> dict[str, Any]:
     return {"fused": True}
 
 
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM stopped training after the state was checkpointed."""
-
-
 @dataclass(frozen=True)
 class TrainConfig:
-    """How long and how fast to train, and where the run lives (PPO has its own --ppo-*)."""
+    """How long and how RAM and the full-view baselines train: epochs, batches, optimiser."""
 
-    epochs: int = option(100, "RAM: training epochs.")
-    epoch_size: int | None = option(
-        None, "RAM: episodes per epoch; default: the train split's size."
-    )
-    batch_size: int = option(128, "RAM: episodes per gradient step.")
-    optimizer: str = option("adam", "RAM: optimiser.", OPTIMIZERS)
-    lr: float = option(1e-3, "RAM: initial learning rate.")
+    epochs: int = option(100, "Training epochs.")
+    epoch_size: int | None = option(None, "Episodes per epoch; default: the train split's size.")
+    batch_size: int = option(128, "Episodes (images) per gradient step.")
+    optimizer: str = option("adam", "Optimiser.", OPTIMIZERS)
+    lr: float = option(1e-3, "Initial learning rate.")
     momentum: float = option(0.9, "sgd: momentum (the paper's 0.9).")
     lr_schedule: str = option(
-        "cosine", "RAM: learning-rate decay over the run (the paper: linear).", SCHEDULES
+        "cosine", "Learning-rate decay over the run (the paper: linear).", SCHEDULES
     )
-    final_lr_fraction: float = option(0.02, "RAM: learning rate at the end, as a share of --lr.")
-    reinforce_weight: float = option(1.0, "RAM: weight of the REINFORCE term in the hybrid loss.")
-    location_lr_factor: float = option(
-        1.0, "RAM: the location network's learning rate as a share of --lr (Adam moves each "
-        "weight by about the learning rate, however noisy REINFORCE's gradient is)."
-    )  # fmt: skip
-    rollouts_per_image: int = option(
-        1, "RAM: episodes of each training image in a batch (K, dividing --batch-size); K > 1 "
-        "measures REINFORCE's advantage against the mean reward of the image's other K - 1 "
-        "episodes instead of the learned baseline."
-    )  # fmt: skip
-    seed: int = option(1, "Seed of the model initialisation and of the training episodes.")
-    device: str = option("auto", "auto (cuda if available), cpu or cuda.", ("auto", "cpu", "cuda"))
-    threads: int = option(
-        0, "torch CPU threads; 0: every core (use 1 when other processes share the cores)."
-    )
+    final_lr_fraction: float = option(0.02, "Learning rate at the end, as a share of --lr.")
     ema_decay: float = option(
-        0.0, "RAM and the full-view baselines: validate, keep and test an exponential moving "
-        "average of the weights, updated after every step with this decay (0.999: about the "
-        "last 1,000 steps); 0: the weights of the last step."
+        0.0, "Validate, keep and test an exponential moving average of the weights, updated "
+        "after every step with this decay (0.999: about the last 1,000 steps); 0: the weights "
+        "of the last step."
     )  # fmt: skip
-    eval_episodes: int = option(1000, "Episodes run together when evaluating.")
-    track_test: bool = option(
-        False, "Also log the test error after every epoch (learning curves; one test pass each)."
-    )
-    runs_dir: str = option("runs", "Folder that holds the run directories.")
-    name: str | None = option(None, "Run directory name; default <env>-<agent>-seed<seed>.")
 
     def __post_init__(self) -> None:
         check_fields(self)
-        check_at_least(
-            self, 1, "epochs", "epoch_size", "batch_size", "eval_episodes", "rollouts_per_image"
-        )
-        check_at_least(self, 0, "momentum", "final_lr_fraction", "threads")
+        check_at_least(self, 1, "epochs", "epoch_size", "batch_size")
+        check_at_least(self, 0, "momentum", "final_lr_fraction")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(
                 f"ema_decay={self.ema_decay} must be at least 0 and below 1 (0.999: an average "
                 f"over about the last 1,000 steps; 0: off)."
             )
-        check_positive(self, "lr", "location_lr_factor")
-        if self.batch_size % self.rollouts_per_image:
-            raise ConfigError(
-                f"batch_size={self.batch_size} is not a multiple of rollouts_per_image="
-                f"{self.rollouts_per_image}; choose a batch size that K divides."
-            )
+        check_positive(self, "lr")
 
 
 class Learner(Protocol):
@@ -142,6 +101,10 @@ class Learner(Protocol):
     @property
     def train_size(self) -> int:
         """Images in the training split (an epoch shows as many episodes by default)."""
+
+    def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups, at learning rate ``lr`` unless the agent says
+        otherwise for some of its parameters."""
 
     def loss(self, batch_size: int, progress: float = 0.0) -> dict[str, torch.Tensor]:
         """Loss terms on a fresh training batch; ``total`` is minimised. ``progress`` is the
@@ -161,39 +124,6 @@ class Learner(Protocol):
         """Restores :meth:`data_state`."""
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA device is available.")
-    return torch.device(name)
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file, then rename: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint, or a clear error when it is missing, truncated or not ours."""
-    if not path.is_file():
-        raise TrainingError(f"Checkpoint {path} does not exist. Train first, or check the path.")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises several types for a damaged file
-        raise TrainingError(
-            f"Checkpoint {path} cannot be read ({type(error).__name__}: {error}). It is "
-            f"truncated or corrupted; use the other checkpoint in the same folder (best.pt or "
-            f"last.pt) or train again."
-        ) from error
-    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
-        raise TrainingError(f"{path} is not a glimpse checkpoint (no model weights in it).")
-    return checkpoint
-
-
 def load_model_weights(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
     """Loads weights, turning a shape or key mismatch into a clear error."""
     try:
@@ -204,21 +134,6 @@ def load_model_weights(model: nn.Module, state: dict[str, torch.Tensor], source:
             f"(different sizes or parts). Use the config.json saved with that checkpoint. "
             f"Details: {str(error).splitlines()[0]}"
         ) from error
-
-
-def parameter_groups(model: nn.Module, lr: float, location_lr_factor: float) -> list[dict]:
-    """The optimiser's parameter groups: with ``location_lr_factor != 1``, the location network
-    of a model that has one (``model.locator``, RAM's) at ``lr * location_lr_factor`` and the
-    rest at ``lr``; otherwise one group (as runs saved before the option had)."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    locator = getattr(model, "locator", None)
-    if locator is None or location_lr_factor == 1.0:
-        return [{"params": trainable, "lr": lr}]
-    located = {id(p) for p in locator.parameters()}
-    return [
-        {"params": [p for p in trainable if id(p) not in located], "lr": lr},
-        {"params": [p for p in trainable if id(p) in located], "lr": lr * location_lr_factor},
-    ]
 
 
 def learning_rate_factor(schedule: str, progress: float, final_fraction: float) -> float:
@@ -272,38 +187,22 @@ class WeightAverage:
         self.steps = state["steps"]
 
 
-@contextlib.contextmanager
-def interrupt_requests() -> Iterator[list[str]]:
-    """Turns Ctrl-C and SIGTERM into a flag the loop checks between batches."""
-    requested: list[str] = []
-
-    def handler(signum: int, frame: object) -> None:
-        requested.append(signal.Signals(signum).name)
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield requested
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
 class Trainer:
-    """Trains a :class:`Learner` in ``run_dir``; see the module docstring."""
+    """Trains a :class:`Learner` into a :class:`RunDirectory`; see the module docstring."""
 
     def __init__(
         self,
         learner: Learner,
         config: TrainConfig,
-        run_dir: Path,
+        run: RunDirectory,
         full_config: dict[str, Any],
-        device: torch.device,
         progress: bool = True,
+        track_test: bool = False,
     ) -> None:
-        self.learner, self.config, self.run_dir = learner, config, run_dir
-        self.full_config, self.device, self.progress = full_config, device, progress
+        self.learner, self.config, self.run = learner, config, run
+        self.full_config, self.progress, self.track_test = full_config, progress, track_test
         self.model = learner.model
-        params = parameter_groups(self.model, config.lr, config.location_lr_factor)
+        params = learner.parameter_groups(config.lr)
         if config.optimizer == "sgd":
             self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
                 params, lr=config.lr, momentum=config.momentum, foreach=True
@@ -326,15 +225,13 @@ class Trainer:
         self.seconds = 0.0  # training time so far, across resumes
         self.epoch_sums: dict[str, float] = {}  # loss terms summed over the epoch so far
 
-    # -- files ----------------------------------------------------------------------------
-
     @property
     def last_path(self) -> Path:
-        return self.run_dir / "checkpoints" / "last.pt"
+        return self.run.checkpoint("last")
 
     @property
     def best_path(self) -> Path:
-        return self.run_dir / "checkpoints" / "best.pt"
+        return self.run.checkpoint("best")
 
     def save_last(self) -> None:
         if not distributed.is_main():
@@ -359,14 +256,9 @@ class Trainer:
         )
 
     def resume(self) -> None:
-        """Restores the state saved by :meth:`save_last`."""
+        """Restores the state saved by :meth:`save_last` (the caller has checked that it is
+        this run's: :func:`glimpse.agents.runs.train_run`)."""
         checkpoint = load_checkpoint(self.last_path)
-        if _what_it_learns(checkpoint.get("config", {})) != _what_it_learns(self.full_config):
-            raise TrainingError(
-                f"{self.last_path} was written by a run with a different configuration than "
-                f"the one given now. Resume with the run's own settings (glimpse train --resume "
-                f"{self.run_dir}), or start a new run under another --name."
-            )
         load_model_weights(self.model, checkpoint["model"], self.last_path)
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
@@ -382,23 +274,14 @@ class Trainer:
         if self.average is not None:
             self.average.load_state_dict(checkpoint["average"])
 
-    def _log_metrics(self, record: dict[str, Any], writer: Any) -> None:
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-        for key, value in record.items():
-            if isinstance(value, float) and key not in ("epoch", "seconds"):
-                writer.add_scalar(key, value, record["images"])
-
     # -- the loop ---------------------------------------------------------------------------
 
     def train(self) -> dict[str, Any]:
         """Runs the remaining epochs; returns the final summary (also in ``test.json``)."""
-        from torch.utils.tensorboard import SummaryWriter
         from tqdm import tqdm
 
         config = self.config
         main = distributed.is_main()
-        writer = SummaryWriter(str(self.run_dir / "tb")) if main else None
         bar = tqdm(
             total=self.total_batches,
             initial=self.epoch * self.batches_per_epoch + self.batch,
@@ -443,7 +326,7 @@ class Trainer:
                         "images_per_s": images_per_s,
                         **{f"train_{k}": v / self.batches_per_epoch for k, v in sums.items()},
                     }
-                    self._log_metrics(record, writer)
+                    self.run.log(record, step="images")
                     self.save_last()
                     distributed.barrier()
                     bar.set_postfix(
@@ -451,8 +334,7 @@ class Trainer:
                     )
         finally:
             bar.close()
-            if writer is not None:
-                writer.close()
+            self.run.close()
         return self.finish() if main else {}
 
     def _train_step(self, interrupted: list[str]) -> dict[str, float]:
@@ -460,10 +342,10 @@ class Trainer:
         # Checked before the batch is drawn, so the saved state has consumed nothing of it.
         if distributed.any_process([bool(interrupted)])[0]:
             self.save_last()
-            raise TrainingInterrupted(
-                f"{interrupted[0] if interrupted else 'another process'} at epoch "
-                f"{self.epoch + 1}, batch {self.batch}: the state is saved in "
-                f"{self.last_path}. Continue with: glimpse train --resume {self.run_dir}"
+            raise self.run.interrupted(
+                interrupted[0] if interrupted else "another process",
+                f"epoch {self.epoch + 1}, batch {self.batch}",
+                self.last_path,
             )
         self.model.train()
         done = self.epoch * self.batches_per_epoch + self.batch
@@ -500,7 +382,7 @@ class Trainer:
                      "epoch": self.epoch, "val_error": val_error},
                     self.best_path,
                 )  # fmt: skip
-            if self.config.track_test:
+            if self.track_test:
                 errors["test_error"] = self.learner.test_error()
         return errors
 
@@ -519,50 +401,4 @@ class Trainer:
             "epochs": self.epoch,
             "train_seconds": round(self.seconds, 1),
         }
-        (self.run_dir / "test.json").write_text(json.dumps(summary, indent=2) + "\n")
-        return summary
-
-
-def config_dict(**sections: Any) -> dict[str, Any]:
-    """A JSON-ready configuration: dataclasses become dicts."""
-    return {k: asdict(v) if hasattr(v, "__dataclass_fields__") else v for k, v in sections.items()}
-
-
-def _what_it_learns(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` without the :data:`RESULT_NEUTRAL_SETTINGS`."""
-    train = config.get("train", {})
-    return {
-        **config,
-        "train": {k: v for k, v in train.items() if k not in RESULT_NEUTRAL_SETTINGS},
-    }
-
-
-def validation_curve(run_dir: Path) -> tuple[str, dict[int, float]]:
-    """A run's validation error (%) by ``"epoch"`` (RAM, baselines) or ``"steps"`` (PPO).
-
-    Read from the run's ``metrics.jsonl``, one line per validation; a resumed run's repeated
-    line for the same epoch counts once (the later one).
-    """
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        raise ConfigError(
-            f"{run_dir} has no metrics.jsonl: name a run directory written by `glimpse train`, "
-            "which adds a line to it at every validation."
-        )
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise ConfigError(
-                f"Line {number} of {path} is not JSON (cut short by a crash?): delete that "
-                "line and run the command again."
-            ) from None
-    axis = "epoch" if not rows or "epoch" in rows[0] else "steps"
-    try:
-        return axis, {int(row[axis]): float(row["val_error"]) for row in rows}
-    except KeyError as missing:
-        raise ConfigError(
-            f"A line of {path} has no {missing}: it is not a glimpse metrics file (each line "
-            f"needs {axis!r} and 'val_error'); name a run directory written by `glimpse train`."
-        ) from None
+        return self.run.finish(summary)

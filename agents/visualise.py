@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from envs.evaluation import Trajectories
 from glimpse.drawing import attention_grid, attention_panel, tile, trajectory_panel
+from glimpse.envs.evaluation import Policy, Trajectories, evaluation_episodes, record_trajectories
 from glimpse.errors import ConfigError
 from glimpse.sensor import GlimpseSensor
 
@@ -75,6 +75,16 @@ def draw_trajectories(trajectories: Trajectories, out: Path, columns: int = 4) -
         steps = [panels_at(trajectories, t) for t in range(horizon)]
         rows = [panel for i in range(len(trajectories.labels)) for panel in (s[i] for s in steps)]
         tile(rows, horizon).save(out)
+
+
+def draw_policy(
+    policy: Policy, env_settings: dict, out: Path, n: int, split: str
+) -> Trajectories:
+    """Records ``policy`` on the first ``n`` canvases of the fixed ``split`` and draws them
+    (:func:`draw_trajectories`); returns the trajectories."""
+    trajectories = record_trajectories(policy, evaluation_episodes(env_settings, split, n))
+    draw_trajectories(trajectories, out)
+    return trajectories
 
 
 def draw_attention(

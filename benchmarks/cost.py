@@ -9,7 +9,7 @@ default sizes, soft attention with 8 steps.
 
 from __future__ import annotations
 
-from agents.cost import baseline_flops, ram_flops
+from glimpse.agents.cost import baseline_flops, ram_flops
 
 SIZES = (60, 100, 200, 400)
 

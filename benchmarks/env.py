@@ -24,9 +24,10 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
 import glimpse  # noqa: F401  (registers the ids)
-from agents.ppo import PPOConfig, build_model, ppo_env_settings
-from agents.trainer import adam_kwargs
-from envs.sb3 import GlimpseFeaturesExtractor, make_sb3_env
+from glimpse.agents.extractors import GlimpseFeaturesExtractor
+from glimpse.agents.ppo import PPOConfig, build_model, ppo_env_settings
+from glimpse.agents.trainer import adam_kwargs
+from glimpse.envs.sb3 import make_sb3_env
 
 ENV_ID = "Glimpse/ClutteredMNIST60-v0"
 PPO_SETTINGS = PPOConfig(n_steps=128, batch_size=256, n_epochs=4)

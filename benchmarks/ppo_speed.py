@@ -26,8 +26,9 @@ import gymnasium
 import torch
 
 import glimpse  # noqa: F401  (registers the ids)
-from agents.ppo import PPOConfig, build_model, hyperparameters, ppo_env_settings
-from envs.sb3 import make_sb3_env
+from glimpse.agents.ppo import PPOConfig, build_model, ppo_env_settings
+from glimpse.agents.recipes import recipe
+from glimpse.envs.sb3 import make_sb3_env
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "shared": {"advantage": "shared"},
@@ -35,12 +36,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "factored-episodes": {"advantage": "factored", "minibatches": "episodes"},
 }
 ENV_IDS = ("Glimpse/ClutteredMNIST60-v0", "Glimpse/MNIST-v0")
+RECIPE = "cluttered60-ppo-step-reward-linear-20m"  # its PPO settings, on either id
 
 
 def build(env_id: str, variant: str) -> Any:
     """The ``ppo`` agent's SB3 model for ``env_id`` with the per-step reward, one rollout in."""
     env_settings = {**gymnasium.spec(env_id).kwargs, "step_reward": 1.0}
-    config = PPOConfig(**{**hyperparameters("ppo", env_id), **VARIANTS[variant]})
+    config = PPOConfig(**{**recipe(RECIPE).settings["model"], **VARIANTS[variant]})
     env = make_sb3_env(None, config.n_envs, seed=0, **ppo_env_settings("ppo", env_settings))
     model = build_model("ppo", env, config, seed=0, device="cpu", tensorboard=None)
     model.learn(model.n_steps * model.n_envs)  # warm-up

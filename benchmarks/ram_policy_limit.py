@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.learners import RAMLearner
-from agents.ram import hybrid_loss
-from agents.runs import load_run, set_threads
-from agents.trainer import adam_kwargs
-from envs.glimpse_env import make_episodes
+from glimpse.agents.learners import RAMLearner
+from glimpse.agents.ram import hybrid_loss
+from glimpse.agents.run_directory import set_threads
+from glimpse.agents.runs import load_agent
+from glimpse.agents.trainer import adam_kwargs
+from glimpse.envs.glimpse_env import make_episodes
 
 
 def training_error(learner: RAMLearner, images: int, seed: int = 0) -> float:
@@ -49,7 +50,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     set_threads(args.threads)
-    _, learner = load_run(args.run)
+    learner = load_agent(args.run)
     assert isinstance(learner, RAMLearner), f"{args.run} is not a RAM run"
     model = learner.model
     print(f"{args.run}: training error {training_error(learner, args.images):.2f}%, "

@@ -45,13 +45,13 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-import agents.bptt
-import agents.ram
-import glimpse  # noqa: F401  (registers the ids)
-from agents.learners import RAMLearner
-from agents.ram import RAMConfig
-from agents.runs import make_run_config, train_run
-from agents.trainer import TrainConfig, adam_kwargs
+import glimpse
+import glimpse.agents.bptt
+import glimpse.agents.ram
+from glimpse.agents.learners import RAMLearner
+from glimpse.agents.ram import RAMConfig
+from glimpse.agents.runs import resolve_config, train_run
+from glimpse.agents.trainer import adam_kwargs
 
 ENV_ID = "Glimpse/MNIST-v0"
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -75,17 +75,18 @@ def training_step(batch_size: int, hand_written: bool = True) -> Callable[[], No
 
 @contextlib.contextmanager
 def onednn_products(enabled: bool) -> Iterator[None]:
-    """The hand-written pass's products on oneDNN (``agents.bptt.use_onednn``) or not, inside
-    the block; a tree without that switch (an older one, under ``--against``) runs as it is."""
-    default = getattr(agents.bptt, "use_onednn", None)
+    """The hand-written pass's products on oneDNN (``glimpse.agents.bptt.use_onednn``) or not,
+    inside the block; a tree without that switch (an older one, under ``--against``) runs as it
+    is."""
+    default = getattr(glimpse.agents.bptt, "use_onednn", None)
     if default is None:
         yield
         return
-    agents.bptt.use_onednn = enabled and default
+    glimpse.agents.bptt.use_onednn = enabled and default
     try:
         yield
     finally:
-        agents.bptt.use_onednn = default
+        glimpse.agents.bptt.use_onednn = default
 
 
 def images_per_second(
@@ -116,14 +117,14 @@ def against_baseline(threads: int, batch_size: int, baseline: Path, rounds: int)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     versions = {
-        "current": agents.ram.glimpse_core_sequence,
+        "current": glimpse.agents.ram.glimpse_core_sequence,
         str(baseline): module.glimpse_core_sequence,
     }
     step, rates = training_step(batch_size), {name: [] for name in versions}
     try:
         for _ in range(rounds):
             for name, sequence in versions.items():
-                agents.ram.glimpse_core_sequence = sequence  # what RAM.encode calls
+                glimpse.agents.ram.glimpse_core_sequence = sequence  # what RAM.encode calls
                 for _ in range(3):  # warm-up after the switch
                     step()
                 start = time.perf_counter()
@@ -131,7 +132,7 @@ def against_baseline(threads: int, batch_size: int, baseline: Path, rounds: int)
                     step()
                 rates[name].append(20 * batch_size / (time.perf_counter() - start))
     finally:
-        agents.ram.glimpse_core_sequence = versions["current"]
+        glimpse.agents.ram.glimpse_core_sequence = versions["current"]
     for name, values in rates.items():
         print(f"{threads} thread(s), {name}: {statistics.median(values):,.0f} images/s "
               f"(median of {rounds} alternating 20-step measurements)")  # fmt: skip
@@ -208,10 +209,10 @@ def operations_per_step(batch_size: int) -> int:
 
 def matmul_gflops(threads: int, onednn: bool) -> float:
     """float32 matrix-product speed at RAM's shapes (batch 128, 512 x 256), for reference:
-    PyTorch's ``@`` (MKL) or :func:`agents.bptt.linear` on oneDNN."""
+    PyTorch's ``@`` (MKL) or :func:`glimpse.agents.bptt.linear` on oneDNN."""
     torch.set_num_threads(threads)
     a, w = torch.randn(128, 512), torch.randn(256, 512)
-    product = (lambda: agents.bptt.linear(a, w)) if onednn else (lambda: a @ w.t())
+    product = (lambda: glimpse.agents.bptt.linear(a, w)) if onednn else (lambda: a @ w.t())
     with onednn_products(onednn):
         for _ in range(20):
             product()
@@ -222,13 +223,11 @@ def matmul_gflops(threads: int, onednn: bool) -> float:
 
 
 def time_to_error(target: float, epochs: int, glimpses: int, threads: int, runs_dir: str) -> None:
-    train = TrainConfig(
-        epochs=epochs, threads=threads, track_test=True, runs_dir=runs_dir,
-        name=f"train-speed-{glimpses}g-{epochs}ep",
-    )  # fmt: skip
-    config = make_run_config("ram", ENV_ID, {"glimpses": glimpses}, RAMConfig(), train)
-    train_run(config, progress=False)
-    metrics = Path(runs_dir) / str(train.name) / "metrics.jsonl"
+    name = f"train-speed-{glimpses}g-{epochs}ep"
+    run = {"threads": threads, "track_test": True, "runs_dir": runs_dir, "name": name}
+    layer = {"env": {"glimpses": glimpses}, "train": {"epochs": epochs}, "run": run}
+    train_run(resolve_config("ram", ENV_ID, [layer]), progress=False)
+    metrics = Path(runs_dir) / name / "metrics.jsonl"
     for line in metrics.read_text().splitlines():
         record = json.loads(line)
         if record["test_error"] <= target:

@@ -10,7 +10,8 @@ classification reward and a per-glimpse cost on the other steps.
 Randomness is a counter-based stream per slot (splitmix64 over ``(slot key, episode number,
 draw number)``), vectorised over slots: slot ``i`` of a batch draws exactly what a single
 environment with the same key draws, whatever the batch size, and no Python loop runs over
-slots. :class:`~envs.glimpse_env.GlimpseEnv` and :class:`~envs.glimpse_env.GlimpseVectorEnv`
+slots. :class:`~glimpse.envs.glimpse_env.GlimpseEnv` and
+:class:`~glimpse.envs.glimpse_env.GlimpseVectorEnv`
 take the keys from Gymnasium's seeded ``np_random``, so ``reset(seed=s)`` of a vector env of N
 equals ``reset(seed=s + i)`` of N single environments.
 """

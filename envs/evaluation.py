@@ -1,6 +1,7 @@
 """Accuracy on a whole fixed split: every canvas exactly once, in order.
 
-The evaluator drives :class:`envs.episodes.GlimpseEpisodes` in rounds of ``num_envs`` episodes
+The evaluator drives :class:`glimpse.envs.episodes.GlimpseEpisodes` in rounds of ``num_envs``
+episodes
 that start together (slot ``i`` of round ``r`` shows canvas ``r * num_envs + i``), so any agent
 that implements :class:`Policy` (RAM, an SB3 model, a scripted baseline) is scored on the same
 images, and the last, partial round counts only the canvases not yet seen.
@@ -16,8 +17,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from envs.episodes import GlimpseEpisodes
-from envs.glimpse_env import make_episodes
+from glimpse.envs.episodes import GlimpseEpisodes
+from glimpse.envs.glimpse_env import make_episodes
 
 
 class Policy(Protocol):

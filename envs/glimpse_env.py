@@ -1,9 +1,9 @@
-"""Gymnasium environments over :class:`envs.episodes.GlimpseEpisodes`.
+"""Gymnasium environments over :class:`glimpse.envs.episodes.GlimpseEpisodes`.
 
 :class:`GlimpseEnv` is the batched episode with a batch of one; :class:`GlimpseVectorEnv` is the
 same episode with ``num_envs`` slots (a native ``gymnasium.vector.VectorEnv``, not copies of the
 single environment). Both take the settings of :class:`glimpse.tasks.TaskConfig` and
-:class:`envs.episodes.EpisodeConfig` as keyword arguments; the registered ids fill them in.
+:class:`glimpse.envs.episodes.EpisodeConfig` as keyword arguments; the registered ids fill them in.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.episodes import EpisodeConfig, GlimpseEpisodes
 from glimpse.drawing import glimpse_frame
+from glimpse.envs.episodes import EpisodeConfig, GlimpseEpisodes
 from glimpse.errors import ConfigError
 from glimpse.tasks import Task, TaskConfig, make_task
 

@@ -2,8 +2,8 @@
 
 The foundation lives here: :mod:`glimpse.sensor` (the glimpse sensor), :mod:`glimpse.data` and
 :mod:`glimpse.tasks` (datasets and the canvases of each task), :mod:`glimpse.drawing` and the
-command line :mod:`glimpse.cli`. Environments are in the top-level package ``envs``, agents in
-``agents``.
+command line :mod:`glimpse.cli`. Environments are in :mod:`glimpse.envs` (the repository's
+``envs/`` folder), agents in :mod:`glimpse.agents` (``agents/``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from glimpse.registration import register_envs
 from glimpse.sensor import GlimpseSensor, IntegralImages
 from glimpse.tasks import Task, TaskConfig, make_task
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # keep equal to pyproject.toml's version
 
 register_envs()
 

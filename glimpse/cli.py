@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,54 +56,191 @@ def _data_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    from agents.baselines import BaselineConfig
-    from agents.ppo import PPOConfig
-    from agents.ram import RAMConfig
-    from agents.runs import (
-        make_run_config,
-        model_config,
-        read_run_config,
-        resume_run,
-        train_config,
-        train_run,
-    )
-    from agents.trainer import TrainConfig
-    from envs.episodes import EpisodeConfig
+TRAIN_USAGE = """\
+usage: glimpse train --recipe NAME [--seed N] [--name RUN] [options of its agent]
+       glimpse train AGENT --env ID [options of AGENT]
+       glimpse train --config RUN/config.json [options of its agent]
+       glimpse train --resume RUN [--threads N] [--device DEVICE]
+
+Train an agent on a Glimpse environment; writes a run directory. Settings come from their
+defaults, the environment id, the recipe (or --config), then the options typed. An option
+the agent does not use is an error.
+
+agents: {agents}
+`glimpse train AGENT --help` lists an agent's options; `glimpse recipes` the named recipes.
+"""
+
+
+def _prescan(tokens: list[str], option: str) -> str | None:
+    """The value given to ``option`` among ``tokens`` (``--x V`` or ``--x=V``), if any."""
+    for i, token in enumerate(tokens):
+        if token == option and i + 1 < len(tokens):
+            return tokens[i + 1]
+        if token.startswith(option + "="):
+            return token.split("=", 1)[1]
+    return None
+
+
+def train_parser(agent_name: str) -> argparse.ArgumentParser:
+    """``glimpse train AGENT``'s options: the source of settings, then the settings the agent
+    uses (environment, its own sections, the run's), generated from the config classes."""
+    from glimpse.agents.registry import agent
+    from glimpse.agents.run_directory import RunConfig
+    from glimpse.envs.episodes import EpisodeConfig
     from glimpse.tasks import TaskConfig
 
-    if args.resume:
-        # Every option of the config dataclasses is absent unless typed (only_given=True).
-        fixed = ("command", "handler", "resume", "progress")
-        given = {k: v for k, v in vars(args).items() if k not in fixed and v is not None}
-        summary = resume_run(Path(args.resume), given, progress=args.progress)
+    spec = agent(agent_name)
+    parser = argparse.ArgumentParser(
+        prog=f"glimpse train {agent_name}", formatter_class=_HelpFormatter, allow_abbrev=False,
+        usage=f"glimpse train {agent_name} [--recipe NAME | --env ID | --config FILE] [options]",
+        description=f"Train {agent_name}: {spec.summary}. Settings come from their defaults, "
+        "the environment id, the recipe (or --config), then the options typed here.",
+    )  # fmt: skip
+    source = parser.add_argument_group("where the settings come from")
+    source.add_argument("--recipe", default=None, help="a named recipe (glimpse recipes)")
+    source.add_argument("--env", default=None, help="environment id, e.g. Glimpse/MNIST-v0")
+    source.add_argument("--config", default=None, help="config.json of a run to start from")
+    source.add_argument(
+        "--resume", default=None, metavar="RUN",
+        help="continue this run directory with its settings (--threads and --device may change)",
+    )  # fmt: skip
+    source.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar"
+    )
+    for cls in (TaskConfig, EpisodeConfig):
+        add_options(parser, cls, "env", only_given=True, names=spec.env_settings,
+                    title=f"environment ({cls.__name__})")  # fmt: skip
+    for section, cls in {**spec.sections, "run": RunConfig}.items():
+        add_options(parser, cls, section, only_given=True, title=f"{section} ({cls.__name__})")
+    return parser
+
+
+def _typed_settings(agent_name: str, options: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The settings typed on the command line, by section (sections with none left out)."""
+    from glimpse.agents.registry import agent
+    from glimpse.agents.run_directory import RunConfig
+    from glimpse.envs.episodes import EpisodeConfig
+    from glimpse.tasks import TaskConfig
+
+    typed = {"env": {**given_options(TaskConfig, options, "env"),
+                     **given_options(EpisodeConfig, options, "env")}}  # fmt: skip
+    for section, cls in {**agent(agent_name).sections, "run": RunConfig}.items():
+        typed[section] = given_options(cls, options, section)
+    return {section: values for section, values in typed.items() if values}
+
+
+def _foreign_option(agent_name: str, option: str) -> ConfigError:
+    """The error for an option ``glimpse train AGENT`` does not have."""
+    from glimpse.agents.registry import AGENTS
+
+    owners = [
+        name for name in AGENTS
+        if name != agent_name and option in train_parser(name)._option_string_actions
+    ]  # fmt: skip
+    if owners:
+        return ConfigError(
+            f"{option} is not an option of {agent_name} (it is one of {', '.join(owners)}); "
+            f"`glimpse train {agent_name} --help` lists {agent_name}'s options."
+        )
+    return ConfigError(
+        f"unrecognised option {option} for {agent_name}; `glimpse train {agent_name} --help` "
+        "lists its options."
+    )
+
+
+def _train(args: argparse.Namespace) -> int:
+    from glimpse.agents.recipes import recipe
+    from glimpse.agents.registry import AGENTS
+    from glimpse.agents.runs import (
+        config_layer,
+        read_run_config,
+        resolve_config,
+        resume_run,
+        train_run,
+    )
+
+    tokens = list(args.tokens)
+    named = tokens.pop(0) if tokens and not tokens[0].startswith("-") else None
+    recipe_name, config_file = _prescan(tokens, "--recipe"), _prescan(tokens, "--config")
+    resume = _prescan(tokens, "--resume")
+    base_recipe = recipe(recipe_name) if recipe_name else None
+    base = read_run_config(Path(resume or config_file)) if resume or config_file else None
+    agent_name = named or (base_recipe.agent if base_recipe else None) or (
+        base["agent"] if base else None)  # fmt: skip
+    if agent_name is None:
+        if not {"-h", "--help"} & set(tokens):
+            print(TRAIN_USAGE.format(agents=", ".join(AGENTS)), file=sys.stderr)
+            raise ConfigError("name an agent (glimpse train ram ...) or a --recipe.")
+        print(TRAIN_USAGE.format(agents=", ".join(AGENTS)))
+        return 0
+    found = base_recipe.agent if base_recipe else base["agent"] if base else agent_name
+    if found != agent_name:
+        raise ConfigError(
+            f"{recipe_name or resume or config_file} trains {found}, not {agent_name}: leave "
+            f"the agent out or name {found}."
+        )
+    parser = train_parser(agent_name)
+    options, unknown = parser.parse_known_args(tokens)
+    if unknown:
+        raise _foreign_option(agent_name, unknown[0].split("=", 1)[0])
+    typed = _typed_settings(agent_name, options)
+    if resume:
+        given = [option for option in tokens if option.startswith("--")
+                 and option.split("=")[0] not in ("--resume", "--threads", "--device",
+                                                  "--progress", "--no-progress")]  # fmt: skip
+        if given:
+            raise ConfigError(
+                f"--resume continues {resume} with the settings in its config.json, so it takes "
+                f"no {', '.join(given)}; only --threads and --device may change. To train with "
+                f"other settings, start a new run: glimpse train --config "
+                f"{Path(resume) / 'config.json'} --name NEW ..."
+            )
+        runtime = typed.get("run", {})
+        summary = resume_run(Path(resume), runtime, progress=options.progress)
     else:
-        base = read_run_config(Path(args.config)) if args.config else {}
-        agent = args.agent or base.get("agent", "ram")
-        env_id = args.env or base.get("env_id")
+        layers = [base_recipe.layer() if base_recipe else config_layer(base) if base else {}]
+        env_id = options.env or (base_recipe.env_id if base_recipe else None) or (
+            base["env_id"] if base else None)  # fmt: skip
         if env_id is None:
-            raise ConfigError("Name the environment: --env Glimpse/MNIST-v0 (or pass --config).")
-        env = {
-            **base.get("env", {}),
-            **given_options(TaskConfig, args),
-            **given_options(EpisodeConfig, args),
-        }
-        typed_model = {
-            "ram": given_options(RAMConfig, args),
-            "ppo": given_options(PPOConfig, args, prefix="ppo_"),
-            "recurrent-ppo": given_options(PPOConfig, args, prefix="ppo_"),
-        }.get(agent, given_options(BaselineConfig, args, prefix="baseline_"))
-        model = model_config(agent, env_id, env, base.get("model", {}), typed_model)
-        train = train_config(base.get("train", {}), given_options(TrainConfig, args))
-        config = make_run_config(agent, env_id, env, model, train)
-        summary = train_run(config, progress=args.progress)
+            raise ConfigError(f"Name the environment: glimpse train {agent_name} --env ID.")
+        changes_recipe = any(s != "run" for s in typed) or (
+            base_recipe is not None and env_id != base_recipe.env_id)  # fmt: skip
+        keep = base_recipe.name if base_recipe and not changes_recipe else None
+        config = resolve_config(agent_name, env_id, [*layers, typed], recipe=keep)
+        summary = train_run(config, progress=options.progress)
     if summary:  # empty in the helper processes of a torchrun
         print(json.dumps(summary, indent=2))
     return 0
 
 
+def _recipes(args: argparse.Namespace) -> int:
+    from glimpse.agents.recipes import load_recipes
+
+    results = Path(args.results)
+    print("| recipe | agent | environment | published test error % | paper | what |")
+    print("|---|---|---|---|---|---|")
+    for recipe in load_recipes().values():
+        errors = [
+            json.loads((results / run / "test.json").read_text())["test_error"]
+            for run in recipe.runs if (results / run / "test.json").is_file()
+        ]  # fmt: skip
+        published = " / ".join(f"{e:.2f}" for e in errors) if errors else "-"
+        print(f"| {recipe.name} | {recipe.agent} | {recipe.env_id} | {published} | "
+              f"{recipe.paper or '-'} | {recipe.description} |")  # fmt: skip
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from glimpse.agents.runs import migrate_run
+
+    for run in args.runs:
+        changed = migrate_run(Path(run))
+        print(f"{run}: {'migrated to format 2' if changed else 'already format 2'}")
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
-    from agents.runs import evaluate_run
+    from glimpse.agents.runs import evaluate_run
 
     result = evaluate_run(Path(args.run), args.split, args.samples, args.checkpoint)
     print(
@@ -114,7 +252,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _viz(args: argparse.Namespace) -> int:
-    from agents.runs import visualise_run
+    from glimpse.agents.runs import visualise_run
 
     npz = visualise_run(Path(args.run), Path(args.out), args.n, args.split, args.checkpoint)
     print(f"wrote {args.out}" + (f" (trajectories in {npz})" if npz else ""))
@@ -122,22 +260,22 @@ def _viz(args: argparse.Namespace) -> int:
 
 
 def _curves(args: argparse.Namespace) -> int:
-    from agents.runs import curves_table
+    from glimpse.agents.runs import curves_table
 
     print(curves_table([Path(run) for run in args.runs], args.every))
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from agents.compare import compare, ram_recipe
-    from agents.ram import RAMConfig
+    from glimpse.agents.compare import compare
+    from glimpse.agents.recipes import recipe
 
-    config = Path(args.ram_config) if args.ram_config else None
-    ram_model, ram_train = ram_recipe(config, args.ram_epochs, given_options(RAMConfig, args))
+    budget = {k: v for k, v in (("epochs", args.epochs), ("epoch_size", args.epoch_size))
+              if v is not None}  # fmt: skip
     report = compare(
-        args.env, args.seeds, args.epochs, Path(args.out), args.runs_dir, args.epoch_size,
-        progress=args.progress, scaling_sizes=tuple(args.scaling_sizes), ram_model=ram_model,
-        ram_train=ram_train,
+        [recipe(name) for name in args.recipes], args.seeds, Path(args.out), args.runs_dir,
+        progress=args.progress, scaling_sizes=tuple(args.scaling_sizes),
+        budget={"train": budget} if budget else None,
     )  # fmt: skip
     print(f"wrote {report}")
     return 0
@@ -184,37 +322,31 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--out", default="canvases.png", help="PNG file to write")
     show.set_defaults(handler=_data_show)
 
-    from agents.baselines import BaselineConfig
-    from agents.ppo import PPOConfig
-    from agents.ram import RAMConfig
-    from agents.runs import AGENTS
-    from agents.trainer import TrainConfig
-    from envs.episodes import EpisodeConfig
-
     train = commands.add_parser(
-        "train",
-        help="train an agent; writes a run directory",
-        formatter_class=formatter,
-        description="Train an agent on a Glimpse environment. Settings come from the "
-        "environment id, then --config, then the options typed here.",
-    )
-    train.add_argument("--agent", choices=AGENTS, default=None, help="agent (default: ram)")
-    train.add_argument("--env", default=None, help="environment id, e.g. Glimpse/MNIST-v0")
-    train.add_argument("--config", default=None, help="config.json of an earlier run to start from")
-    train.add_argument(
-        "--resume",
-        default=None,
-        metavar="RUN",
-        help="continue this run directory with its settings (--threads and --device may change)",
-    )
-    train.add_argument(
-        "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar"
-    )
-    for cls in (TrainConfig, RAMConfig, EpisodeConfig, TaskConfig):
-        add_options(train, cls, only_given=True)
-    add_options(train, PPOConfig, prefix="ppo_", only_given=True)
-    add_options(train, BaselineConfig, prefix="baseline_", only_given=True)
+        "train", help="train an agent or a recipe; writes a run directory", add_help=False,
+        description="glimpse train --recipe NAME | glimpse train AGENT --env ID ... "
+        "(glimpse train --help)",
+    )  # fmt: skip
+    train.add_argument("tokens", nargs=argparse.REMAINDER)
     train.set_defaults(handler=_train)
+
+    recipes = commands.add_parser(
+        "recipes", help="list the named recipes with their published figures",
+        formatter_class=formatter,
+    )  # fmt: skip
+    recipes.add_argument(
+        "--results", default="results", help="folder of the published runs (for their figures)"
+    )
+    recipes.set_defaults(handler=_recipes)
+
+    migrate = commands.add_parser(
+        "migrate", help="bring run folders written by an older glimpse up to date",
+        formatter_class=formatter,
+        description="Rewrites each run's config.json in the current format, recording every "
+        "setting the run actually ran with (settings added since took their old behaviour).",
+    )  # fmt: skip
+    migrate.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    migrate.set_defaults(handler=_migrate)
 
     evaluate = commands.add_parser(
         "eval", help="test error of a trained run", formatter_class=formatter
@@ -261,18 +393,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="hard vs soft attention vs CNN vs FC: a Markdown report with plots",
         formatter_class=formatter,
     )
-    comparison.add_argument("--env", required=True, help="environment id")
-    comparison.add_argument("--seeds", type=int, default=3, help="seeds per model")
-    comparison.add_argument("--epochs", type=int, default=100, help="training epochs per run")
     comparison.add_argument(
-        "--ram-config", default=None, metavar="CONFIG",
-        help="RAM's recipe (model and training settings) from an earlier run's config.json",
+        "recipes", nargs="+", metavar="RECIPE",
+        help="a RAM recipe, a soft-attention one and any of the CNN's and FC's, on one env id",
     )  # fmt: skip
+    comparison.add_argument("--seeds", type=int, default=3, help="seeds per recipe")
     comparison.add_argument(
-        "--ram-epochs", type=int, default=None,
-        help="RAM's training epochs; default: --ram-config's, else --epochs",
-    )  # fmt: skip
-    comparison.add_argument("--epoch-size", type=int, default=None, help="episodes per epoch")
+        "--epochs", type=int, default=None, help="override every recipe's epochs (a quick look)"
+    )
+    comparison.add_argument(
+        "--epoch-size", type=int, default=None, help="override every recipe's episodes per epoch"
+    )
     comparison.add_argument("--runs-dir", default="runs", help="where the runs are (re)used")
     comparison.add_argument("--out", default="comparison", help="folder of the report")
     comparison.add_argument(
@@ -282,13 +413,16 @@ def build_parser() -> argparse.ArgumentParser:
     comparison.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars"
     )
-    add_options(comparison, RAMConfig, only_given=True)  # RAM's model, as for glimpse train
     comparison.set_defaults(handler=_compare)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:  # its options depend on the agent: _train parses them
+        args = argparse.Namespace(handler=_train, tokens=argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))
     except GlimpseError as error:

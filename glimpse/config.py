@@ -107,35 +107,44 @@ def _scalar_type(annotation: Any) -> type:
     return annotation
 
 
-def flag_name(field_name: str, prefix: str = "") -> str:
-    return "--" + (prefix + field_name).replace("_", "-")
+def flag_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
 
 
 def add_options(
-    parser: argparse.ArgumentParser, cls: type, prefix: str = "", only_given: bool = False
+    parser: argparse.ArgumentParser,
+    cls: type,
+    section: str = "",
+    only_given: bool = False,
+    names: tuple[str, ...] | None = None,
+    title: str | None = None,
 ) -> None:
-    """One ``--option`` per field of the dataclass ``cls``, with its help, default and choices.
+    """One ``--option`` per field of the dataclass ``cls`` (or of those in ``names``), with its
+    help, default and choices; its value lands in ``section.field`` (``field`` without one).
 
     With ``only_given``, an option the user does not type is left out of the parsed namespace
     (so it cannot override settings from elsewhere); its help still shows the default.
     """
     hints = _type_hints(cls)
-    group = parser.add_argument_group(f"{cls.__name__} options")
+    group = parser.add_argument_group(title or f"{cls.__name__} options")
     for field in dataclasses.fields(cls):
+        if names is not None and field.name not in names:
+            continue
         kind = _scalar_type(hints[field.name])
         metadata = field.metadata
         help_text = metadata.get("help", "")
         if only_given:
             help_text = f"{help_text} (default: {field.default})"
         default = argparse.SUPPRESS if only_given else field.default
-        common = {"dest": prefix + field.name, "default": default, "help": help_text}
+        dest = f"{section}.{field.name}" if section else field.name
+        common = {"dest": dest, "default": default, "help": help_text}
         if kind is bool:
             group.add_argument(
-                flag_name(field.name, prefix), action=argparse.BooleanOptionalAction, **common
+                flag_name(field.name), action=argparse.BooleanOptionalAction, **common
             )
             continue
         group.add_argument(
-            flag_name(field.name, prefix),
+            flag_name(field.name),
             type=kind,
             choices=metadata.get("choices"),
             metavar=kind.__name__.upper() if metadata.get("choices") is None else None,
@@ -143,15 +152,17 @@ def add_options(
         )
 
 
-def given_options(cls: type, namespace: argparse.Namespace, prefix: str = "") -> dict[str, Any]:
+def given_options(cls: type, namespace: argparse.Namespace, section: str = "") -> dict[str, Any]:
     """The fields of ``cls`` the user typed (see ``only_given`` in :func:`add_options`)."""
+    values = vars(namespace)
+    prefix = f"{section}." if section else ""
     return {
-        f.name: getattr(namespace, prefix + f.name)
+        f.name: values[prefix + f.name]
         for f in dataclasses.fields(cls)
-        if hasattr(namespace, prefix + f.name)
+        if prefix + f.name in values
     }
 
 
-def from_options(cls: type[T], namespace: argparse.Namespace, prefix: str = "") -> T:
+def from_options(cls: type[T], namespace: argparse.Namespace, section: str = "") -> T:
     """The dataclass ``cls`` built from the options :func:`add_options` added."""
-    return cls(**given_options(cls, namespace, prefix))
+    return cls(**given_options(cls, namespace, section))

@@ -11,8 +11,8 @@ from typing import Any
 
 import gymnasium
 
-ENTRY_POINT = "envs.glimpse_env:GlimpseEnv"
-VECTOR_ENTRY_POINT = "envs.glimpse_env:GlimpseVectorEnv"
+ENTRY_POINT = "glimpse.envs.glimpse_env:GlimpseEnv"
+VECTOR_ENTRY_POINT = "glimpse.envs.glimpse_env:GlimpseVectorEnv"
 
 _MNIST_SENSOR = {"glimpse_size": 8, "num_scales": 1, "glimpses": 6}  # paper: 6 glimpses, 8x8
 _CANVAS_SENSOR = {"glimpse_size": 12, "num_scales": 3, "scale_factor": 2, "glimpses": 8}

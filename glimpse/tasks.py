@@ -39,6 +39,16 @@ from glimpse.errors import ConfigError, DataError
 SPLITS = ("train", "val", "test")
 TASK_NAMES = ("mnist", "fashion-mnist", "translated", "cluttered", "folder")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_TASKS_OF_SETTING = {
+    "size": ("translated", "cluttered", "folder"),
+    "distractors": ("cluttered",),
+    "distractor_size": ("cluttered",),
+    "dataset": ("translated", "cluttered"),
+    "root": ("folder",),
+    "fit": ("folder",),
+    "channels": ("folder",),
+    "test_fraction": ("folder",),
+}  # the tasks that read each setting; the others refuse it rather than ignore it
 _DISTRACTORS_PAPER = {60: 4, 100: 8}  # Mnih et al. 2014; other sizes keep the 100 px density
 
 
@@ -87,6 +97,13 @@ class TaskConfig:
                 f"test_fraction={self.test_fraction} must be at least 0 and below 1 (0.2: a "
                 "fifth of each class's images for test)."
             )
+        for name, tasks in _TASKS_OF_SETTING.items():
+            default = type(self).__dataclass_fields__[name].default
+            if self.task not in tasks and getattr(self, name) != default:
+                raise ConfigError(
+                    f"{name}={getattr(self, name)!r} does nothing for the {self.task} task (only "
+                    f"for {', '.join(tasks)}): leave it out."
+                )
 
     @property
     def canvas_size(self) -> int:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from agents.baselines import BaselineConfig, SoftAttention
+from glimpse.agents.baselines import BaselineConfig, SoftAttention
 from glimpse.cli import main
 from glimpse.errors import ConfigError
 
@@ -44,7 +44,7 @@ def test_soft_attention_computes_its_docstring_equations():
 
 @pytest.mark.parametrize("agent", ["soft", "cnn", "fc"])
 def test_baselines_train_evaluate_and_visualise(agent, tmp_path, capsys):
-    args = ["train", "--agent", agent, "--env", "Glimpse/ClutteredMNIST60-v0", "--epochs", "1",
+    args = ["train", agent, "--env", "Glimpse/ClutteredMNIST60-v0", "--epochs", "1",
             "--epoch-size", "512", "--batch-size", "64", "--val-size", "500",
             "--runs-dir", str(tmp_path), "--name", "run", "--no-progress"]  # fmt: skip
     assert main(args) == 0
@@ -69,7 +69,7 @@ def test_baselines_train_evaluate_and_visualise(agent, tmp_path, capsys):
 
 
 def test_soft_attention_flops_grow_with_the_canvas_while_rams_do_not():
-    from agents.cost import baseline_flops, ram_flops
+    from glimpse.agents.cost import baseline_flops, ram_flops
 
     def settings(size: int) -> dict:
         return {"task": "cluttered", "size": size, "glimpse_size": 12, "num_scales": 3,
@@ -83,72 +83,73 @@ def test_soft_attention_flops_grow_with_the_canvas_while_rams_do_not():
 
 
 def test_compare_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
-    out = tmp_path / "report"
-    command = ["compare", "--env", "Glimpse/ClutteredMNIST60-v0", "--seeds", "2", "--epochs",
-               "1", "--ram-epochs", "2", "--epoch-size", "128", "--runs-dir",
-               str(tmp_path / "runs"), "--out", str(out), "--scaling-sizes", "60", "120",
-               "--no-progress", "--location-std", "0.1"]  # fmt: skip
-    code = main(command)
-    assert code == 0
-    ram_model = json.loads((tmp_path / "runs" / "compare-clutteredmnist60-ram-seed1" /
-                            "config.json").read_text())["model"]  # fmt: skip
-    assert ram_model["location_std"] == 0.1  # RAM's options reach its runs
-    report = (out / "report.md").read_text()
+    from glimpse.agents.compare import compare
+    from glimpse.agents.recipes import Recipe
+
+    env_id, runs, out = "Glimpse/ClutteredMNIST60-v0", tmp_path / "runs", tmp_path / "report"
+    tiny = {"epochs": 1, "epoch_size": 128}
+    recipes = [
+        Recipe("tiny-ram", "ram", env_id, {"model": {"location_std": 0.1},
+                                           "train": {**tiny, "epochs": 2}}),
+        *(Recipe(f"tiny-{a}", a, env_id, {"train": tiny}) for a in ("soft", "cnn", "fc")),
+    ]  # fmt: skip
+    report = compare(recipes, 2, out, str(runs), progress=False, scaling_sizes=(60, 120))
+    ram_config = json.loads((runs / "tiny-ram-seed1" / "config.json").read_text())
+    assert ram_config["model"]["location_std"] == 0.1 and ram_config["recipe"] == "tiny-ram"
+    text = report.read_text()
     for name in ("hard: RAM", "soft attention", "CNN (2 layers)", "FC (2 layers)", "±"):
-        assert name in report
+        assert name in text
     for picture in ("scaling.png", "hard-trajectories.png", "soft-attention.png"):
-        assert (out / picture).is_file() and picture in report
+        assert (out / picture).is_file() and picture in text
     results = json.loads((out / "results.json").read_text())
     assert {r["agent"]: r["epochs"] for r in results["rows"]} == {
         "ram": 2, "soft": 1, "cnn": 1, "fc": 1
     }  # fmt: skip
     ram, soft = results["scaling"]
     assert ram["ram_flops"] == soft["ram_flops"] and soft["soft_flops"] > ram["soft_flops"]
-    assert len(list((tmp_path / "runs").iterdir())) == 8  # 4 models x 2 seeds, reused next time
+    assert len(list(runs.iterdir())) == 8  # 4 recipes x 2 seeds, reused next time
+    compare(recipes, 2, out, str(runs), progress=False, scaling_sizes=(60,))  # nothing trains
+    assert len(list(runs.iterdir())) == 8
 
-    # The same names with another recipe: refused, not silently mixed into the report.
-    assert main([*command[:-2], "--location-std", "0.2"]) == 2
-    error = capsys.readouterr().err
-    assert "model.location_std: 0.2 here, 0.1 in the run" in error and "--runs-dir" in error
-
-    # RAM's recipe from a run's config.json: its std 0.1 matches, the typed epochs do not.
-    runs = tmp_path / "runs"
-    recipe = ["--ram-config", str(runs / "compare-clutteredmnist60-ram-seed1" / "config.json")]
-    assert main([*command[:-2], *recipe, "--ram-epochs", "3"]) == 2
-    error = capsys.readouterr().err
-    assert "train.epochs: 3 here, 2 in the run" in error and "location_std" not in error
-    soft = ["--ram-config", str(runs / "compare-clutteredmnist60-soft-seed1")]
-    assert main([*command, *soft]) == 2
-    assert "is a soft run" in capsys.readouterr().err
+    # The same names with other settings: refused, not silently mixed into the report.
+    changed = Recipe("tiny-ram", "ram", env_id, {"model": {"location_std": 0.2},
+                                                 "train": {**tiny, "epochs": 2}})  # fmt: skip
+    with pytest.raises(ConfigError, match=r"model\.location_std: 0\.2 vs 0\.1.*--runs-dir"):
+        compare([changed, *recipes[1:]], 1, out, str(runs), progress=False)
 
 
 @pytest.mark.parametrize(
     ("option", "match"),
-    [(["--seeds", "0"], "--seeds 0 must be at least 1"), (["--scaling-sizes", "0"], "at least 1")],
+    [(["--seeds", "0"], "--seeds 0 must be at least 1"), (["--scaling-sizes", "0"], "at least 1"),
+     ([], "needs one RAM and one soft-attention recipe")],
 )
-def test_compare_refuses_bad_counts_before_training_anything(tmp_path, capsys, option, match):
+def test_compare_refuses_bad_input_before_training_anything(tmp_path, capsys, option, match):
     runs = tmp_path / "runs"
-    command = ["compare", "--env", "Glimpse/MNIST-v0", "--epochs", "1", "--runs-dir",
-               str(runs), "--out", str(tmp_path / "report"), "--no-progress", *option]  # fmt: skip
+    others = ["compare-clutteredmnist60-ram", "compare-clutteredmnist60-soft"]
+    recipes = others if option else []
+    command = ["compare", "mnist-6-ram", *recipes, "--epochs", "1", "--runs-dir", str(runs),
+               "--out", str(tmp_path / "report"), "--no-progress", *option]  # fmt: skip
     assert main(command) == 2
     assert match in capsys.readouterr().err and not runs.exists()
 
 
-def test_compare_reuses_a_run_saved_before_an_option_existed(tmp_path):
-    from agents.compare import train_or_reuse
-    from agents.ram import RAMConfig
-    from agents.runs import make_run_config
-    from agents.trainer import TrainConfig
+def test_compare_reuses_a_run_written_before_the_format_recorded_every_setting(tmp_path):
+    from glimpse.agents.compare import train_or_reuse
+    from glimpse.agents.recipes import Recipe
 
     env_id = "Glimpse/ClutteredMNIST60-v0"
-    train = TrainConfig(epochs=2, runs_dir=str(tmp_path), name="old")
-    config = make_run_config("ram", env_id, {}, RAMConfig(location_std=0.1), train)
-    del config["model"]["reward"], config["train"]["track_test"]  # written by an older version
-    (tmp_path / "old").mkdir()
-    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
-    (tmp_path / "old" / "test.json").write_text("{}")  # finished: reused, not trained
-    reused = train_or_reuse("ram", env_id, {}, train, False, {"location_std": 0.1})
-    assert reused == tmp_path / "old"
-    with pytest.raises(ConfigError, match=r"model\.reward: 'log-likelihood' here, 'correct'"):
-        train_or_reuse("ram", env_id, {}, train, False,
-                       {"location_std": 0.1, "reward": "log-likelihood"})  # fmt: skip
+    recipe = Recipe("old", "ram", env_id, {"model": {"location_std": 0.1}, "train": {"epochs": 2}})
+    old = {  # format 1: no reward, no rollouts_per_image; run settings inside train
+        "agent": "ram", "env_id": env_id, "env": {"task": "cluttered", "size": 60,
+        "distractors": 4, "glimpse_size": 12, "num_scales": 3, "scale_factor": 2, "glimpses": 8},
+        "model": {"location_std": 0.1}, "train": {"epochs": 2, "seed": 1, "name": "old-seed1",
+        "runs_dir": str(tmp_path), "reinforce_weight": 1.0},
+    }  # fmt: skip
+    (tmp_path / "old-seed1").mkdir()
+    (tmp_path / "old-seed1" / "config.json").write_text(json.dumps(old))
+    (tmp_path / "old-seed1" / "test.json").write_text("{}")  # finished: reused, not trained
+    assert train_or_reuse(recipe, 1, str(tmp_path), False) == tmp_path / "old-seed1"
+    other = Recipe("old", "ram", env_id, {"model": {"location_std": 0.1, "reward": "probability"},
+                                          "train": {"epochs": 2}})  # fmt: skip
+    with pytest.raises(ConfigError, match=r"model\.reward: 'probability' vs 'correct'"):
+        train_or_reuse(other, 1, str(tmp_path), False)

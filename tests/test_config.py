@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.baselines import BaselineConfig
-from agents.ppo import PPOConfig
-from agents.ram import RAMConfig
-from agents.trainer import TrainConfig
-from envs.episodes import EpisodeConfig
+from glimpse.agents.baselines import BaselineConfig
+from glimpse.agents.ppo import PPOConfig
+from glimpse.agents.ram import RAMConfig
+from glimpse.agents.trainer import TrainConfig
+from glimpse.envs.episodes import EpisodeConfig
 from glimpse.errors import ConfigError
 from glimpse.tasks import TaskConfig
 

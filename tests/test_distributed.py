@@ -12,7 +12,7 @@ import torch
 # that DistributedDataParallel kept the two replicas identical (it averages their gradients).
 SAVE_EACH_RANK = """
 import os, sys, torch
-from agents import trainer
+from glimpse.agents import trainer
 
 train = trainer.Trainer.train
 
@@ -33,7 +33,7 @@ def test_torchrun_trains_with_two_processes(tmp_path):
     script.write_text(SAVE_EACH_RANK)
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
-         str(tmp_path), "train", "--agent", "ram", "--env", "Glimpse/MNIST-v0",
+         str(tmp_path), "train", "ram", "--env", "Glimpse/MNIST-v0",
          "--epochs", "2", "--epoch-size", "2048", "--batch-size", "64", "--val-size", "500",
          "--eval-episodes", "500", "--threads", "1", "--runs-dir", str(tmp_path),
          "--name", "ddp", "--no-progress"],

@@ -13,8 +13,8 @@ from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 
 import glimpse  # noqa: F401  (registers the ids)
-from envs.evaluation import evaluate, evaluation_episodes
-from envs.glimpse_env import GlimpseEnv, GlimpseVectorEnv
+from glimpse.envs.evaluation import evaluate, evaluation_episodes
+from glimpse.envs.glimpse_env import GlimpseEnv, GlimpseVectorEnv
 from glimpse.errors import ConfigError, DataError
 
 ENV_IDS = sorted(i for i in gym.registry if i.startswith("Glimpse/"))
@@ -256,7 +256,8 @@ def test_ppo_and_recurrent_ppo_train_on_single_env_and_adapter():
     from sb3_contrib import RecurrentPPO
     from stable_baselines3 import PPO
 
-    from envs.sb3 import GlimpseFeaturesExtractor, make_sb3_env
+    from glimpse.agents.extractors import GlimpseFeaturesExtractor
+    from glimpse.envs.sb3 import make_sb3_env
 
     torch.set_num_threads(1)
     kwargs = {"policy_kwargs": {"features_extractor_class": GlimpseFeaturesExtractor}}

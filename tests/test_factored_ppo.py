@@ -9,10 +9,10 @@ import signal
 import pytest
 import torch
 
-from agents.factored_ppo import CLASS_COMPONENT, MINIBATCHES, FactoredPPO
-from agents.ppo import PPOConfig, ValidationCallback, build_model, ppo_env_settings
-from envs.sb3 import make_sb3_env
+from glimpse.agents.factored_ppo import CLASS_COMPONENT, MINIBATCHES, FactoredPPO
+from glimpse.agents.ppo import PPOConfig, ValidationCallback, build_model, ppo_env_settings
 from glimpse.cli import main
+from glimpse.envs.sb3 import make_sb3_env
 
 GLIMPSES, STEP_REWARD, N_STEPS = 3, 0.5, 16
 
@@ -158,12 +158,12 @@ def test_a_ci_sized_factored_run_beats_chance_after_a_resume(
         os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(ValidationCallback, "validate", validate_then_interrupt)
-    args = ["train", "--agent", "ppo", "--env", "Glimpse/MNIST-v0", "--glimpses", "2",
+    args = ["train", "ppo", "--env", "Glimpse/MNIST-v0", "--glimpses", "2",
             "--first-location", "centre", "--num-scales", "3", "--step-reward", "1",
-            "--ppo-advantage", "factored", "--ppo-total-steps", "12288", "--ppo-n-envs", "64",
-            "--ppo-n-steps", "16", "--ppo-batch-size", "256", "--ppo-learning-rate", "1e-3",
-            "--ppo-eval-every", "6144", "--eval-episodes", "500", "--val-size", "1000",
-            "--ppo-minibatches", minibatches, "--ppo-move-credit", move_credit,
+            "--advantage", "factored", "--total-steps", "12288", "--n-envs", "64",
+            "--n-steps", "16", "--batch-size", "256", "--learning-rate", "1e-3",
+            "--eval-every", "6144", "--eval-episodes", "500", "--val-size", "1000",
+            "--minibatches", minibatches, "--move-credit", move_credit,
             "--threads", "1", "--runs-dir", str(tmp_path), "--name", "easy"]  # fmt: skip
     assert main(args) == 130
     monkeypatch.setattr(ValidationCallback, "validate", original)
@@ -186,24 +186,24 @@ def test_a_ci_sized_factored_run_beats_chance_after_a_resume(
 @pytest.mark.parametrize(
     "extra",
     [
-        ["--agent", "recurrent-ppo"],
-        ["--agent", "ppo", "--action-type", "continuous"],
-        ["--agent", "ppo", "--allow-stop"],
+        ["recurrent-ppo"],
+        ["ppo", "--action-type", "continuous"],
+        ["ppo", "--allow-stop"],
     ],
 )
 def test_the_factored_advantage_is_refused_where_it_does_not_apply(tmp_path, capsys, extra):
-    args = ["train", *extra, "--env", "Glimpse/MNIST-v0", "--ppo-advantage", "factored",
+    args = ["train", *extra, "--env", "Glimpse/MNIST-v0", "--advantage", "factored",
             "--runs-dir", str(tmp_path), "--name", "bad"]  # fmt: skip
     assert main(args) == 2
     error = capsys.readouterr().err
-    assert "--ppo-advantage factored" in error and error.count("\n") == 1
+    assert "--advantage factored" in error and error.count("\n") == 1
     assert not (tmp_path / "bad").exists()
 
 
-@pytest.mark.parametrize("option", [["--ppo-minibatches", "episodes"],
-                                    ["--ppo-move-credit", "expected"]])  # fmt: skip
+@pytest.mark.parametrize("option", [["--minibatches", "episodes"],
+                                    ["--move-credit", "expected"]])  # fmt: skip
 def test_factored_options_are_refused_without_the_factored_advantage(tmp_path, capsys, option):
-    args = ["train", "--agent", "ppo", "--env", "Glimpse/MNIST-v0", *option,
+    args = ["train", "ppo", "--env", "Glimpse/MNIST-v0", *option,
             "--runs-dir", str(tmp_path), "--name", "bad"]  # fmt: skip
     assert main(args) == 2
     error = capsys.readouterr().err

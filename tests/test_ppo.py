@@ -13,22 +13,23 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from agents.ppo import ValidationCallback, hyperparameters, load_model, ppo_env_settings
-from envs.sb3 import GlimpseHistoryExtractor, make_sb3_env
+from glimpse.agents.extractors import GlimpseHistoryExtractor
+from glimpse.agents.ppo import PPOConfig, ValidationCallback, load_model, ppo_env_settings
 from glimpse.cli import main
+from glimpse.envs.sb3 import make_sb3_env
 
 SMALL = [
-    "--env", "Glimpse/MNIST-v0", "--ppo-n-envs", "16", "--ppo-n-steps", "32",
-    "--ppo-batch-size", "256", "--ppo-eval-every", "1024", "--eval-episodes", "500",
+    "--env", "Glimpse/MNIST-v0", "--n-envs", "16", "--n-steps", "32",
+    "--batch-size", "256", "--eval-every", "1024", "--eval-episodes", "500",
     "--val-size", "500",
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize("agent", ["ppo", "recurrent-ppo"])
 def test_a_short_run_gives_a_run_directory_that_eval_and_viz_accept(agent, tmp_path, capsys):
-    args = ["train", "--agent", agent, *SMALL, "--ppo-total-steps", "2048",
-            "--ppo-head-units", "32", "--no-ppo-share-features-extractor",
-            "--ppo-vf-coef", "0.25"]  # fmt: skip
+    args = ["train", agent, *SMALL, "--total-steps", "2048",
+            "--head-units", "32", "--no-share-features-extractor",
+            "--vf-coef", "0.25"]  # fmt: skip
     assert main([*args, "--runs-dir", str(tmp_path), "--name", "run"]) == 0
     bar = capsys.readouterr().err  # tqdm: env steps, and the validation error once measured
     assert "2.05k/2.05k" in bar and "val_err=" in bar
@@ -49,13 +50,13 @@ def test_a_short_run_gives_a_run_directory_that_eval_and_viz_accept(agent, tmp_p
     assert len(best["policy.optimizer.pth"]) < len(last["policy.optimizer.pth"]) / 10
 
     # the policy's Adam is the fused one (torch 2.4+), kept when the zip is loaded to resume
-    model = load_model(agent, run / "checkpoints/last.zip")
+    model = _load(run)
     policy = model.policy
     assert policy.optimizer.defaults["fused"] is True
     # the value function got its own glimpse network, and the value loss its weight
     assert policy.vf_features_extractor is not policy.pi_features_extractor
     assert model.vf_coef == 0.25
-    # --ppo-head-units sizes both hidden layers of the policy and of the value head
+    # --head-units sizes both hidden layers of the policy and of the value head
     heads = (policy.mlp_extractor.policy_net, policy.mlp_extractor.value_net)
     units = [[layer.out_features for layer in head if hasattr(layer, "out_features")]
              for head in heads]  # fmt: skip
@@ -63,11 +64,11 @@ def test_a_short_run_gives_a_run_directory_that_eval_and_viz_accept(agent, tmp_p
 
 
 def test_continuous_actions_train_on_the_log_likelihood_class_reward(tmp_path):
-    args = ["train", "--agent", "ppo", *SMALL, "--ppo-total-steps", "1024",
+    args = ["train", "ppo", *SMALL, "--total-steps", "1024",
             "--action-type", "continuous", "--class-reward", "log-likelihood",
-            "--score-bound", "5", "--ppo-log-std-init", "-1"]  # fmt: skip
+            "--score-bound", "5", "--log-std-init", "-1"]  # fmt: skip
     assert main([*args, "--runs-dir", str(tmp_path), "--name", "run"]) == 0
-    model = load_model("ppo", tmp_path / "run/checkpoints/last.zip")
+    model = _load(tmp_path / "run")
     assert isinstance(model.action_space, spaces.Box)
     assert np.allclose(model.action_space.high, [1, 1, *[5] * 10])
     assert model.policy.log_std.detach().mean().item() == pytest.approx(-1.0, abs=0.1)
@@ -83,6 +84,13 @@ def test_continuous_actions_train_on_the_log_likelihood_class_reward(tmp_path):
     assert main(["eval", str(tmp_path / "run")]) == 0
 
 
+def _load(run, checkpoint: str = "last", device: str = "auto"):
+    """The SB3 model of a run's checkpoint, built from the run's own config.json."""
+    config = json.loads((run / "config.json").read_text())
+    path = run / f"checkpoints/{checkpoint}.zip"
+    return load_model(config["agent"], PPOConfig(**config["model"]), path, device)
+
+
 def _zip_entries(path) -> dict[str, bytes]:
     with zipfile.ZipFile(path) as archive:
         return {name: archive.read(name) for name in archive.namelist()}
@@ -91,10 +99,10 @@ def _zip_entries(path) -> dict[str, bytes]:
 def test_a_ci_sized_ppo_run_beats_chance_by_a_clear_margin(tmp_path):
     """The easy variant: one glimpse at the centre whose coarsest scale sees the whole digit."""
     code = main(
-        ["train", "--agent", "ppo", "--env", "Glimpse/MNIST-v0", "--glimpses", "1",
-         "--first-location", "centre", "--num-scales", "3", "--ppo-total-steps", "20000",
-         "--ppo-n-envs", "64", "--ppo-n-steps", "16", "--ppo-batch-size", "256",
-         "--ppo-learning-rate", "1e-3", "--ppo-eval-every", "10000", "--eval-episodes", "500",
+        ["train", "ppo", "--env", "Glimpse/MNIST-v0", "--glimpses", "1",
+         "--first-location", "centre", "--num-scales", "3", "--total-steps", "20000",
+         "--n-envs", "64", "--n-steps", "16", "--batch-size", "256",
+         "--learning-rate", "1e-3", "--eval-every", "10000", "--eval-episodes", "500",
          "--val-size", "1000", "--runs-dir", str(tmp_path), "--name", "easy"]
     )  # fmt: skip
     assert code == 0
@@ -109,8 +117,8 @@ def test_resume_continues_from_the_saved_step_count(tmp_path, monkeypatch):
         os.kill(os.getpid(), signal.SIGTERM)  # what a scheduler sends; Ctrl-C takes this path too
 
     monkeypatch.setattr(ValidationCallback, "validate", validate_then_interrupt)
-    args = ["train", "--agent", "ppo", *SMALL, "--ppo-total-steps", "3072",
-            "--ppo-learning-rate", "1e-3", "--ppo-lr-schedule", "linear"]  # fmt: skip
+    args = ["train", "ppo", *SMALL, "--total-steps", "3072",
+            "--learning-rate", "1e-3", "--lr-schedule", "linear"]  # fmt: skip
     assert main([*args, "--runs-dir", str(tmp_path), "--name", "run"]) == 130
     monkeypatch.setattr(ValidationCallback, "validate", original)
     # The best validation error so far comes from metrics.jsonl: recorded as 0 here, no later
@@ -128,7 +136,7 @@ def test_resume_continues_from_the_saved_step_count(tmp_path, monkeypatch):
     # The learning-rate decay survives the zip and counts the steps before the interruption:
     # the last update (after the rollout that began at step 2560 of 3072) used 1e-3 * 512/3072;
     # a schedule restarted at the resume would have used 1e-3 * 512/2048.
-    model = load_model("ppo", tmp_path / "run/checkpoints/last.zip", "cpu")
+    model = _load(tmp_path / "run", device="cpu")
     assert model.learning_rate(0.5) == pytest.approx(5e-4)
     assert model.policy.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 512 / 3072)
 
@@ -249,9 +257,3 @@ def test_history_extractor_rnn_runs_the_papers_core_over_the_glimpses_in_order()
     expected = torch.relu(extractor.mix(torch.cat([seen[:, 2], h, obs["step"]], dim=1)))
     torch.testing.assert_close(extractor(obs), expected)
     assert not torch.allclose(extractor(_first_two_swapped(obs)), extractor(obs))
-
-
-def test_hyperparameter_file_has_a_block_per_algorithm_and_env():
-    assert hyperparameters("ppo", "Glimpse/MNIST-v0")["total_steps"] > 0
-    assert hyperparameters("recurrent-ppo", "Glimpse/ClutteredMNIST60-v0")["n_envs"] > 0
-    assert hyperparameters("ppo", "Glimpse/Unknown-v0") == {}

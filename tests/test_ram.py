@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import agents.bptt
-from agents.bptt import GlimpseCoreSequence, linear
-from agents.ram import (
+import glimpse.agents.bptt
+from glimpse.agents.bptt import GlimpseCoreSequence, linear
+from glimpse.agents.networks import GlimpseNetwork
+from glimpse.agents.ram import (
     RAM,
     BaselineNetwork,
     CoreNetwork,
@@ -18,23 +19,23 @@ from agents.ram import (
     Rollout,
     hybrid_loss,
 )
-from envs.episodes import GlimpseEpisodes
-from envs.glimpse_env import make_episodes
-from envs.networks import GlimpseNetwork
+from glimpse.envs.episodes import GlimpseEpisodes
+from glimpse.envs.glimpse_env import make_episodes
 
 PRODUCTS = [
     pytest.param(True, id="onednn", marks=pytest.mark.skipif(
-        not agents.bptt.use_onednn, reason="this PyTorch build has no oneDNN linear operator"
+        not glimpse.agents.bptt.use_onednn,
+        reason="this PyTorch build has no oneDNN linear operator",
     )),
     pytest.param(False, id="blas"),
 ]  # fmt: skip
-"""The two ways :func:`agents.bptt.linear` computes its products on a CPU."""
+"""The two ways :func:`glimpse.agents.bptt.linear` computes its products on a CPU."""
 
 
 @pytest.fixture
 def products(request, monkeypatch):
-    """Sets ``agents.bptt.use_onednn`` for one test (parametrise with ``PRODUCTS``)."""
-    monkeypatch.setattr(agents.bptt, "use_onednn", request.param)
+    """Sets ``glimpse.agents.bptt.use_onednn`` for one test (parametrise with ``PRODUCTS``)."""
+    monkeypatch.setattr(glimpse.agents.bptt, "use_onednn", request.param)
     return request.param
 
 
@@ -374,10 +375,10 @@ def test_rollouts_of_one_image_measure_the_advantage_against_each_other():
 
 
 def test_rollouts_of_one_image_share_its_canvas_and_first_look():
-    from agents.learners import RAMLearner
+    from glimpse.agents.learners import RAMLearner
 
     settings = {"task": "mnist", "glimpses": 2}
-    learner = RAMLearner(settings, RAMConfig(), 8, 1, torch.device("cpu"), rollouts_per_image=4)
+    learner = RAMLearner(settings, RAMConfig(rollouts_per_image=4), 8, 1, torch.device("cpu"))
     episodes = learner.train_episodes
     episodes.reset(np.ones(8, bool))
     for first, last in ((0, 4), (4, 8)):
@@ -389,15 +390,16 @@ def test_rollouts_of_one_image_share_its_canvas_and_first_look():
 
 
 def test_a_batch_must_hold_whole_sets_of_rollouts():
-    from agents.trainer import TrainConfig
+    from glimpse.agents.runs import resolve_config
     from glimpse.errors import ConfigError
 
+    layer = {"model": {"rollouts_per_image": 4}, "train": {"batch_size": 10}}
     with pytest.raises(ConfigError, match="not a multiple of rollouts_per_image"):
-        TrainConfig(batch_size=10, rollouts_per_image=4)
+        resolve_config("ram", "Glimpse/MNIST-v0", [layer])
 
 
 def test_ram_refuses_the_environments_class_reward_and_names_its_own():
-    from agents.learners import RAMLearner
+    from glimpse.agents.learners import RAMLearner
     from glimpse.errors import ConfigError
 
     settings = {"task": "mnist", "class_reward": "log-likelihood"}
@@ -406,7 +408,7 @@ def test_ram_refuses_the_environments_class_reward_and_names_its_own():
 
 
 def test_location_std_schedule_explores_widely_first_then_settles():
-    from agents.learners import RAMLearner
+    from glimpse.agents.learners import RAMLearner
 
     config = RAMConfig(location_std=0.05, location_std_start=0.2)
     assert config.location_std_at(0.0) == pytest.approx(0.2)
@@ -472,15 +474,16 @@ def test_a_config_out_of_range_is_refused_with_its_name(setting):
 
 
 def test_the_location_network_can_learn_at_its_own_rate(tmp_path):
-    from agents.learners import RAMLearner
-    from agents.trainer import TrainConfig, Trainer
+    from glimpse.agents.learners import RAMLearner
+    from glimpse.agents.run_directory import RunDirectory
+    from glimpse.agents.trainer import TrainConfig, Trainer
     from glimpse.errors import ConfigError
 
     def trainer(location_lr_factor: float) -> Trainer:
-        learner = RAMLearner({"task": "mnist", "glimpses": 4}, RAMConfig(), 16, 1,
-                             torch.device("cpu"))  # fmt: skip
-        config = TrainConfig(batch_size=16, location_lr_factor=location_lr_factor)
-        return Trainer(learner, config, tmp_path, {}, torch.device("cpu"), progress=False)
+        model = RAMConfig(location_lr_factor=location_lr_factor)
+        learner = RAMLearner({"task": "mnist", "glimpses": 4}, model, 16, 1, torch.device("cpu"))
+        config = TrainConfig(batch_size=16)
+        return Trainer(learner, config, RunDirectory(tmp_path), {}, progress=False)
 
     assert len(trainer(1.0).optimizer.param_groups) == 1  # as runs saved before the option
     slow = trainer(0.1)
@@ -496,4 +499,4 @@ def test_the_location_network_can_learn_at_its_own_rate(tmp_path):
     assert moved["locator.mean.weight"] == pytest.approx(1e-4, rel=0.01)
     assert moved["core.linear.weight"] == pytest.approx(1e-3, rel=0.01)
     with pytest.raises(ConfigError, match="location_lr_factor"):
-        TrainConfig(location_lr_factor=0.0)
+        RAMConfig(location_lr_factor=0.0)

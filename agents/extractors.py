@@ -1,0 +1,128 @@
+"""Stable-Baselines3 features extractors over the glimpse observation (the glimpse network inside
+them is RAM's, :class:`glimpse.agents.networks.GlimpseNetwork`).
+
+Plug them into SB3 by composition, through ``policy_kwargs`` (see :mod:`glimpse.envs.sb3` for an
+example): :class:`GlimpseFeaturesExtractor` for a recurrent policy, :class:`GlimpseHistoryExtractor`
+for plain PPO on the environment's ``history`` observation.
+"""
+
+from __future__ import annotations
+
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+from glimpse.agents.networks import GlimpseNetwork
+
+
+class GlimpseFeaturesExtractor(BaseFeaturesExtractor):
+    """SB3 features from a glimpse observation: the paper's glimpse network.
+
+    Reads ``glimpse``, ``location`` and ``step`` and returns ``g_t`` (``features_dim`` units).
+    It has no memory of earlier glimpses: use it with a recurrent policy (sb3-contrib
+    ``RecurrentPPO``) or give it an observation that carries the history.
+    """
+
+    def __init__(self, observation_space: spaces.Dict, features_dim: int = 256) -> None:
+        super().__init__(observation_space, features_dim)
+        glimpse_shape = observation_space["glimpse"].shape
+        where_dim = observation_space["location"].shape[0] + observation_space["step"].shape[0]
+        self.network = GlimpseNetwork(glimpse_shape, where_dim, out_units=features_dim)
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        where = torch.cat([observations["location"], observations["step"]], dim=1)
+        return self.network(observations["glimpse"], where)
+
+
+class GlimpseHistoryExtractor(BaseFeaturesExtractor):
+    """Memory without recurrence, for plain PPO: every glimpse so far, encoded and pooled.
+
+    Needs the environment's ``history=True`` observation, whose slot ``i`` holds the ``i``-th
+    glimpse and its location, the current one included. Each glimpse taken so far goes through
+    one shared glimpse network with its location (the empty slots of later steps, about half of
+    them, are not computed, and read as zeros). The features are the current glimpse's ``g_t``,
+    the step and the glimpses so far, mixed by one layer. ``pooling`` says how the glimpses so
+    far enter:
+
+    * ``"mean"``: the mean of the ``g_i`` seen, a set (which glimpse came when is lost);
+    * ``"max"``: their elementwise maximum, also a set, but one that a single glimpse of the
+      digit among many of clutter is not averaged away from (each ``g_i`` is a ReLU's output,
+      so the zeros of the empty slots never win);
+    * ``"concat"``: all ``T`` slots side by side, so the mixing layer has weights of its own
+      for each slot (``T`` times its parameters, and each slot's weights learn only from what
+      that slot saw);
+    * ``"rnn"``: the paper's rectified core, ``h_i = ReLU(W_hh h_{i-1} + W_gh g_i)``, run over
+      the glimpses in order, and its state after the current one: RAM's memory, recomputed
+      from the history at every step (the empty slots come after it, so they cannot reach it).
+    """
+
+    POOLINGS = ("mean", "max", "concat", "rnn")
+
+    def __init__(
+        self, observation_space: spaces.Dict, features_dim: int = 256, pooling: str = "mean"
+    ) -> None:
+        super().__init__(observation_space, features_dim)
+        if "history_glimpses" not in observation_space.spaces:
+            raise ValueError(
+                "GlimpseHistoryExtractor needs the history observation: make the environment "
+                "with history=True (glimpse train ppo does this)."
+            )
+        if pooling not in self.POOLINGS:
+            raise ValueError(f"pooling must be one of {self.POOLINGS}, not {pooling!r}.")
+        self.pooling = pooling
+        self.horizon = observation_space["history_glimpses"].shape[0]
+        self.network = GlimpseNetwork(observation_space["glimpse"].shape, out_units=features_dim)
+        if pooling == "rnn":
+            self.core = nn.RNN(features_dim, features_dim, nonlinearity="relu", batch_first=True)
+        history_units = features_dim * (self.horizon if pooling == "concat" else 1)
+        self.mix = nn.Linear(features_dim + history_units + 1, features_dim)
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.from_histories(
+            observations["history_glimpses"], observations["history_locations"],
+            observations["step"],
+        )  # fmt: skip
+
+    def from_histories(
+        self,
+        glimpses: torch.Tensor,
+        locations: torch.Tensor,
+        step: torch.Tensor,
+        source: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The features of ``N`` observations given by their ``step`` ``(N, 1)`` and histories.
+
+        ``glimpses`` ``(S, T, k, C, g, g)`` and ``locations`` ``(S, T, 2)`` are histories;
+        sample ``i`` reads row ``source[i]`` (``i`` by default) up to its own step. The steps
+        of one episode have one history, each a longer prefix of it, so a PPO update that
+        passes an episode's last history once for all its steps encodes each glimpse once,
+        not once for every later step (:mod:`glimpse.agents.factored_ppo`); the features are the
+        same.
+        """
+        horizon = glimpses.shape[1]
+        taken = torch.round(step * self.horizon).long() + 1  # (N, 1), the current one included
+        slots = torch.arange(horizon, device=step.device)
+        seen = slots < taken  # (N, T)
+        if source is None:
+            rows_seen = seen
+        else:  # each history row as far as the furthest sample reading it
+            furthest = taken.new_zeros(len(glimpses)).scatter_reduce(0, source, taken[:, 0], "amax")
+            rows_seen = slots < furthest[:, None]  # (S, T)
+        features = self.network(glimpses[rows_seen], locations[rows_seen])
+        encoded = features.new_zeros(*rows_seen.shape, features.shape[1])
+        encoded = encoded.index_put((rows_seen,), features)  # (S, T, features), zero if not seen
+        if source is not None:  # each sample's own prefix of its row
+            encoded = encoded[source] * seen[..., None]  # (N, T, features)
+        rows = torch.arange(len(step), device=step.device)
+        current = encoded[rows, taken[:, 0] - 1]
+        if self.pooling == "concat":
+            pooled = encoded.flatten(1)  # (N, T * features)
+        elif self.pooling == "rnn":
+            states = self.core(encoded[:, : int(taken.max())])[0]  # no step past the last taken
+            pooled = states[rows, taken[:, 0] - 1]  # (N, features): the state after the current
+        elif self.pooling == "max":
+            pooled = encoded.amax(1)  # (N, features): g_i >= 0, so the zero slots never win
+        else:
+            pooled = encoded.sum(1) / taken  # (N, features)
+        return torch.relu(self.mix(torch.cat([current, pooled, step], dim=1)))
