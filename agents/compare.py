@@ -215,15 +215,16 @@ def render_report(
         "epoch (mean ± std over seeds). FLOPs counted by torch.utils.flop_counter; CPU ms per "
         "image measured on this machine, canvases and glimpses included.",
         "",
-        "| model | test error % | parameters | FLOPs / image | pixels read / image | ms / image "
-        "(batch 1) | ms / image (batch 256) | epochs | training min | epochs to best |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | recipe | test error % | parameters | FLOPs / image | pixels read / image | "
+        "ms / image (batch 1) | ms / image (batch 256) | epochs | training min | epochs to best |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     names = {"ram": "hard: RAM", "soft": "soft attention", "cnn": "CNN (2 layers)",
              "fc": "FC (2 layers)"}  # fmt: skip
     for r in rows:
         lines.append(
-            f"| {names[r['agent']]} | {r['test_error']} | {r['params']:,} | {r['flops']:,} | "
+            f"| {names[r['agent']]} | `{r['recipe']}` | {r['test_error']} | {r['params']:,} | "
+            f"{r['flops']:,} | "
             f"{r['pixels']:,.0f} | {r['ms_batch1']:.2f} | {r['ms_batch256']:.3f} | "
             f"{r['epochs']:.0f} | {r['train_minutes']:.1f} | {r['best_epoch']:.0f} |"
         )
