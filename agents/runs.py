@@ -278,9 +278,10 @@ RENAMED = {("model", "channels"): "conv_channels"}
 """Format 1's names of settings renamed since (the full-view baselines' first convolution)."""
 BEFORE_OPTION: dict[tuple[str, str], Any] = {}
 """What runs did before a setting existed, where that differs from the setting's default
-today. Every other setting was added with a default that kept the old behaviour, and has
-kept it (checked against the git history of the config classes and of the PPO
-hyperparameter file, 2026-12-05)."""
+today: empty, because no default of the six config classes has changed since it was added
+(checked on 2026-12-05 over every commit of the files that define them). A format-1 PPO run
+without ``head_units`` predates the option: it ran with SB3's 64, the option's default, not
+the 256 that the old hyperparameter file gave later runs."""
 
 
 def migrate_config(config: dict[str, Any]) -> dict[str, Any]:
