@@ -15,13 +15,20 @@ each other and ``torch.autograd.gradcheck``); the training step is faster (see t
 training-speed table). The glimpses themselves are inputs, not functions of the weights: where
 the agent looks is a sampled constant, as in RAM's hybrid loss.
 
-Every product goes through :func:`linear`, which on a CPU runs oneDNN's float32 kernels instead
-of the BLAS (MKL) that ``torch.addmm`` and ``@`` call: see its docstring for why and by how much.
+Every product goes through :func:`linear`, which on a CPU runs its float32 products either on
+oneDNN's kernels or on the BLAS (MKL) that ``torch.addmm`` and ``@`` call, whichever
+:func:`choose_products` measured to be faster on this machine: see their docstrings for why.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import platform
+import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch.autograd.function import FunctionCtx
@@ -130,8 +137,148 @@ def _onednn_linear_available() -> bool:
         return False
 
 
-use_onednn = _onednn_linear_available()
-"""Whether :func:`linear` runs oneDNN's kernels for CPU float32 tensors (settable, to compare)."""
+ONEDNN_AVAILABLE = _onednn_linear_available()
+
+use_onednn: bool | None = None
+"""Whether :func:`linear` runs oneDNN's kernels for CPU float32 tensors (``True``), the BLAS's
+(``False``), or the faster of the two on this machine (``None``: :func:`choose_products` decides
+at the first product). Settable, to compare the two."""
+
+
+@dataclass(frozen=True)
+class ProductsChoice:
+    """Which kernels :func:`linear` runs on this CPU, and the measurement behind the choice."""
+
+    onednn: bool
+    onednn_gflops: float
+    blas_gflops: float
+    key: str
+    measured_now: bool
+
+    def describe(self) -> str:
+        name = "oneDNN" if self.onednn else "BLAS (MKL)"
+        source = "measured now" if self.measured_now else "measured earlier on this machine"
+        return (
+            f"{name} products: {self.onednn_gflops:.0f} GFLOP/s with oneDNN, "
+            f"{self.blas_gflops:.0f} with the BLAS at RAM's shapes ({source}; {self.key})"
+        )
+
+
+_chosen: ProductsChoice | None = None
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cache_file() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "glimpse" / "products.json"
+
+
+def _gflops(onednn: bool, seconds: float = 0.03, rounds: int = 5) -> float:
+    """GFLOP/s of :func:`linear` on the three kinds of product a RAM step runs, at its
+    default sizes (batch 128, 6 glimpses, 256 units): the core's forward product with its
+    ReLU, one step back through time, and a weight gradient over all glimpses; the best of
+    ``rounds`` timings of about ``seconds`` each."""
+    global use_onednn
+    x, w_core = torch.randn(128, 512), torch.randn(256, 512)
+    delta, w_hh = torch.randn(128, 256), torch.randn(256, 256)
+    grads, inputs = torch.randn(768, 256), torch.randn(768, 512)
+    flop = 2 * (128 * 512 * 256 + 128 * 256 * 256 + 768 * 256 * 512)
+
+    def products() -> None:
+        linear(x, w_core, relu=True)
+        linear(delta, w_hh.t())
+        linear(grads.t(), inputs.t())  # dW = sum over T x B of delta^T x
+
+    saved, use_onednn = use_onednn, onednn
+    try:
+        products()  # warm-up: oneDNN builds its kernels on first use
+        repeats = 1
+        while True:
+            start = time.perf_counter()
+            for _ in range(repeats):
+                products()
+            if time.perf_counter() - start > seconds / 4 or repeats > 10_000:
+                break
+            repeats *= 2
+        repeats = max(1, int(repeats * seconds / max(time.perf_counter() - start, 1e-9)))
+        best = float("inf")
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for _ in range(repeats):
+                products()
+            best = min(best, time.perf_counter() - start)
+        return flop * repeats / best / 1e9
+    finally:
+        use_onednn = saved
+
+
+def choose_products(measure: bool = False) -> ProductsChoice:
+    """The faster of oneDNN's and the BLAS's float32 products for :func:`linear` on this CPU.
+
+    Which one wins depends on the CPU and the thread count: on our 2-core AMD EPYC machines
+    oneDNN's AVX-512 kernels ran RAM's products at about twice MKL's speed (MKL is known to take
+    slower paths on CPUs not made by Intel), while on the Intel Xeon machines of the same class
+    MKL was the faster by about a tenth. So the choice is measured (about 0.4 s), alternating
+    the two, and kept per CPU model, torch version and thread count in
+    ``~/.cache/glimpse/products.json``; ``measure=True`` measures again.
+    """
+    if not ONEDNN_AVAILABLE:
+        return ProductsChoice(False, 0.0, 0.0, "this PyTorch build has no oneDNN", True)
+    key = f"{_cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+    cache = _cache_file()
+    try:
+        known = json.loads(cache.read_text()) if cache.is_file() else {}
+    except (OSError, ValueError):
+        known = {}
+    if not measure and isinstance(known.get(key), dict):
+        try:
+            return ProductsChoice(**{**known[key], "measured_now": False})
+        except TypeError:
+            pass  # written by another version: measure again
+    onednn_rates, blas_rates = [], []
+    for _ in range(2):  # alternating, so that a change in the machine's load hits both
+        onednn_rates.append(_gflops(onednn=True))
+        blas_rates.append(_gflops(onednn=False))
+    onednn_gflops, blas_gflops = max(onednn_rates), max(blas_rates)
+    choice = ProductsChoice(onednn_gflops >= blas_gflops, onednn_gflops, blas_gflops, key, True)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        known[key] = {k: v for k, v in asdict(choice).items() if k != "measured_now"}
+        cache.write_text(json.dumps(known, indent=1))
+    except OSError:
+        pass  # a read-only home: measure again next time
+    return choice
+
+
+def products_choice() -> ProductsChoice:
+    """The choice :func:`linear` runs with (measured or read from the cache once per process)."""
+    global _chosen
+    if _chosen is None:
+        _chosen = choose_products()
+    return _chosen
+
+
+_evaluating = False
+"""Set while :func:`glimpse_core_sequence` runs without autograd (evaluation, visualisation)."""
+
+
+def _onednn_now() -> bool:
+    """oneDNN or the BLAS for the next product: ``use_onednn`` where set; otherwise oneDNN for
+    evaluation wherever it is available, so that a published test error reproduces to the
+    last image on any CPU (summing in another order can flip an image on the decision
+    boundary), and the measured faster of the two for training."""
+    if use_onednn is not None:
+        return use_onednn
+    return ONEDNN_AVAILABLE if _evaluating else products_choice().onednn
 
 
 def linear(
@@ -146,18 +293,18 @@ def linear(
     ``weight`` is ``(out, in)`` as in ``F.linear``, ``bias`` ``(out,)``, ``add`` ``(B, out)``;
     ``x`` and ``weight`` may be views (transposes, slices).
 
-    Why not ``F.linear`` or ``torch.addmm``: on a CPU they call MKL's sgemm for float32, which on
-    the AMD EPYC (Zen 5) of our 2-core machines ran at 80 to 95 GFLOP/s per thread at RAM's
-    shapes (MKL is known to pick slower code paths on CPUs not made by Intel), where oneDNN's
-    AVX-512 kernels, which PyTorch ships for its low-precision and fused paths, ran at 155 to
-    175: the same float32 arithmetic, summed in another order (``python
-    benchmarks/train_speed.py`` measures the training step both ways). The bias, the ``add``
-    and the ReLU ride in the same kernel. Elsewhere (other devices, other dtypes such as
-    gradcheck's float64, a build without oneDNN, ``use_onednn = False``) the
+    Why not always ``F.linear`` or ``torch.addmm``: on a CPU they call MKL's sgemm for float32,
+    which on the AMD EPYC (Zen 5) of our 2-core machines ran at 80 to 95 GFLOP/s per thread at
+    RAM's shapes (MKL is known to pick slower code paths on CPUs not made by Intel), where
+    oneDNN's AVX-512 kernels, which PyTorch ships for its low-precision and fused paths, ran at
+    155 to 175; on Intel Xeons MKL was the faster. Both compute the same float32 arithmetic,
+    summed in another order, so :func:`choose_products` measures which to use. With oneDNN the
+    bias, the ``add`` and the ReLU ride in the same kernel. Elsewhere (other devices, other
+    dtypes such as gradcheck's float64, a build without oneDNN, ``use_onednn = False``) the
     same maths runs through ``torch.addmm``, as it does for empty matrices (a single-glimpse
     episode has no step through time), which oneDNN refuses.
     """
-    onednn = use_onednn and x.device.type == "cpu" and x.dtype == torch.float32
+    onednn = x.device.type == "cpu" and x.dtype == torch.float32 and _onednn_now()
     if onednn and x.numel() and weight.numel():  # oneDNN refuses empty matrices
         if not (weight.is_contiguous() or weight.t().is_contiguous()):
             # A slice of a wider matrix (W_hh of [W_hh W_gh]): oneDNN would run its slow
@@ -179,9 +326,14 @@ def glimpse_core_sequence(
     observe: Observe, horizon: int, glimpse_network: GlimpseNetwork, core_linear: torch.nn.Linear
 ) -> torch.Tensor:
     """``(T, B, hidden)`` core states of an episode; see :class:`GlimpseCoreSequence`."""
+    global _evaluating
     net = glimpse_network
-    return GlimpseCoreSequence.apply(  # type: ignore[no-any-return]
-        observe, horizon,
-        net.what.weight, net.what.bias, net.where.weight, net.where.bias,
-        net.combine.weight, net.combine.bias, core_linear.weight, core_linear.bias,
-    )  # fmt: skip
+    _evaluating = not torch.is_grad_enabled()
+    try:
+        return GlimpseCoreSequence.apply(  # type: ignore[no-any-return]
+            observe, horizon,
+            net.what.weight, net.what.bias, net.where.weight, net.where.bias,
+            net.combine.weight, net.combine.bias, core_linear.weight, core_linear.bias,
+        )  # fmt: skip
+    finally:
+        _evaluating = False

@@ -78,11 +78,13 @@ def onednn_products(enabled: bool) -> Iterator[None]:
     """The hand-written pass's products on oneDNN (``glimpse.agents.bptt.use_onednn``) or not,
     inside the block; a tree without that switch (an older one, under ``--against``) runs as it
     is."""
-    default = getattr(glimpse.agents.bptt, "use_onednn", None)
-    if default is None:
+    if not hasattr(glimpse.agents.bptt, "use_onednn"):
         yield
         return
-    glimpse.agents.bptt.use_onednn = enabled and default
+    default = glimpse.agents.bptt.use_onednn
+    glimpse.agents.bptt.use_onednn = enabled and getattr(
+        glimpse.agents.bptt, "ONEDNN_AVAILABLE", default
+    )
     try:
         yield
     finally:

@@ -24,7 +24,7 @@ from glimpse.envs.glimpse_env import make_episodes
 
 PRODUCTS = [
     pytest.param(True, id="onednn", marks=pytest.mark.skipif(
-        not glimpse.agents.bptt.use_onednn,
+        not glimpse.agents.bptt.ONEDNN_AVAILABLE,
         reason="this PyTorch build has no oneDNN linear operator",
     )),
     pytest.param(False, id="blas"),
