@@ -10,10 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
+import textwrap
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -21,6 +24,7 @@ from glimpse.config import add_options, from_options, given_options
 from glimpse.errors import ConfigError, GlimpseError
 
 EXIT_USER_ERROR = 2
+MESSAGE_WIDTH = 90
 CHECKPOINT_HELP = "best: the lowest validation error; last: where training stopped"
 
 
@@ -90,7 +94,7 @@ def train_parser(agent_name: str) -> argparse.ArgumentParser:
     from glimpse.tasks import TaskConfig
 
     spec = agent(agent_name)
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=f"glimpse train {agent_name}", formatter_class=_HelpFormatter, allow_abbrev=False,
         usage=f"glimpse train {agent_name} [--recipe NAME | --env ID | --config FILE] [options]",
         description=f"Train {agent_name}: {spec.summary}. Settings come from their defaults, "
@@ -148,18 +152,26 @@ def _foreign_option(agent_name: str, option: str) -> ConfigError:
     )
 
 
-def _train(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class TrainCommand:
+    """What a ``glimpse train ...`` command line asks for: a new run's whole configuration, or
+    a run to resume with the runtime settings typed (``--threads``, ``--device``)."""
+
+    agent: str
+    config: dict[str, Any] | None
+    resume: Path | None
+    runtime: dict[str, Any]
+    progress: bool
+
+
+def parse_train_command(tokens: list[str]) -> TrainCommand | None:
+    """Reads ``glimpse train``'s arguments (``tokens``, after ``train``) into a
+    :class:`TrainCommand`; ``None`` when only help was asked for (and printed)."""
     from glimpse.agents.recipes import recipe
     from glimpse.agents.registry import AGENTS
-    from glimpse.agents.runs import (
-        config_layer,
-        read_run_config,
-        resolve_config,
-        resume_run,
-        train_run,
-    )
+    from glimpse.agents.runs import config_layer, read_run_config, resolve_config
 
-    tokens = list(args.tokens)
+    tokens = list(tokens)
     named = tokens.pop(0) if tokens and not tokens[0].startswith("-") else None
     recipe_name, config_file = _prescan(tokens, "--recipe"), _prescan(tokens, "--config")
     resume = _prescan(tokens, "--resume")
@@ -172,7 +184,7 @@ def _train(args: argparse.Namespace) -> int:
             print(TRAIN_USAGE.format(agents=", ".join(AGENTS)), file=sys.stderr)
             raise ConfigError("name an agent (glimpse train ram ...) or a --recipe.")
         print(TRAIN_USAGE.format(agents=", ".join(AGENTS)))
-        return 0
+        return None
     found = base_recipe.agent if base_recipe else base["agent"] if base else agent_name
     if found != agent_name:
         raise ConfigError(
@@ -192,22 +204,33 @@ def _train(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"--resume continues {resume} with the settings in its config.json, so it takes "
                 f"no {', '.join(given)}; only --threads and --device may change. To train with "
-                f"other settings, start a new run: glimpse train --config "
-                f"{Path(resume) / 'config.json'} --name NEW ..."
+                f"other settings, start a new run: `glimpse train --config "
+                f"{Path(resume) / 'config.json'} --name NEW ...`"
             )
-        runtime = typed.get("run", {})
-        summary = resume_run(Path(resume), runtime, progress=options.progress)
+        return TrainCommand(agent_name, None, Path(resume), typed.get("run", {}), options.progress)
+    layers = [base_recipe.layer() if base_recipe else config_layer(base) if base else {}]
+    env_id = options.env or (base_recipe.env_id if base_recipe else None) or (
+        base["env_id"] if base else None)  # fmt: skip
+    if env_id is None:
+        raise ConfigError(f"Name the environment: `glimpse train {agent_name} --env ID`.")
+    changes_recipe = any(s != "run" for s in typed) or (
+        base_recipe is not None and env_id != base_recipe.env_id)  # fmt: skip
+    keep = base_recipe.name if base_recipe and not changes_recipe else None
+    config = resolve_config(agent_name, env_id, [*layers, typed], recipe=keep)
+    return TrainCommand(agent_name, config, None, {}, options.progress)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from glimpse.agents.runs import resume_run, train_run
+
+    command = parse_train_command(args.tokens)
+    if command is None:
+        return 0
+    if command.resume is not None:
+        summary = resume_run(command.resume, command.runtime, progress=command.progress)
     else:
-        layers = [base_recipe.layer() if base_recipe else config_layer(base) if base else {}]
-        env_id = options.env or (base_recipe.env_id if base_recipe else None) or (
-            base["env_id"] if base else None)  # fmt: skip
-        if env_id is None:
-            raise ConfigError(f"Name the environment: glimpse train {agent_name} --env ID.")
-        changes_recipe = any(s != "run" for s in typed) or (
-            base_recipe is not None and env_id != base_recipe.env_id)  # fmt: skip
-        keep = base_recipe.name if base_recipe and not changes_recipe else None
-        config = resolve_config(agent_name, env_id, [*layers, typed], recipe=keep)
-        summary = train_run(config, progress=options.progress)
+        assert command.config is not None
+        summary = train_run(command.config, progress=command.progress)
     if summary:  # empty in the helper processes of a torchrun
         print(json.dumps(summary, indent=2))
     return 0
@@ -261,8 +284,15 @@ def _viz(args: argparse.Namespace) -> int:
 
 def _curves(args: argparse.Namespace) -> int:
     from glimpse.agents.runs import curves_table
+    from glimpse.agents.visualise import plot_curves
 
-    print(curves_table([Path(run) for run in args.runs], args.every))
+    runs = [Path(run) for run in args.runs]
+    print(curves_table(runs, args.every))
+    if args.plot:
+        plot = Path(args.plot)
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        plot_curves(runs, plot)
+        print(f"wrote {plot}")
     return 0
 
 
@@ -281,6 +311,24 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_error(prog: str, message: str) -> None:
+    """``prog: error: message`` on stderr, wrapped to a readable width; a command quoted in
+    backticks stays on one line, so that it can be copied."""
+    unbroken = re.sub(r"`[^`]*`", lambda quoted: quoted[0].replace(" ", "\0"), message)
+    text = textwrap.fill(f"{prog}: error: {unbroken}", MESSAGE_WIDTH, break_on_hyphens=False)
+    print(text.replace("\0", " "), file=sys.stderr)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are the error and where to get help, not the usage:
+    ``glimpse train ram: error: argument --epochs: invalid int value: 'abc'``."""
+
+    def error(self, message: str) -> NoReturn:
+        _print_error(self.prog, message)
+        print(f"`{self.prog} --help` lists the options.", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows ``(default: X)`` after each option, except where the default is ``None``."""
 
@@ -294,15 +342,19 @@ def build_parser() -> argparse.ArgumentParser:
     from glimpse.tasks import TaskConfig
 
     formatter = _HelpFormatter
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="glimpse",
         description="Hard visual attention: glimpse environments, RAM and PPO agents, baselines.",
         formatter_class=formatter,
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     data = commands.add_parser("data", help="check and look at the datasets")
-    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    data_commands = data.add_subparsers(
+        dest="data_command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
     check = data_commands.add_parser(
         "check", help="report which datasets are found and verified", formatter_class=formatter
     )
@@ -386,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     curves.add_argument(
         "--every", type=int, default=10, help="show every N-th epoch (or multiples of N steps)"
     )
+    curves.add_argument(
+        "--plot", default=None, metavar="FILE", help="also draw the curves (.png, .svg or .pdf)"
+    )
     curves.set_defaults(handler=_curves)
 
     comparison = commands.add_parser(
@@ -426,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except GlimpseError as error:
-        print(f"glimpse: error: {error}", file=sys.stderr)
+        _print_error("glimpse", str(error))
         return EXIT_USER_ERROR
     except KeyboardInterrupt as interrupt:
         print(f"glimpse: interrupted. {interrupt}".rstrip(". "), file=sys.stderr)

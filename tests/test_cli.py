@@ -46,4 +46,6 @@ def test_user_errors_exit_2_with_one_paragraph_and_no_traceback(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "does not exist" in result.stderr and "--root" in result.stderr
-    assert result.stderr.count("\n") == 1
+    lines = result.stderr.splitlines()  # one paragraph, wrapped to a readable width
+    assert all(line.strip() for line in lines)
+    assert all(len(line) <= 90 or " " not in line.strip() for line in lines)
