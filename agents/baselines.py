@@ -231,7 +231,7 @@ class FullViewLearner:
         predicted, labels = self.predictions(split)
         return 100.0 * float(np.mean(predicted != labels))
 
-    def draw(self, out: Path, n: int, split: str) -> None:
+    def draw(self, out: Path, n: int, split: str, title: str = "") -> None:
         """Soft attention: its weights over the first ``n`` canvases of ``split`` at each step.
         The CNN and FC attend to nothing: refused."""
         from glimpse.agents.visualise import captions, draw_attention
@@ -246,7 +246,7 @@ class FullViewLearner:
         canvases, labels = fixed.images[:n], fixed.labels[:n]
         logits, weights = self.attention(canvases)
         texts = captions(labels, logits.argmax(1), logits, np.asarray(self.task.class_names))
-        draw_attention(canvases, weights, texts, out)
+        draw_attention(canvases, weights, texts, out, title=title)
 
     def validation_error(self) -> float:
         return self.error("val")
@@ -255,6 +255,7 @@ class FullViewLearner:
         return self.error("test")
 
     def data_state(self) -> dict[str, Any]:
+        """The batch sampler's PCG64 state: a dict of strings and ints (plain data)."""
         return {"rng": self.rng.bit_generator.state}
 
     def load_data_state(self, state: dict[str, Any]) -> None:

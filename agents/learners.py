@@ -129,11 +129,11 @@ class RAMLearner:
         result, probabilities = self.evaluate(split, samples)
         return 100.0 * float(np.mean(probabilities.argmax(axis=1) != result.labels))
 
-    def draw(self, out: Path, n: int, split: str) -> Trajectories:
+    def draw(self, out: Path, n: int, split: str, title: str = "") -> Trajectories:
         """The glimpse trajectories (mean locations) on the first ``n`` canvases of ``split``."""
         from glimpse.agents.visualise import draw_policy
 
-        return draw_policy(self.policy(), self.env_settings, out, n, split)
+        return draw_policy(self.policy(), self.env_settings, out, n, split, title)
 
     def validation_error(self) -> float:
         return self.error("val")
@@ -142,13 +142,16 @@ class RAMLearner:
         return self.error("test")
 
     def data_state(self) -> dict[str, Any]:
+        """Every slot's key and episode count, as lists of ints: a checkpoint of plain data
+        loads without unpickling numpy's classes."""
         return {
-            "keys": self.train_episodes.keys.copy(),
-            "episode_numbers": self.train_episodes.episode_numbers.copy(),
+            "keys": self.train_episodes.keys.tolist(),
+            "episode_numbers": self.train_episodes.episode_numbers.tolist(),
         }
 
     def load_data_state(self, state: dict[str, Any]) -> None:
+        """Restores :meth:`data_state` (or the numpy arrays that older checkpoints hold)."""
         # Every process has run as many episodes per slot; only the keys differ by rank.
         keys = state["keys"] if distributed.rank() == 0 else self._stream_keys()
-        self.train_episodes.seed(keys)
-        self.train_episodes.episode_numbers[:] = state["episode_numbers"]
+        self.train_episodes.seed(np.asarray(keys, np.uint64))
+        self.train_episodes.episode_numbers[:] = np.asarray(state["episode_numbers"], np.uint64)

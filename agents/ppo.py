@@ -21,9 +21,15 @@ Settings are :class:`PPOConfig`'s fields (a run's ``model`` section); the publis
 recipes (``glimpse recipes``). A PPO run directory is written by the same
 :class:`glimpse.agents.run_directory.RunDirectory` as every other agent's, with SB3 ``.zip``
 models: ``checkpoints/last.zip`` (saved at every validation, and when Ctrl-C or SIGTERM stops
-training after the current step; ``--resume`` continues from its step count) and
-``checkpoints/best.zip`` (lowest validation error on the fixed validation split; float16
-weights without the optimiser state, about a sixth of the size), both written atomically.
+training after the current step; ``--resume`` continues from its step count, or from
+``previous.zip``, the one before, where ``last.zip`` is damaged) and ``checkpoints/best.zip``
+(lowest validation error on the fixed validation split; float16 weights without the optimiser
+state, about a sixth of the size), all written atomically.
+
+An SB3 zip keeps its tensors in ``.pth`` files, which SB3 loads with ``weights_only=True``, and
+the objects JSON cannot hold (spaces, schedules, classes, the last observations) pickled in its
+``data`` file, which SB3 would unpickle, running any code they name. :func:`load_model` never
+lets it: it rebuilds each of those from the run's settings or leaves it out.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from __future__ import annotations
 import collections
 import io
 import json
+import pickle
 import time
 import zipfile
 from dataclasses import dataclass
@@ -53,10 +60,14 @@ from glimpse.agents.factored_ppo import (
     FactoredPPO,
 )
 from glimpse.agents.run_directory import (
+    RESUME_FIX,
+    TRAIN_AGAIN,
+    CheckpointError,
     RunConfig,
     RunDirectory,
-    TrainingError,
     atomic_write,
+    evaluation_fix,
+    first_sentence,
     interrupt_requests,
     resolve_device,
 )
@@ -64,7 +75,7 @@ from glimpse.agents.trainer import adam_kwargs
 from glimpse.config import check_at_least, check_fields, check_positive, option
 from glimpse.envs.evaluation import Trajectories, evaluate, evaluation_episodes
 from glimpse.envs.glimpse_env import task_of
-from glimpse.envs.sb3 import make_sb3_env
+from glimpse.envs.sb3 import GlimpseVecEnv, make_sb3_env
 from glimpse.errors import ConfigError
 
 ALGORITHMS = ("ppo", "recurrent-ppo")
@@ -182,6 +193,14 @@ def ppo_env_settings(algorithm: str, env: dict[str, Any]) -> dict[str, Any]:
     return {**env, "history": algorithm == "ppo"}
 
 
+def learning_rate(config: PPOConfig) -> float | LinearSchedule:
+    """SB3's ``learning_rate``: the rate, or its schedule (which SB3 evaluates on the share of
+    total_steps still to go, counted across resumes)."""
+    if config.lr_schedule == "linear":
+        return LinearSchedule(config.learning_rate, 0.0, 1.0)
+    return config.learning_rate
+
+
 def build_model(
     algorithm: str, env: Any, config: PPOConfig, seed: int, device: str, tensorboard: str | None
 ) -> BaseAlgorithm:
@@ -190,13 +209,7 @@ def build_model(
         "n_steps": config.n_steps,
         "batch_size": config.batch_size,
         "n_epochs": config.n_epochs,
-        # SB3 evaluates a schedule on the share of total_steps still to go (counted across
-        # resumes) and stores it in the zip
-        "learning_rate": (
-            LinearSchedule(config.learning_rate, 0.0, 1.0)
-            if config.lr_schedule == "linear"
-            else config.learning_rate
-        ),
+        "learning_rate": learning_rate(config),
         "gamma": config.gamma,
         "gae_lambda": config.gae_lambda,
         "ent_coef": config.ent_coef,
@@ -235,34 +248,89 @@ def policy_kwargs(algorithm: str, config: PPOConfig) -> dict[str, Any]:
 
 
 def load_model(
-    algorithm: str, config: PPOConfig, path: Path, device: str = "auto"
+    algorithm: str,
+    config: PPOConfig,
+    env_settings: dict[str, Any],
+    path: Path,
+    device: str = "auto",
+    fix: str = TRAIN_AGAIN,
 ) -> BaseAlgorithm:
-    """The SB3 model saved at ``path`` by a run of ``algorithm`` with ``config``.
+    """The SB3 model saved at ``path`` by a run of ``algorithm`` with ``config`` on the
+    environment ``env_settings`` (the run's ``env`` section); a :class:`CheckpointError` that
+    ends with ``fix`` where it cannot be loaded.
 
-    The policy's class and ``policy_kwargs`` are rebuilt from ``config`` rather than unpickled
-    from the zip, so a model saved before a class moved (``envs.sb3`` became
-    ``glimpse.agents.extractors``) loads as well as a new one.
+    Nothing in the zip is unpickled. The objects that SB3 would (see the module docstring) are
+    rebuilt from the settings: the policy's class and ``policy_kwargs`` (so a model saved
+    before a class moved, ``envs.sb3`` becoming ``glimpse.agents.extractors``, loads as well as
+    a new one), the spaces, the learning rate and the clip range. The others (the last
+    observations, the episode-info buffers, the rollout buffer's class, the learning-rate
+    schedule) are left out; SB3 remakes them from the rest when training starts.
     """
     cls = model_class(algorithm, config.advantage)
     policy = {"recurrent-ppo": "MultiInputLstmPolicy", "ppo": "MultiInputPolicy"}[algorithm]
-    custom = {
+    env = GlimpseVecEnv(None, 1, **env_settings)  # for its spaces
+    rebuilt = {
         "policy_kwargs": policy_kwargs(algorithm, config),
         "policy_class": (
             FactoredPolicy if config.advantage == "factored" else cls.policy_aliases[policy]
         ),
+        "observation_space": env.observation_space,
+        "action_space": env.action_space,
+        "learning_rate": learning_rate(config),
+        "clip_range": config.clip_range,
     }
+    env.close()
+    left_out = dict.fromkeys(_pickled_entries(path, fix))
     try:
-        return cls.load(path, device=device, custom_objects=custom)
+        return cls.load(path, device=device, custom_objects={**left_out, **rebuilt})
     except Exception as error:  # SB3 raises several types for a damaged zip
-        raise TrainingError(
-            f"Cannot load the {algorithm} model {path} ({type(error).__name__}: {error}). It is "
-            f"missing, truncated or from another algorithm; use the other checkpoint in the "
-            f"same folder or train again."
+        names = _unsafe_globals(path) if isinstance(error, pickle.UnpicklingError) else []
+        if names:
+            raise CheckpointError(
+                path, f"holds pickled Python objects, not only tensors and plain data "
+                f"({', '.join(names)}); glimpse does not load them, since unpickling can run "
+                f"any code", fix
+            ) from None  # fmt: skip
+        raise CheckpointError(
+            path, f"cannot be loaded ({first_sentence(error)}): it is damaged, or from another "
+            "algorithm or other settings", fix
+        ) from error  # fmt: skip
+
+
+def _pickled_entries(path: Path, fix: str) -> list[str]:
+    """The entries of an SB3 zip's ``data`` that SB3 would unpickle."""
+    if not path.is_file():
+        raise CheckpointError(path, "does not exist", fix)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = json.loads(archive.read("data"))
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError) as error:
+        raise CheckpointError(
+            path, f"is damaged (truncated or corrupted: {first_sentence(error)})", fix
         ) from error
+    return [key for key, item in data.items() if isinstance(item, dict) and ":serialized:" in item]
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    """The classes and functions that the ``.pth`` files of an SB3 zip name beyond what
+    ``torch.load(weights_only=True)`` allows, read without running them."""
+    names: set[str] = set()
+    with zipfile.ZipFile(path) as archive:
+        for entry in archive.namelist():
+            if entry.endswith(".pth"):
+                data = io.BytesIO(archive.read(entry))
+                names.update(torch.serialization.get_unsafe_globals_in_checkpoint(data))
+    return sorted(names)
 
 
 def save_model(model: BaseAlgorithm, path: Path, evaluation_only: bool = False) -> None:
-    """``model.save(path)``, atomically (a crash never leaves a truncated zip behind).
+    """:func:`write_model` through :func:`atomic_write` (a crash never leaves a truncated zip
+    behind)."""
+    atomic_write(path, lambda partial: write_model(model, partial, evaluation_only))
+
+
+def write_model(model: BaseAlgorithm, path: Path, evaluation_only: bool = False) -> None:
+    """``model.save(path)``.
 
     ``evaluation_only=True`` keeps what evaluation, visualisation and fine-tuning need: the
     weights, stored in float16 (SB3 copies them back into the float32 policy on load), with an
@@ -270,19 +338,15 @@ def save_model(model: BaseAlgorithm, path: Path, evaluation_only: bool = False) 
     size. The live model is not touched.
     """
     optimizer = model.policy.optimizer
-
-    def write(partial: Path) -> None:
-        moments = optimizer.state
-        if evaluation_only:
-            optimizer.state = collections.defaultdict(dict)
-        try:
-            model.save(partial)
-        finally:
-            optimizer.state = moments
-        if evaluation_only:
-            _store_weights_in_float16(partial)
-
-    atomic_write(path, write)
+    moments = optimizer.state
+    if evaluation_only:
+        optimizer.state = collections.defaultdict(dict)
+    try:
+        model.save(path)
+    finally:
+        optimizer.state = moments
+    if evaluation_only:
+        _store_weights_in_float16(path)
 
 
 def _store_weights_in_float16(zip_path: Path) -> None:
@@ -363,10 +427,12 @@ class ValidationCallback(BaseCallback):
         self.save_last()
 
     def save_last(self) -> None:
-        """The model and training time so far (SB3 keeps the step count in the zip)."""
+        """The model and training time so far (SB3 keeps the step count in the zip), as
+        ``last.zip`` and ``last.json``; the ones before become ``previous.*``."""
         seconds = self.seconds + time.perf_counter() - self.started
-        save_model(self.model, self.run.checkpoint("last", ".zip"))
-        self.run.checkpoint("last", ".json").write_text(json.dumps({"seconds": seconds}) + "\n")
+        self.run.save_training_state(".zip", lambda partial: write_model(self.model, partial))
+        text = json.dumps({"seconds": seconds}) + "\n"
+        self.run.save_training_state(".json", lambda partial: partial.write_text(text))
 
 
 class ProgressBar(BaseCallback):
@@ -405,12 +471,27 @@ def train_ppo(
     device = str(resolve_device(settings.device))
     vec_env = make_sb3_env(None, ppo.n_envs, seed=settings.seed, **env)
     seconds = 0.0
+    tensorboard = str(run.path / "tb")
     if resume:
-        model = load_model(algorithm, ppo, run.checkpoint("last", ".zip"), device)
+
+        def load(path: Path) -> tuple[BaseAlgorithm, float]:
+            """The model in ``path`` and the training time in the ``.json`` beside it."""
+            saved = load_model(algorithm, ppo, env, path, device, RESUME_FIX)
+            times = path.with_suffix(".json")
+            try:
+                return saved, float(json.loads(times.read_text())["seconds"])
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                raise CheckpointError(
+                    times, f"is damaged or missing ({first_sentence(error)})", RESUME_FIX
+                ) from error
+
+        (model, seconds), damaged = run.load_training_state(".zip", load)
         model.set_env(vec_env)
-        seconds = json.loads(run.checkpoint("last", ".json").read_text())["seconds"]
+        model.tensorboard_log = tensorboard  # where the run now lies, not where it was saved
+        run.resuming(f"step {model.num_timesteps:,} of {ppo.total_steps:,}", damaged, ".zip")
     else:
-        model = build_model(algorithm, vec_env, ppo, settings.seed, device, str(run.path / "tb"))
+        model = build_model(algorithm, vec_env, ppo, settings.seed, device, tensorboard)
+    run.start(config)
     remaining = ppo.total_steps - model.num_timesteps
     with interrupt_requests() as stop_requests:  # Ctrl-C or SIGTERM: stop after this step
         callback = ValidationCallback(run, env, ppo.eval_every, settings.eval_episodes,
@@ -445,7 +526,8 @@ class PPOAgent:
         self.eval_episodes = config["run"]["eval_episodes"]
         self.task = task_of(self.env_settings)
         path = run_dir / "checkpoints" / f"{checkpoint}.zip"
-        self.model = load_model(self.algorithm, PPOConfig(**config["model"]), path)
+        self.model = load_model(self.algorithm, PPOConfig(**config["model"]), self.env_settings,
+                                path, fix=evaluation_fix(checkpoint))  # fmt: skip
 
     def policy(self) -> SB3Policy:
         return SB3Policy(self.model)
@@ -458,8 +540,8 @@ class PPOAgent:
         episodes = evaluation_episodes(self.env_settings, split, self.eval_episodes)
         return evaluate(self.policy(), episodes).error_percent
 
-    def draw(self, out: Path, n: int, split: str) -> Trajectories:
+    def draw(self, out: Path, n: int, split: str, title: str = "") -> Trajectories:
         """The glimpse trajectories on the first ``n`` canvases of ``split``."""
         from glimpse.agents.visualise import draw_policy
 
-        return draw_policy(self.policy(), self.env_settings, out, n, split)
+        return draw_policy(self.policy(), self.env_settings, out, n, split, title)

@@ -42,9 +42,9 @@ class TrainedAgent(Protocol):
     def error(self, split: str, samples: int = 1) -> float:
         """Error in percent on the whole fixed ``split`` (``samples`` > 1: Monte Carlo)."""
 
-    def draw(self, out: Path, n: int, split: str) -> Trajectories | None:
-        """Draws what it did on the first ``n`` canvases of ``split`` into ``out``; returns
-        the glimpse trajectories where it has them."""
+    def draw(self, out: Path, n: int, split: str, title: str = "") -> Trajectories | None:
+        """Draws what it did on the first ``n`` canvases of ``split`` into ``out``, headed by
+        ``title``; returns the glimpse trajectories where it has them."""
 
 
 @dataclass(frozen=True)
@@ -106,13 +106,13 @@ def _train_epochs(
 
 def _load_learner(spec: Agent, config: dict[str, Any], run_dir: Path, checkpoint: str) -> Any:
     """The learner of a trained run, holding the weights of ``checkpoints/<checkpoint>.pt``."""
-    from glimpse.agents.run_directory import load_checkpoint
+    from glimpse.agents.run_directory import evaluation_fix, load_checkpoint
     from glimpse.agents.runs import config_differences, migrate_config
     from glimpse.agents.trainer import load_model_weights
 
     assert spec.learner is not None
     path = run_dir / "checkpoints" / f"{checkpoint}.pt"
-    saved = load_checkpoint(path)
+    saved = load_checkpoint(path, evaluation_fix(checkpoint))
     if "config" in saved:
         stored = migrate_config(saved["config"])
         differences = [d for d in config_differences(stored, config) if d.startswith("model.")]

@@ -8,6 +8,7 @@ A run directory holds everything about one training run::
       metrics.jsonl          one line per validation (epoch or env steps, seconds, val error ...)
       tb/                    TensorBoard event files
       checkpoints/last.*     the full training state, written atomically at every validation
+      checkpoints/previous.* the full training state before it, until training ends
       checkpoints/best.*     the model with the lowest validation error (weights only)
       test.json              the test error of the best model, written when training ends
 
@@ -17,6 +18,20 @@ loop checks a flag between steps, saves, and stops with the command that resumes
 training loops (:class:`glimpse.agents.trainer.Trainer` for the agents trained by gradient
 steps over epochs, :func:`glimpse.agents.ppo.train_ppo` for SB3's) decide what a checkpoint
 holds; they never touch the folder otherwise.
+
+Nothing is written until the run can start: the loops call :meth:`RunDirectory.start` once the
+data is loaded, the model built and, for ``--resume``, the saved state read back, so a run that
+fails to start leaves no folder behind (nor changes the one it would resume).
+
+A resumed run continues from ``last.*``; where that one is damaged (a full disk, a copy cut
+short), from ``previous.*``, the state saved one validation earlier, saying so on stderr.
+Evaluation never needs ``previous.*``, and a finished run deletes it.
+
+Checkpoints are loaded with ``torch.load(weights_only=True)``: tensors and plain data only.
+Unpickling anything else can run any code a file names, and a run folder is something people
+download and share. Checkpoints written before the training state was kept as plain data hold
+numpy arrays (the RAM learner's data stream); those few numpy types are allowed by name
+(:data:`NUMPY_GLOBALS`), nothing else.
 """
 
 from __future__ import annotations
@@ -24,18 +39,23 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import numpy as np
 import torch
 
 from glimpse.agents import distributed
 from glimpse.config import check_at_least, check_fields, option
 from glimpse.errors import ConfigError, GlimpseError
+
+T = TypeVar("T")
 
 RUNTIME_SETTINGS = ("threads", "device")
 """Run settings for where and how fast a run trains, which a resumed run may change."""
@@ -47,6 +67,18 @@ lies, and how evaluation is batched and logged."""
 
 class TrainingError(GlimpseError):
     """Training cannot go on (a non-finite loss, a checkpoint that does not fit the run)."""
+
+
+class CheckpointError(TrainingError):
+    """A checkpoint that is missing, damaged, or holds more than tensors and plain data.
+
+    ``problem`` completes a sentence that starts with the path (``is damaged (...)``), for
+    messages that go on differently (a resume that falls back on the checkpoint before).
+    """
+
+    def __init__(self, path: Path, problem: str, fix: str) -> None:
+        super().__init__(f"{path} {problem}. {fix}")
+        self.path, self.problem = path, problem
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -91,20 +123,59 @@ def set_threads(threads: int) -> None:
     Every core is fastest on an otherwise idle machine (PPO's policy and RAM run faster on 2
     threads than on 1 on 2 cores). When other processes keep the cores busy, threads that
     share a core wait on each other and training becomes several times slower than on one
-    thread, so with 0 on a busy machine this says so (``--threads 1`` is the fix).
+    thread, so with 0 on a busy machine this says so (``--threads 1`` is the fix). Busy means
+    busy now (:func:`cores_busy_elsewhere`), not the load average, which lags by minutes: right
+    after ``pip install`` it still counts the build on an idle machine.
     """
     if threads:
         torch.set_num_threads(threads)
         return
     cores = os.cpu_count() or 1
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    if cores > 1 and load >= 1.0:
+    if cores == 1:
+        return
+    busy = cores_busy_elsewhere()
+    if busy is not None and busy > BUSY_CORES:
         print(
-            f"glimpse: other processes are keeping this machine busy (load average {load:.1f} "
-            f"on {cores} cores); training on every core is then often several times slower "
-            f"than on one: consider --threads 1.",
+            f"glimpse: other processes are keeping {busy:.1f} of this machine's {cores} cores "
+            f"busy; training on every core is then often several times slower than on one: "
+            f"consider --threads 1.",
             file=sys.stderr,
         )
+
+
+BUSY_CORES = 0.5
+"""Cores other processes must keep busy, on average, for :func:`set_threads` to warn."""
+
+
+def cores_busy_elsewhere(interval: float = 0.2) -> float | None:
+    """How many cores other processes kept busy over the next ``interval`` seconds, on
+    average: the CPU time of the whole machine less this process's, over the wall time.
+    None where ``/proc`` is absent (macOS, Windows): no warning rather than a guess."""
+    before, start = cpu_seconds(), time.monotonic()
+    time.sleep(interval)
+    after, elapsed = cpu_seconds(), time.monotonic() - start
+    if before is None or after is None or elapsed <= 0:
+        return None
+    (machine_before, own_before), (machine_after, own_after) = before, after
+    return max(0.0, (machine_after - machine_before) - (own_after - own_before)) / elapsed
+
+
+def cpu_seconds() -> tuple[float, float] | None:
+    """CPU seconds used so far by the whole machine (every core's user, nice, system and
+    interrupt time in ``/proc/stat``) and by this process (its ``utime`` and ``stime`` in
+    ``/proc/self/stat``); None without ``/proc``."""
+    try:
+        machine = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    # cpu user nice system idle iowait irq softirq ...: waiting (idle, iowait) is not busy
+    user, nice, system, _, _, irq, softirq = (int(v) for v in machine[1:8])
+    # the fields after the command name, from the state (field 3 in proc(5)) on: utime is
+    # field 14, stime 15
+    utime, stime = int(own[11]), int(own[12])
+    return (user + nice + system + irq + softirq) / ticks, (utime + stime) / ticks
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -121,20 +192,72 @@ def atomic_save(obj: Any, path: Path) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint, or a clear error when it is missing, truncated or not ours."""
+_MULTIARRAY = (np._core if hasattr(np, "_core") else np.core).multiarray  # numpy 2, numpy 1
+NUMPY_GLOBALS: list[Any] = [
+    np.ndarray, np.dtype,
+    *(type(np.dtype(t)) for t in ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16",
+                                  "uint32", "uint64", "float16", "float32", "float64")),
+    # under both names: numpy 2 pickles them from numpy._core, numpy 1 from numpy.core
+    *((getattr(_MULTIARRAY, name), f"{package}.multiarray.{name}")
+      for name in ("_reconstruct", "scalar") for package in ("numpy._core", "numpy.core")),
+]  # fmt: skip
+"""What ``torch.load(weights_only=True)`` may build besides tensors and plain data: numpy
+arrays and scalars of numeric types, which checkpoints of older glimpse versions hold (arrays
+cannot run code; the classes and functions that pickles name are the danger)."""
+
+
+TRAIN_AGAIN = "Train the run again, or check the path."
+RESUME_FIX = "No full training state is left to resume from: train the run again (another --name)."
+
+
+def load_tensors(path: Path, fix: str = TRAIN_AGAIN) -> Any:
+    """``torch.load(path, weights_only=True)`` with :data:`NUMPY_GLOBALS` allowed; a file that
+    names any other class or function, or cannot be read, is a :class:`CheckpointError` whose
+    message ends with ``fix``."""
+    with torch.serialization.safe_globals(NUMPY_GLOBALS):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            try:  # reads the pickle's opcodes without running them
+                names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+            except Exception:  # the damage that stopped torch.load
+                names = []
+            if names:
+                raise CheckpointError(
+                    path, f"holds pickled Python objects, not only tensors and plain data "
+                    f"({', '.join(sorted(names))}); glimpse does not load them, since "
+                    f"unpickling can run any code", fix
+                ) from None  # fmt: skip
+            raise CheckpointError(path, f"is damaged ({first_sentence(error)})", fix) from error
+        except Exception as error:  # torch raises several types for a truncated or corrupted file
+            raise CheckpointError(
+                path, f"is damaged (truncated or corrupted: {first_sentence(error)})", fix
+            ) from error
+
+
+def first_sentence(error: Exception) -> str:
+    """``Type: the first sentence of the message`` (torch adds paragraphs of advice)."""
+    text = str(error).strip().split("\n", 1)[0].split(". ", 1)[0].rstrip(".")
+    return f"{type(error).__name__}: {text}"
+
+
+def evaluation_fix(checkpoint: str) -> str:
+    """What to do when ``checkpoint`` (``best`` or ``last``) of a run cannot be evaluated."""
+    other = "last" if checkpoint == "best" else "best"
+    return (
+        f"Evaluate the run's other checkpoint with --checkpoint {other} if it kept one, or "
+        "train the run again."
+    )
+
+
+def load_checkpoint(path: Path, fix: str = TRAIN_AGAIN) -> dict[str, Any]:
+    """A checkpoint's tensors and plain data (:func:`load_tensors`), or a
+    :class:`CheckpointError` that ends with ``fix`` when it is missing, damaged or not ours."""
     if not path.is_file():
-        raise TrainingError(f"Checkpoint {path} does not exist. Train first, or check the path.")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises several types for a damaged file
-        raise TrainingError(
-            f"Checkpoint {path} cannot be read ({type(error).__name__}: {error}). It is "
-            f"truncated or corrupted; use the other checkpoint in the same folder (best.pt or "
-            f"last.pt) or train again."
-        ) from error
+        raise CheckpointError(path, "does not exist", fix)
+    checkpoint = load_tensors(path, fix)
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
-        raise TrainingError(f"{path} is not a glimpse checkpoint (no model weights in it).")
+        raise CheckpointError(path, "is not a glimpse checkpoint (no model weights in it)", fix)
     return checkpoint
 
 
@@ -174,20 +297,67 @@ class RunDirectory:
         return self.path / "test.json"
 
     def checkpoint(self, kind: str, suffix: str = ".pt") -> Path:
-        """``checkpoints/<kind><suffix>``: ``last`` or ``best``, ``.pt`` or SB3's ``.zip``."""
+        """``checkpoints/<kind><suffix>``: ``last``, ``previous`` or ``best``, ``.pt`` or SB3's
+        ``.zip``."""
         return self.path / "checkpoints" / f"{kind}{suffix}"
 
-    def start(self, config: dict[str, Any], resume: bool) -> None:
-        """Makes the folder and writes ``config.json``; a new run never overwrites an old one."""
-        if not resume and (self.path / "checkpoints").exists():
+    def refuse_overwrite(self) -> None:
+        """A new run never overwrites an old one (checked before anything is loaded)."""
+        if (self.path / "checkpoints").exists():
             raise ConfigError(
                 f"{self.path} already holds a run. Continue it with --resume, or pick another "
                 "--name."
             )
+
+    def start(self, config: dict[str, Any]) -> None:
+        """Makes the folder and writes ``config.json``: called by the training loops once the
+        run can start (data loaded, model built, any saved state read back)."""
         if distributed.is_main():  # checkpoints/ comes with the first checkpoint
             self.path.mkdir(parents=True, exist_ok=True)
             text = json.dumps(config, indent=2) + "\n"
             atomic_write(self.config_path, lambda tmp: tmp.write_text(text))
+
+    def save_training_state(self, suffix: str, write: Callable[[Path], None]) -> Path:
+        """``write(tmp)`` the full training state, then make it ``checkpoints/last<suffix>``,
+        the one it replaces becoming ``previous<suffix>``: each rename is atomic, so a crash
+        leaves ``last`` whole or missing, never half written, and ``previous`` whole."""
+        last, previous = self.checkpoint("last", suffix), self.checkpoint("previous", suffix)
+        last.parent.mkdir(parents=True, exist_ok=True)
+        partial = last.with_name(f"last.partial{suffix}")
+        write(partial)
+        if last.exists():
+            os.replace(last, previous)
+        os.replace(partial, last)
+        return last
+
+    def load_training_state(
+        self, suffix: str, load: Callable[[Path], T]
+    ) -> tuple[T, CheckpointError | None]:
+        """``load(checkpoints/last<suffix>)``; where that raises a :class:`CheckpointError` and
+        ``previous<suffix>`` exists, ``load`` of that one. Returns the state and the error of
+        ``last`` when it fell back (for :meth:`resuming`)."""
+        last, previous = self.checkpoint("last", suffix), self.checkpoint("previous", suffix)
+        try:
+            return load(last), None
+        except CheckpointError as damaged:
+            if not previous.is_file():
+                raise
+            return load(previous), damaged
+
+    def resuming(self, where: str, damaged: CheckpointError | None, suffix: str) -> None:
+        """Says on stderr where the run resumes (``where``: epoch and batch, or step), and
+        from which checkpoint when ``last`` was ``damaged``."""
+        if not distributed.is_main():
+            return
+        if damaged is None:
+            print(f"glimpse: resuming {self.path} at {where}", file=sys.stderr)
+            return
+        last = damaged.path.relative_to(self.path)
+        previous = self.checkpoint("previous", suffix).relative_to(self.path)
+        print(
+            f"glimpse: {last} {damaged.problem}; resuming {self.path} from {previous} at {where}",
+            file=sys.stderr,
+        )
 
     def log(self, record: dict[str, Any], step: str) -> None:
         """Appends ``record`` to ``metrics.jsonl`` and its numbers to TensorBoard at
@@ -210,9 +380,12 @@ class RunDirectory:
             self._writer = None
 
     def finish(self, summary: dict[str, Any]) -> dict[str, Any]:
-        """Writes ``test.json`` and returns ``summary``."""
+        """Writes ``test.json``, deletes the ``previous`` checkpoints (a finished run resumes
+        nowhere, and they would double its size), and returns ``summary``."""
         self.close()
         self.test_path.write_text(json.dumps(summary, indent=2) + "\n")
+        for previous in (self.path / "checkpoints").glob("previous.*"):
+            previous.unlink()
         return summary
 
     def interrupted(self, signal_name: str, where: str, saved: Path) -> TrainingInterrupted:

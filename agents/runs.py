@@ -37,8 +37,7 @@ from glimpse.agents.run_directory import (
     RUNTIME_SETTINGS,
     RunConfig,
     RunDirectory,
-    TrainingError,
-    load_checkpoint,
+    atomic_write,
     set_threads,
     validation_curve,
 )
@@ -221,22 +220,17 @@ def run_name(config: dict[str, Any]) -> str:
 def train_run(
     config: dict[str, Any], resume: bool = False, progress: bool = True
 ) -> dict[str, Any]:
-    """Trains (or resumes) the run ``config`` describes; returns the summary of ``test.json``."""
+    """Trains (or resumes) the run ``config`` describes; returns the summary of ``test.json``.
+
+    The run folder is made (or, resuming, its ``config.json`` rewritten) only once the run can
+    start: the training loops call :meth:`RunDirectory.start` after loading the data, building
+    the model and reading back any saved state, so a failed start leaves no trace."""
     check_complete(config, "the configuration")
     spec = agent(config["agent"])
     settings = RunConfig(**config["run"])
     run = RunDirectory(Path(settings.runs_dir) / run_name(config))
-    last = run.checkpoint("last", spec.checkpoint_suffix)
-    if resume and last.suffix == ".pt" and last.exists():
-        stored = load_checkpoint(last).get("config")
-        differences = config_differences(migrate_config(stored), config) if stored else []
-        if differences:
-            raise TrainingError(
-                f"{last} was written by a run with other settings than {run.config_path} "
-                f"({'; '.join(differences)}). Resume with the run's own settings, or start a "
-                "new run under another --name."
-            )
-    run.start(config, resume)
+    if not resume:
+        run.refuse_overwrite()
     set_threads(settings.threads)
     return spec.train(spec, config, run, resume, progress)
 
@@ -348,9 +342,16 @@ def migrate_run(run_dir: Path) -> bool:
 
 
 def evaluate_run(
-    run_dir: Path, split: str = "test", samples: int = 1, checkpoint: str = "best"
+    run_dir: Path,
+    split: str = "test",
+    samples: int = 1,
+    checkpoint: str = "best",
+    out: Path | None = None,
 ) -> dict[str, Any]:
-    """Error of a saved run on a whole fixed split, written to :func:`evaluation_file`."""
+    """Error of a saved run on a whole fixed split; also written as JSON to ``out`` if given.
+
+    The run folder is left as it is, so evaluating a published run keeps the repository clean.
+    """
     if samples < 1:
         raise ConfigError(f"--samples {samples} must be at least 1.")
     trained = load_agent(run_dir, checkpoint)
@@ -363,24 +364,9 @@ def evaluate_run(
         "standard_error": standard_error_percent(error, images),
         "images": images,
     }
-    (run_dir / evaluation_file(split, samples, checkpoint)).write_text(
-        json.dumps(result, indent=2) + "\n"
-    )
+    if out is not None:
+        atomic_write(out, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
     return result
-
-
-def evaluation_file(split: str, samples: int = 1, checkpoint: str = "best") -> str:
-    """``eval-<split>.json`` for the defaults; other settings add to the name (never overwrite).
-
-    For example ``eval-test.json`` (the best checkpoint, mean locations: what the results
-    tables quote), ``eval-test-samples10.json``, ``eval-val-last.json``.
-    """
-    name = f"eval-{split}"
-    if checkpoint != "best":
-        name += f"-{checkpoint}"
-    if samples != 1:
-        name += f"-samples{samples}"
-    return name + ".json"
 
 
 def curves_table(run_dirs: list[Path], every: int = 1) -> str:
@@ -438,19 +424,37 @@ def _recorded_test_error(run_dir: Path) -> float | None:
 
 
 def visualise_run(
-    run_dir: Path, out: Path, n: int = 16, split: str = "test", checkpoint: str = "best"
-) -> Path | None:
-    """Draws what the run's agent did on the first ``n`` canvases of ``split``.
+    run_dir: Path,
+    out: Path | None = None,
+    n: int = 16,
+    split: str = "test",
+    checkpoint: str = "best",
+) -> tuple[Path, Path | None]:
+    """Draws what the run's agent did on the first ``n`` canvases of ``split`` into ``out``
+    (default ``<run>/trajectories.gif``), titled with the run, its task and its test error.
 
-    Hard attention (RAM, PPO): its glimpse trajectories, also kept next to the run
-    (``trajectories-<split>.npz``, whose path is returned). Soft attention: its attention
-    weights at each step (returns None). The CNN and FC baselines attend to nothing: refused.
+    Hard attention (RAM, PPO): its glimpse trajectories, also kept beside the picture (the same
+    name with ``.npz``). Soft attention: its attention weights at each step. The CNN and FC
+    baselines attend to nothing: refused. Returns the picture's path and the trajectories'
+    (None for soft attention).
     """
+    from glimpse.agents.visualise import run_title
+
     if n < 1:
         raise ConfigError(f"--n {n} must be at least 1.")
-    trajectories = load_agent(run_dir, checkpoint).draw(out, n, split)
+    out = run_dir / "trajectories.gif" if out is None else out
+    config = read_run_config(run_dir)
+    summary = run_dir / "test.json"
+    test_error = (
+        json.loads(summary.read_text()).get("test_error")
+        if checkpoint == "best" and summary.is_file() else None
+    )  # fmt: skip
+    name = run_dir.name if checkpoint == "best" else f"{run_dir.name} ({checkpoint} checkpoint)"
+    title = run_title(name, config["env_id"].removeprefix("Glimpse/"), test_error)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    trajectories = load_agent(run_dir, checkpoint).draw(out, n, split, title)
     if trajectories is None:
-        return None
-    npz = run_dir / f"trajectories-{split}.npz"
+        return out, None
+    npz = out.with_suffix(".npz")
     trajectories.save(npz)
-    return npz
+    return out, npz

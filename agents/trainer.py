@@ -4,19 +4,20 @@ baselines), for any agent that implements :class:`Learner`.
 :class:`Trainer` runs epochs of batches, validates after each on the fixed validation split,
 and writes through a :class:`glimpse.agents.run_directory.RunDirectory`: ``checkpoints/last.pt``
 (model, optimiser, learning-rate schedule, torch RNG and the learner's data stream, after every
-epoch), ``checkpoints/best.pt`` (weights only), ``metrics.jsonl``, TensorBoard and ``test.json``.
-It knows nothing of any agent's model: the learner gives the loss, its parameter groups and
-its errors.
+epoch; tensors and plain data only, so that loading it runs no code), ``checkpoints/previous.pt``
+(the one before, until the run ends), ``checkpoints/best.pt`` (weights only), ``metrics.jsonl``,
+TensorBoard and ``test.json``. It knows nothing of any agent's model: the learner gives the
+loss, its parameter groups and its errors.
 
 With ``--ema-decay D`` the trainer also keeps an exponential moving average of the weights
 (:class:`WeightAverage`), and validates, keeps as ``best.pt`` and tests that average instead
 of the last step's weights; ``metrics.jsonl`` then also logs ``val_error_raw``, the last
 step's weights on the same validation canvases, so one run compares the two epoch by epoch.
 
-``--resume`` reloads ``last.pt`` and continues from the batch where it stopped, so an
-interrupted run ends with the same metrics as an uninterrupted one. Ctrl-C or SIGTERM
-checkpoints the current batch and exits; a non-finite loss stops the run without overwriting
-the last good checkpoint.
+``--resume`` reloads ``last.pt`` (``previous.pt`` where ``last.pt`` is damaged) and continues
+from the batch where it stopped, so an interrupted run ends with the same metrics as an
+uninterrupted one. Ctrl-C or SIGTERM checkpoints the current batch and exits; a non-finite loss
+stops the run without overwriting the last good checkpoint.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from torch import nn
 
 from glimpse.agents import distributed
 from glimpse.agents.run_directory import (
+    RESUME_FIX,
     RunDirectory,
     TrainingError,
     atomic_save,
@@ -234,32 +236,36 @@ class Trainer:
         return self.run.checkpoint("best")
 
     def save_last(self) -> None:
+        """Saves the full training state as ``last.pt`` (the one before becomes
+        ``previous.pt``)."""
         if not distributed.is_main():
             return
-        atomic_save(
-            {
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "data": self.learner.data_state(),
-                "epoch": self.epoch,
-                "batch": self.batch,
-                "best_val_error": self.best_val_error,
-                "best_epoch": self.best_epoch,
-                "seconds": self.seconds,
-                "epoch_sums": self.epoch_sums,
-                "average": self.average.state_dict() if self.average else None,
-                "config": self.full_config,
-            },
-            self.last_path,
-        )
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "data": self.learner.data_state(),
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "best_val_error": self.best_val_error,
+            "best_epoch": self.best_epoch,
+            "seconds": self.seconds,
+            "epoch_sums": self.epoch_sums,
+            "average": self.average.state_dict() if self.average else None,
+            "config": self.full_config,
+        }
+        self.run.save_training_state(".pt", lambda tmp: torch.save(state, tmp))
 
     def resume(self) -> None:
-        """Restores the state saved by :meth:`save_last` (the caller has checked that it is
-        this run's: :func:`glimpse.agents.runs.train_run`)."""
-        checkpoint = load_checkpoint(self.last_path)
-        load_model_weights(self.model, checkpoint["model"], self.last_path)
+        """Restores the state saved by :meth:`save_last` (from ``previous.pt`` where
+        ``last.pt`` is damaged), refusing one that a run with other settings saved."""
+        checkpoint, damaged = self.run.load_training_state(
+            ".pt", lambda path: load_checkpoint(path, RESUME_FIX)
+        )
+        source = self.run.checkpoint("previous" if damaged else "last")
+        self._check_settings(checkpoint.get("config"), source)
+        load_model_weights(self.model, checkpoint["model"], source)
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         torch.set_rng_state(checkpoint["torch_rng"])
@@ -273,6 +279,23 @@ class Trainer:
         self.epoch_sums = checkpoint["epoch_sums"]
         if self.average is not None:
             self.average.load_state_dict(checkpoint["average"])
+        where = (
+            f"epoch {self.epoch + 1} of {self.config.epochs}, batch {self.batch} of "
+            f"{self.batches_per_epoch}"
+        )
+        self.run.resuming(where, damaged, ".pt")
+
+    def _check_settings(self, stored: dict[str, Any] | None, source: Path) -> None:
+        """Refuses a checkpoint saved with settings that change what the run learns."""
+        from glimpse.agents.runs import config_differences, migrate_config
+
+        differences = config_differences(migrate_config(stored), self.full_config) if stored else []
+        if differences:
+            raise TrainingError(
+                f"{source} was written by a run with other settings than "
+                f"{self.run.config_path} ({'; '.join(differences)}). Resume with the run's own "
+                "settings, or start a new run under another --name."
+            )
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -282,6 +305,7 @@ class Trainer:
 
         config = self.config
         main = distributed.is_main()
+        self.run.start(self.full_config)
         bar = tqdm(
             total=self.total_batches,
             initial=self.epoch * self.batches_per_epoch + self.batch,

@@ -1,8 +1,8 @@
 """The published runs: their tables, their index, and a check that each still evaluates to
 its figure. Every published run is a recipe's (``agents/recipes.toml``, ``runs = [...]``).
 
-    python benchmarks/published.py table                 # the README's two results tables
-    python benchmarks/published.py table --write README.md
+    python benchmarks/published.py table                 # the results tables (RAM, PPO)
+    python benchmarks/published.py table --write README.md docs/ram.md docs/ppo.md
     python benchmarks/published.py index                 # writes results/README.md
     python benchmarks/published.py check [RECIPE ...]    # glimpse eval of every published run
     python benchmarks/published.py publish --source runs/mnist-6-ram-seed4
@@ -178,31 +178,36 @@ def publish(source: Path, name: str) -> None:
     print(f"published {target}; add {name!r} to its recipe's runs in agents/recipes.toml")
 
 
-def write_tables(readme: Path) -> None:
-    """Replaces the tables between the README's results-table and ppo-table markers."""
-    text = readme.read_text()
+def write_tables(page: Path) -> None:
+    """Replaces the tables between a page's results-table and ppo-table markers (each page
+    holds one or both)."""
+    text, written = page.read_text(), []
     for marker, content in (("results-table", ram_table()), ("ppo-table", ppo_table())):
         start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
-        if start not in text or end not in text:
-            raise SystemExit(f"{readme} has no {start} ... {end} markers.")
-        before, rest = text.split(start, 1)
-        text = f"{before}{start}\n{content}\n{end}{rest.split(end, 1)[1]}"
-    readme.write_text(text)
-    print(f"updated the results tables in {readme}")
+        if start in text and end in text:
+            before, rest = text.split(start, 1)
+            text = f"{before}{start}\n{content}\n{end}{rest.split(end, 1)[1]}"
+            written.append(marker)
+    if not written:
+        raise SystemExit(f"{page} has no <!-- results-table --> or <!-- ppo-table --> markers.")
+    page.write_text(text)
+    print(f"updated {' and '.join(written)} in {page}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("table", "index", "check", "publish"))
     parser.add_argument("recipes", nargs="*", help="check: only these recipes' runs")
-    parser.add_argument("--write", default=None, help="table: README file to update in place")
+    parser.add_argument(
+        "--write", nargs="+", default=None, help="table: pages to update in place (their markers)"
+    )
     parser.add_argument("--source", default=None, help="publish: the finished run directory")
     parser.add_argument("--name", default=None, help="publish: name in results/ (default: its)")
     args = parser.parse_args()
     if args.action == "table":
-        if args.write:
-            write_tables(Path(args.write))
-        else:
+        for page in args.write or []:
+            write_tables(Path(page))
+        if not args.write:
             print(ram_table() + "\n\n" + ppo_table())
     elif args.action == "index":
         (RESULTS / "README.md").write_text(index())

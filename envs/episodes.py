@@ -18,6 +18,7 @@ equals ``reset(seed=s + i)`` of N single environments.
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +102,48 @@ def episode_uniforms(keys: np.ndarray, episodes: np.ndarray, count: int) -> np.n
         draws = np.arange(1, count + 1, dtype=np.uint64) * _GOLDEN
         bits = _mix(episode_keys[:, None] ^ draws[None, :])
     return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def action_array(actions: Any, space: spaces.Space[Any], num_envs: int | None = None) -> np.ndarray:
+    """``actions`` as a numeric array: one action of ``space`` (``num_envs`` None) or one action
+    for each of ``num_envs`` environments, ``(num_envs, width)``.
+
+    Raises ``ValueError`` that describes the actions as the caller passed them (a non-numeric
+    type, a wrong shape, NaN). Infinite values pass: they are clipped like any out-of-range
+    value. Whole-array checks only, so a batch costs no Python loop over its slots.
+    """
+    if num_envs is None:
+        what, expected = "action", space.shape
+        wanted = f"{expected} for {space}"
+    else:
+        what, expected = "actions", (num_envs, *space.shape)
+        wanted = f"{expected}: one action of {space} for each of the {num_envs} environments"
+    try:
+        array = np.asarray(actions)
+    except (ValueError, TypeError):  # ragged nesting: not numbers either, reported below
+        array = np.empty(0, object)
+    if array.dtype.kind not in "biuf":
+        given = (
+            f"a numpy array of dtype {actions.dtype}"
+            if isinstance(actions, np.ndarray)
+            else f"{type(actions).__name__} {reprlib.repr(actions)}"
+        )
+        raise ValueError(
+            f"{what} must be a numpy array or a sequence of numbers, got {given}; expected "
+            f"shape {wanted}."
+        )
+    if array.shape != expected:
+        verb = "has" if num_envs is None else "have"
+        raise ValueError(f"{what} {verb} shape {array.shape}, expected {wanted}.")
+    if array.dtype.kind == "f" and np.isnan(array).any():
+        if num_envs is None:
+            raise ValueError(f"action contains NaN: {array.tolist()}. Check the policy's output.")
+        bad = np.flatnonzero(np.isnan(array).any(axis=1))  # only once NaN is known to be there
+        raise ValueError(
+            f"actions contain NaN in {len(bad)} of {num_envs} environments (the first, "
+            f"environment {bad[0]}: {array[bad[0]].tolist()}). Check the policy's output."
+        )
+    return array
 
 
 class GlimpseEpisodes:
@@ -252,21 +295,14 @@ class GlimpseEpisodes:
         return observations
 
     def decode_actions(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Next locations ``(N, 2)``, classes ``(N,)`` and stop flags ``(N,)`` from actions.
+        """Next locations ``(N, 2)``, classes ``(N,)`` and stop flags ``(N,)`` from actions
+        ``(N, width)``, checked by :func:`action_array`.
 
-        Out-of-range values are clipped (grid cells, classes, locations to ``[-1, 1]``); NaN, a
-        wrong shape or a non-numeric type raise ``ValueError``.
+        Out-of-range values, infinite ones included, are clipped (grid cells, classes, locations
+        to ``[-1, 1]``; class scores to ``[-score_bound, score_bound]`` in the log-likelihood
+        reward); the class of continuous actions is the highest score, so ``+inf`` wins.
         """
-        array = np.asarray(actions)
-        expected = (self.num_envs, self.action_width)
-        if array.shape != expected or array.dtype.kind not in "biuf":
-            raise ValueError(
-                f"Expected actions of shape {expected} ({self.num_envs} environments x "
-                f"{self.action_width} numbers, see the action space {self.action_space}); got "
-                f"shape {array.shape} of dtype {array.dtype}."
-            )
-        if array.dtype.kind == "f" and np.isnan(array).any():
-            raise ValueError(f"Actions contain NaN: {array.tolist()}. Check the policy's output.")
+        array = action_array(actions, self.action_space, self.num_envs)
         n_classes = self.task.num_classes
         if self.config.action_type == "discrete":
             cells = np.clip(np.rint(array[:, :2]), 0, self.config.grid_size - 1)

@@ -20,11 +20,12 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from glimpse.drawing import glimpse_frame
-from glimpse.envs.episodes import EpisodeConfig, GlimpseEpisodes
+from glimpse.envs.episodes import EpisodeConfig, GlimpseEpisodes, action_array
 from glimpse.errors import ConfigError
 from glimpse.tasks import Task, TaskConfig, make_task
 
 RENDER_FPS = 2
+NOT_STARTED = "step() was called before reset(): call reset() before step()."
 
 
 def split_settings(settings: dict[str, Any]) -> tuple[TaskConfig, EpisodeConfig]:
@@ -109,8 +110,11 @@ class GlimpseEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     A discrete cell `i` is the location `-1 + (2i + 1) / G` (cell centres of a `G x G` grid).
     The class part is read only at the last step (the answer); the location part of the last
     action is ignored. With `allow_stop=True` one more entry (a `{0, 1}` flag, or a score > 0
-    for `continuous`) answers at once. Out-of-range values are clipped; NaN, a wrong shape or a
-    non-numeric action raise `ValueError`.
+    for `continuous`) answers at once. Out-of-range values are clipped, infinite ones too (a
+    location to the edge, a cell or class to the last one, class scores to `score_bound` in the
+    log-likelihood reward; the answer is the highest score, so `+inf` wins). NaN, a wrong shape
+    or a non-numeric action raise `ValueError`; `step()` before `reset()` raises
+    `gymnasium.error.ResetNeeded`. A vector environment checks its batch by the same rules.
 
     ## Rewards
 
@@ -162,6 +166,7 @@ class GlimpseEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.episodes = make_episodes(1, split, sequential, settings)
         self.observation_space = self.episodes.observation_space
         self.action_space = self.episodes.action_space
+        self._started = False
         self._needs_reset = True
 
     @property
@@ -176,15 +181,17 @@ class GlimpseEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if seed is not None or unseeded:
             self.episodes.seed(np.array([new_key(self.np_random)]))
         self.episodes.reset(np.ones(1, bool))
-        self._needs_reset = False
+        self._started, self._needs_reset = True, False
         return self._observation(), {}
 
     def step(
         self, action: np.ndarray
     ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        if not self._started:
+            raise ResetNeeded(NOT_STARTED)
         if self._needs_reset:
-            raise ResetNeeded("The episode has ended (or not started): call reset() first.")
-        batched = np.asarray(action)[None]
+            raise ResetNeeded("The episode has ended: call reset() before step() to start another.")
+        batched = action_array(action, self.action_space)[None]  # checked in the user's terms
         rewards, terminated, infos = self.episodes.step(batched)
         self._needs_reset = bool(terminated[0])
         info = {k: _unbox(v[0]) for k, v in infos.items() if not k.startswith("_")}
@@ -241,7 +248,7 @@ class GlimpseVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._needs_reset = np.ones(num_envs, bool)
-        self._seeded = False
+        self._seeded = self._started = False
 
     @property
     def task(self):
@@ -261,11 +268,14 @@ class GlimpseVectorEnv(VectorEnv):
             self._seeded = True
         self.episodes.reset(np.ones(self.num_envs, bool))
         self._needs_reset[:] = False
+        self._started = True
         return self.episodes.observations(), {}
 
     def step(
         self, actions: np.ndarray
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        if not self._started:
+            raise ResetNeeded(NOT_STARTED)
         episodes = self.episodes
         if self.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP:
             restart = self._needs_reset.copy()

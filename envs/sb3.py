@@ -63,7 +63,11 @@ class GlimpseVecEnv(VecEnv):
         self._actions = actions
 
     def step_wait(self) -> VecEnvStepReturn:
-        observations, rewards, terminated, _, infos = self.venv.step(self._actions)
+        if self._actions is None:
+            raise RuntimeError("step_wait() was called without step_async(actions) before it.")
+        # The vector environment raises ResetNeeded if reset() has not been called yet.
+        actions, self._actions = self._actions, None
+        observations, rewards, terminated, _, infos = self.venv.step(actions)
         dones = terminated.copy()
         env_infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
         if dones.any():

@@ -265,20 +265,24 @@ def _migrate(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from glimpse.agents.runs import evaluate_run
 
-    result = evaluate_run(Path(args.run), args.split, args.samples, args.checkpoint)
+    out = Path(args.out) if args.out else None
+    result = evaluate_run(Path(args.run), args.split, args.samples, args.checkpoint, out)
     print(
         f"{args.run}: {result['split']} error {result['error']:.2f}% "
         f"(standard error {result['standard_error']:.2f}) on {result['images']:,} images "
         f"({result['checkpoint']} checkpoint, {result['samples']} sample(s))"
     )
+    if out:
+        print(f"wrote {out}")
     return 0
 
 
 def _viz(args: argparse.Namespace) -> int:
     from glimpse.agents.runs import visualise_run
 
-    npz = visualise_run(Path(args.run), Path(args.out), args.n, args.split, args.checkpoint)
-    print(f"wrote {args.out}" + (f" (trajectories in {npz})" if npz else ""))
+    out = Path(args.out) if args.out else None
+    picture, npz = visualise_run(Path(args.run), out, args.n, args.split, args.checkpoint)
+    print(f"wrote {picture}" + (f" (trajectories in {npz})" if npz else ""))
     return 0
 
 
@@ -413,6 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--checkpoint", default="best", choices=("best", "last"), help=CHECKPOINT_HELP
     )
+    evaluate.add_argument(
+        "--out", default=None, metavar="FILE",
+        help="also write the result as JSON here (the run folder is never changed)",
+    )  # fmt: skip
     evaluate.set_defaults(handler=_eval)
 
     viz = commands.add_parser(
@@ -422,7 +430,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     viz.add_argument("run", help="run directory")
     viz.add_argument("--n", type=int, default=16, help="number of images (the split's first)")
-    viz.add_argument("--out", default="trajectories.gif", help=".gif (animated) or .png (grid)")
+    viz.add_argument(
+        "--out", default=None,
+        help=".gif (animated) or .png (grid); default: trajectories.gif in the run folder",
+    )  # fmt: skip
     viz.add_argument(
         "--split", default="test", choices=("val", "test"), help="fixed split to draw from"
     )

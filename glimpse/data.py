@@ -10,9 +10,16 @@ Where files are looked for, in order:
    Fashion-MNIST in ``/usr/share/datasets/fashion-mnist``).
 
 Each file may be gzip-compressed (``name.gz``) or raw (``name``). Its decompressed content must
-have the published sha256; a mismatch is an error, not a warning. Files that are not found are
-downloaded from the dataset's mirrors into ``<data dir>/<dataset name>/``, written to a temporary
-file, verified, then renamed into place, so an interrupted download never leaves a bad file.
+have the published sha256; a file that does not is skipped, and named in the error if the lookup
+fails. MNIST and Fashion-MNIST share file names, so a file with the sha256 of another known file
+(:data:`KNOWN_FILES`) is reported as that file, never as corrupted. Files that are not found are
+downloaded from the dataset's mirrors, verified, written to a temporary file and renamed into
+``<data dir>/<dataset name>/``, so an interrupted download never leaves a bad file. Nothing is
+created in the data directory before a download succeeds: a failed lookup, or ``glimpse data
+check``, leaves it as it was.
+
+Error messages lead with the cause (which file, what is wrong with it), then the fix, as one
+plain paragraph that the command line wraps.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import hashlib
 import os
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 from collections.abc import Sequence
@@ -58,10 +66,17 @@ class IdxDataset:
     class_names: tuple[str, ...]
     system_dirs: tuple[str, ...] = ()
     install_hint: str = ""
+    title: str = ""
+    """The name messages use ("Fashion-MNIST"); ``name`` is the folder name and the task's."""
 
     @property
     def files(self) -> tuple[IdxFile, ...]:
         return (self.train_images, self.train_labels, self.test_images, self.test_labels)
+
+    @property
+    def display_name(self) -> str:
+        """``title``, else ``name`` (datasets made for tests have no title)."""
+        return self.title or self.name
 
 
 MNIST = IdxDataset(
@@ -88,6 +103,7 @@ MNIST = IdxDataset(
         "http://yann.lecun.com/exdb/mnist/",
     ),
     class_names=tuple(str(d) for d in range(10)),
+    title="MNIST",
 )
 
 FASHION_MNIST = IdxDataset(
@@ -123,9 +139,20 @@ FASHION_MNIST = IdxDataset(
     ),
     system_dirs=("/usr/share/datasets/fashion-mnist",),
     install_hint="On Debian or Ubuntu, `apt-get install dataset-fashion-mnist` provides it.",
+    title="Fashion-MNIST",
 )
 
 DATASETS = {d.name: d for d in (MNIST, FASHION_MNIST)}
+
+# Every published file by the sha256 of its content. MNIST and Fashion-MNIST share file names, so
+# a file that is not the one looked for is often the other dataset's; naming it as such (instead
+# of calling it corrupted) keeps a user from deleting a good file.
+KNOWN_FILES: dict[str, tuple[IdxDataset, IdxFile]] = {
+    file.sha256: (dataset, file) for dataset in DATASETS.values() for file in dataset.files
+}
+
+# What gzip raises on a truncated or damaged stream.
+GZIP_ERRORS = (OSError, EOFError, zlib.error)
 
 
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -143,61 +170,178 @@ def candidate_dirs(dataset: IdxDataset, data_dir: Path) -> list[Path]:
     return [data_dir / dataset.name, data_dir, *(Path(d) for d in dataset.system_dirs)]
 
 
+@dataclass(frozen=True)
+class Content:
+    """What the bytes of a file (or a download) turned out to hold."""
+
+    data: bytes
+    """The decompressed content (raw content as is); empty if it could not be decompressed."""
+    gzip_error: str
+    """Why gzip could not decompress it, else empty."""
+    digest: str
+    """The sha256 of ``data``; empty if it could not be decompressed."""
+
+    @property
+    def known_as(self) -> tuple[IdxDataset, IdxFile] | None:
+        """The published file it is, if it is one."""
+        return KNOWN_FILES.get(self.digest)
+
+
+def inspect_bytes(raw: bytes) -> Content:
+    """Decompresses ``raw`` if it is gzip data and hashes the content."""
+    data = raw
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(raw)
+        except GZIP_ERRORS as error:
+            return Content(b"", str(error), "")
+    return Content(data, "", hashlib.sha256(data).hexdigest())
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A file found where a dataset file was looked for that is not that file."""
+
+    cause: str
+    """One sentence that leads with what is wrong with the file."""
+    fix: str
+    """One sentence saying what to do about it."""
+    checksum: bool
+    """True when the file decompressed fine but holds other content (see ChecksumError)."""
+
+
+def reject(
+    path: Path, content: Content, dataset: IdxDataset, file: IdxFile, data_dir: Path
+) -> Rejection:
+    """Why ``path``, with ``content``, is not ``dataset``'s ``file``, and what to do about it."""
+    title = dataset.display_name
+    where = f"{path.name} in {path.parent}"
+    if content.gzip_error:
+        return Rejection(
+            f"{title}'s {where} is corrupted (gzip: {content.gzip_error}).",
+            "Copy a good file over it, or delete it and run again to download a fresh copy.",
+            checksum=False,
+        )
+    known = content.known_as
+    if known is None:
+        return Rejection(
+            f"{title}'s {where} is not the published file (sha256 {content.digest[:12]}..., "
+            f"published {file.sha256[:12]}...): it is corrupted, or another dataset's file of "
+            f"the same name.",
+            "Replace it with the original file, or move it away and run again to download a "
+            "fresh copy.",
+            checksum=True,
+        )
+    # A good file of a known dataset: say which, and never suggest deleting it.
+    other, other_file = known
+    wanted = f"{title}'s" if other_file.name == file.name else f"{title}'s {file.name}"
+    cause = f"The {where} is {other.display_name}'s {other_file.name}, not {wanted}."
+    home = data_dir / dataset.name
+    if other.name == dataset.name:
+        fix = f"Put {title}'s {file.name} in {home}."
+    elif path.parent == home:
+        fix = (
+            f"Put {title}'s files in {home} instead ({other.display_name}'s belong in "
+            f"{data_dir / other.name})."
+        )
+    elif path.parent == data_dir:
+        fix = (
+            f"Point --data-dir / {DATA_ENV_VAR} at a folder that holds {other.name}/ and "
+            f"{dataset.name}/ subfolders, each with its dataset's files, or put {title}'s files "
+            f"in {home}."
+        )
+    else:
+        fix = f"Put {title}'s files in {home}."
+    return Rejection(cause, fix, checksum=True)
+
+
 def find_verified(
     dataset: IdxDataset, file: IdxFile, data_dir: Path
-) -> tuple[Path | None, bytes, list[str]]:
+) -> tuple[Path | None, bytes, list[Rejection]]:
     """The first candidate ``name`` or ``name.gz`` whose content verifies, with that content.
 
     Candidates that fail (another dataset's file of the same name, a truncated download) are
     skipped; what was wrong with each is returned so that a final error can name them.
     """
-    problems: list[str] = []
+    rejected: list[Rejection] = []
     for folder in candidate_dirs(dataset, data_dir):
         for path in (folder / file.name, folder / f"{file.name}.gz"):
             if not path.is_file():
                 continue
             try:
-                content = read_bytes(path)
-                verify(path, content, file)
-            except DataError as error:
-                problems.append(str(error))
+                raw = path.read_bytes()
+            except OSError as error:
+                rejected.append(
+                    Rejection(
+                        f"Cannot read {path} ({error.strerror or error}).",
+                        "Check the file and its permissions.",
+                        checksum=False,
+                    )
+                )
                 continue
-            return path, content, problems
-    return None, b"", problems
+            content = inspect_bytes(raw)
+            if content.digest == file.sha256:
+                return path, content.data, rejected
+            rejected.append(reject(path, content, dataset, file, data_dir))
+    return None, b"", rejected
 
 
-def decompress(raw: bytes, source: object) -> bytes:
-    """Gzip content decompressed (raw content as is), or a DataError naming ``source``."""
-    if raw[:2] != b"\x1f\x8b":
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as error:
-        raise DataError(
-            f"Cannot decompress {source}: {error}. The file is truncated or corrupted; delete it "
-            f"and run again to download a fresh copy (or copy it again from its source)."
-        ) from error
+def _join(items: Sequence[str], last: str) -> str:
+    """``a``, ``a or b``, ``a, b or c`` (with ``last`` the final conjunction)."""
+    return f" {last} ".join([", ".join(items[:-1]), items[-1]] if len(items) > 1 else items)
 
 
-def read_bytes(path: Path) -> bytes:
-    """The decompressed content of a raw or gzip file."""
-    try:
-        raw = path.read_bytes()
-    except OSError as error:
-        raise DataError(
-            f"Cannot read {path}: {error}. Check the file and its permissions."
-        ) from error
-    return decompress(raw, path)
+def lookup_failed(
+    dataset: IdxDataset,
+    file: IdxFile,
+    data_dir: Path,
+    rejected: Sequence[Rejection],
+    download_failure: str | None,
+) -> str:
+    """The message for a file not found: the cause first, then the fix, in short sentences.
 
-
-def verify(path: Path, content: bytes, file: IdxFile) -> None:
-    digest = hashlib.sha256(content).hexdigest()
-    if digest != file.sha256:
-        raise ChecksumError(
-            f"{path} has the wrong content: its decompressed sha256 is {digest}, expected "
-            f"{file.sha256}. It is corrupted or a different file with the same name; delete it "
-            f"and run again to download a fresh copy."
+    ``download_failure`` says why no mirror served the file; None when no download was tried.
+    """
+    title = dataset.display_name
+    if rejected:
+        sentences = [r.cause for r in rejected]
+        if download_failure is not None:
+            sentences.append(f"A good copy could not be downloaded ({download_failure}).")
+        sentences += dict.fromkeys(r.fix for r in rejected)
+    else:
+        searched = _join([str(d) for d in candidate_dirs(dataset, data_dir)], "or")
+        if download_failure is None:
+            sentences = [f"{title}'s {file.name} is not in {searched}."]
+        else:
+            sentences = [
+                f"{title}'s {file.name} is not in {searched} and could not be downloaded "
+                f"({download_failure})."
+            ]
+        names = ", ".join(f.name for f in dataset.files)
+        sentences.append(
+            f"Put its four files ({names}, gzip or raw) in {data_dir / dataset.name}, or point "
+            f"--data-dir / {DATA_ENV_VAR} at a folder that holds them."
         )
+    if dataset.install_hint:
+        sentences.append(dataset.install_hint)
+    return " ".join(sentences)
+
+
+def lookup_error(
+    dataset: IdxDataset,
+    file: IdxFile,
+    data_dir: Path,
+    rejected: Sequence[Rejection],
+    download_failure: str | None,
+) -> DataError:
+    """The error for a file not found, with :func:`lookup_failed`'s message.
+
+    A ChecksumError when every file found decompressed fine but held other content.
+    """
+    message = lookup_failed(dataset, file, data_dir, rejected, download_failure)
+    if rejected and all(r.checksum for r in rejected):
+        return ChecksumError(message)
+    return DataError(message)
 
 
 def parse_idx(content: bytes, path: Path) -> np.ndarray:
@@ -220,49 +364,69 @@ def parse_idx(content: bytes, path: Path) -> np.ndarray:
     return np.frombuffer(content, dtype=np.uint8, offset=header).reshape(shape)
 
 
-def download(
-    dataset: IdxDataset,
-    file: IdxFile,
-    target_dir: Path,
-    mirrors: Sequence[str],
-    problems: Sequence[str] = (),
-) -> bytes:
-    """Fetches ``file`` from the first mirror that answers, verified, written atomically.
+class MirrorsFailed(Exception):
+    """No mirror served a good copy; the message says why, short enough for a parenthesis.
 
-    Returns the decompressed content. ``problems`` (files found but rejected) go into the
-    error raised when no mirror answers.
+    Not a GlimpseError: :func:`load_idx_file` puts the message into one written for the user.
     """
-    try:
-        target_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise DataError(
-            f"Cannot create {target_dir} to download {dataset.name} into ({error}). Choose a "
-            f"writable folder with --data-dir or {DATA_ENV_VAR}."
-        ) from error
-    target = target_dir / f"{file.name}.gz"
-    failures = []
+
+
+def fetch(file: IdxFile, mirrors: Sequence[str]) -> tuple[bytes, bytes]:
+    """The gzip payload and verified content of ``file`` from the first mirror that serves it."""
+    failures: list[tuple[str, str]] = []
     for mirror in mirrors:
         url = f"{mirror.rstrip('/')}/{file.name}.gz"
         try:
             with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
                 payload = response.read()
-            content = decompress(payload, url)
-            verify(target, content, file)
-        except (urllib.error.URLError, OSError, DataError) as error:
-            failures.append(f"{url} ({error})")
+        except urllib.error.HTTPError as error:
+            failures.append((url, f"HTTP {error.code} {error.reason}"))
             continue
-        with tempfile.NamedTemporaryFile(dir=target_dir, delete=False, suffix=".part") as tmp:
+        except urllib.error.URLError as error:
+            failures.append((url, str(error.reason)))
+            continue
+        except OSError as error:
+            failures.append((url, str(error) or type(error).__name__))
+            continue
+        content = inspect_bytes(payload)
+        if content.digest == file.sha256:
+            return payload, content.data
+        if content.gzip_error:
+            failures.append((url, f"served a damaged file (gzip: {content.gzip_error})"))
+        elif (known := content.known_as) is not None:
+            failures.append((url, f"served {known[0].display_name}'s {known[1].name}"))
+        else:
+            failures.append((url, f"served other content (sha256 {content.digest[:12]}...)"))
+    if not failures:
+        raise MirrorsFailed("no mirror is configured")
+    # Host names, not URLs: the file's name is already in the message around this one.
+    hosts = [(urllib.parse.urlsplit(url).netloc or url, reason) for url, reason in failures]
+    if len({reason for _, reason in hosts}) == 1:
+        raise MirrorsFailed(f"tried {_join([host for host, _ in hosts], 'and')}: {hosts[0][1]}")
+    raise MirrorsFailed("; ".join(f"{host}: {reason}" for host, reason in hosts))
+
+
+def save(payload: bytes, target: Path) -> None:
+    """Writes ``payload`` to ``target`` through a temporary file, creating folders only now.
+
+    The user's data folder is touched only when there is a verified file to write, so a failed
+    lookup leaves it as it was; the rename means an interrupted write never leaves a bad file.
+    """
+    part: Path | None = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".part") as tmp:
+            part = Path(tmp.name)
             tmp.write(payload)
-        os.replace(tmp.name, target)
-        return content
-    rejected = f" Files found but rejected: {' '.join(problems)}" if problems else ""
-    tried = "; ".join(failures) or "no mirror configured"
-    raise DataError(
-        f"{dataset.name} file {file.name} is missing and could not be downloaded (tried: "
-        f"{tried}). Put the four files ({', '.join(f.name for f in dataset.files)}, gzip or "
-        f"raw) in {target_dir} or point --data-dir / {DATA_ENV_VAR} at a folder holding them. "
-        f"{dataset.install_hint}{rejected}".strip()
-    )
+        os.replace(part, target)
+    except OSError as error:
+        if part is not None:
+            part.unlink(missing_ok=True)
+        reason = error.strerror or error
+        raise DataError(
+            f"Cannot write the downloaded {target.name} to {target.parent} ({reason}). Choose a "
+            f"writable folder with --data-dir or {DATA_ENV_VAR}."
+        ) from error
 
 
 @lru_cache(maxsize=16)
@@ -270,11 +434,14 @@ def load_idx_file(
     dataset: IdxDataset, file: IdxFile, data_dir: Path, mirrors: tuple[str, ...]
 ) -> np.ndarray:
     """The verified array of one file, downloaded if missing (cached per process, read-only)."""
-    path, content, problems = find_verified(dataset, file, data_dir)
+    path, content, rejected = find_verified(dataset, file, data_dir)
     if path is None:
-        target = data_dir / dataset.name
-        content = download(dataset, file, target, mirrors, problems)
-        path = target / f"{file.name}.gz"
+        try:
+            payload, content = fetch(file, mirrors)
+        except MirrorsFailed as error:
+            raise lookup_error(dataset, file, data_dir, rejected, str(error)) from None
+        path = data_dir / dataset.name / f"{file.name}.gz"
+        save(payload, path)
     array = parse_idx(content, path)
     array.setflags(write=False)
     return array
@@ -335,11 +502,10 @@ def check_dataset(
     root = resolve_data_dir(data_dir)
     folders = set()
     for file in dataset.files:
-        path, _, problems = find_verified(dataset, file, root)
+        path, _, rejected = find_verified(dataset, file, root)
         if path is None:
-            searched = ", ".join(str(d) for d in candidate_dirs(dataset, root))
-            detail = f"{file.name} not found (searched {searched})."
-            detail = " ".join([detail, *problems, dataset.install_hint]).strip()
-            return DatasetStatus(dataset.name, False, detail)
+            return DatasetStatus(
+                dataset.name, False, lookup_failed(dataset, file, root, rejected, None)
+            )
         folders.add(str(path.parent))
     return DatasetStatus(dataset.name, True, f"verified in {', '.join(sorted(folders))}")

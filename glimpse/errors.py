@@ -18,7 +18,11 @@ class DataError(GlimpseError):
 
 
 class ChecksumError(DataError):
-    """A dataset file decompressed fine but its content is not the published one."""
+    """A dataset file decompressed fine but its content is not the published one.
+
+    It may be a good file of another dataset with the same name (MNIST's where Fashion-MNIST's
+    was looked for); the message then names that file and does not call it corrupted.
+    """
 
 
 class ConfigError(GlimpseError, ValueError):

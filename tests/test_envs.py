@@ -189,6 +189,92 @@ def test_actions_out_of_range_are_clipped_and_bad_actions_raise():
         GlimpseEnv(task="mnist").step(np.zeros(3, np.int64))
 
 
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_vector_env_and_sb3_adapter_refuse_step_before_reset(mode):
+    from glimpse.envs.sb3 import GlimpseVecEnv
+
+    vec = gym.make_vec("Glimpse/MNIST-v0", num_envs=4, autoreset_mode=mode)
+    assert isinstance(vec, GlimpseVectorEnv) and vec.metadata["autoreset_mode"] == mode
+    with pytest.raises(gym.error.ResetNeeded, match=r"call reset\(\) before step\(\)"):
+        vec.step(np.zeros((4, 3), np.int64))
+    with pytest.raises(gym.error.ResetNeeded, match=r"call reset\(\) before step\(\)"):
+        GlimpseEnv(task="mnist").step(np.zeros(3, np.int64))
+    adapter = GlimpseVecEnv("Glimpse/MNIST-v0", num_envs=4)
+    with pytest.raises(gym.error.ResetNeeded, match=r"call reset\(\) before step\(\)"):
+        adapter.step(np.zeros((4, 3), np.int64))
+    adapter.reset()
+    assert adapter.step(np.zeros((4, 3), np.int64))[1].shape == (4,)
+
+
+def test_bad_actions_are_reported_in_the_callers_terms():
+    env = GlimpseEnv(task="mnist", grid_size=7)
+    env.reset(seed=0)
+    space = "MultiDiscrete([ 7  7 10])"
+    with pytest.raises(ValueError) as error:
+        env.step(np.array([1, 2]))
+    assert str(error.value) == f"action has shape (2,), expected (3,) for {space}."
+    with pytest.raises(ValueError, match=r"action has shape \(1, 3\), expected \(3,\)"):
+        env.step(np.array([[1, 2, 3]]))
+    with pytest.raises(ValueError) as error:
+        env.step("left")
+    assert str(error.value) == (
+        "action must be a numpy array or a sequence of numbers, got str 'left'; expected shape "
+        f"(3,) for {space}."
+    )
+    with pytest.raises(ValueError, match=r"got list \[1, \[2, 3\], 4\]"):
+        env.step([1, [2, 3], 4])  # ragged: numpy cannot make an array of it
+    with pytest.raises(ValueError, match=r"^action contains NaN: \[1.0, nan, 2.0\]"):
+        env.step(np.array([1.0, np.nan, 2.0]))
+    vec = GlimpseVectorEnv(num_envs=4, task="mnist", grid_size=7)
+    vec.reset(seed=0)
+    with pytest.raises(ValueError) as error:
+        vec.step(np.zeros((4, 2)))
+    assert str(error.value) == (
+        f"actions have shape (4, 2), expected (4, 3): one action of {space} for each of the 4 "
+        "environments."
+    )
+    with pytest.raises(ValueError, match=r"^actions must be .* got str 'left'; expected shape"):
+        vec.step("left")
+    nan_in_slot_2 = np.zeros((4, 3))
+    nan_in_slot_2[2, 1] = np.nan
+    with pytest.raises(ValueError, match=r"NaN in 1 of 4 environments \(the first, environment 2"):
+        vec.step(nan_in_slot_2)
+
+
+def test_infinite_actions_are_clipped_alike_in_single_and_vector_envs():
+    assert "infinite ones too" in GlimpseEnv.__doc__  # the rule is on the env card
+    settings = {"task": "mnist", "glimpses": 2, "action_type": "continuous",
+                "class_reward": "log-likelihood", "score_bound": 5.0}  # fmt: skip
+    inf = np.inf
+    actions = np.array(
+        [[inf, -inf, inf, *np.zeros(9)], [-inf, 0.5, -inf, *np.full(9, inf)]], np.float32
+    )
+    vec = GlimpseVectorEnv(num_envs=2, **settings)
+    singles = [GlimpseEnv(**settings) for _ in range(2)]
+    vec.reset(seed=5)
+    for i, env in enumerate(singles):
+        env.reset(seed=5 + i)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow or invalid-value warnings either
+        for _ in range(2):
+            vec_obs, vec_rewards, vec_terminated, _, vec_infos = vec.step(actions)
+            for i, env in enumerate(singles):
+                obs, reward, terminated, _, info = env.step(actions[i])
+                assert same(obs, {k: v[i] for k, v in vec_obs.items()})
+                assert reward == vec_rewards[i] and terminated == vec_terminated[i]
+    assert np.allclose(info["locations"], [singles[1].episodes.visited[0, 0], [-1.0, 0.5]])
+    assert np.allclose(vec_infos["locations"][0, 1], [1.0, -1.0])  # the edges
+    assert np.array_equal(vec_infos["prediction"], [0, 1])  # +inf wins; the first of equals
+    clipped = np.array([[5.0, *np.zeros(9)], [-5.0, *np.full(9, 5.0)]])  # scores at +-bound
+    log_probs = clipped - np.log(np.exp(clipped).sum(axis=1, keepdims=True))
+    expected = log_probs[[0, 1], vec_infos["label"]]
+    assert np.allclose(vec_rewards, expected, atol=1e-5)
+    discrete = GlimpseEnv(task="mnist", grid_size=4)
+    discrete.reset(seed=0)
+    obs, *_ = discrete.step(np.array([inf, -inf, inf]))
+    assert np.allclose(obs["location"], [0.75, -0.75])  # the last and first cells
+
+
 def test_step_reward_stop_action_and_glimpse_cost():
     env = GlimpseEnv(
         task="mnist", allow_stop=True, glimpse_cost=0.1, step_reward=0.5, first_location="centre"

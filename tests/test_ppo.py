@@ -38,10 +38,10 @@ def test_a_short_run_gives_a_run_directory_that_eval_and_viz_accept(agent, tmp_p
                  "checkpoints/last.zip"):  # fmt: skip
         assert (run / name).is_file(), name
     recorded = json.loads((run / "test.json").read_text())["test_error"]
-    assert main(["eval", str(run)]) == 0
-    assert json.loads((run / "eval-test.json").read_text())["error"] == pytest.approx(recorded)
+    assert main(["eval", str(run), "--out", str(tmp_path / "eval.json")]) == 0
+    assert json.loads((tmp_path / "eval.json").read_text())["error"] == pytest.approx(recorded)
     assert main(["viz", str(run), "--n", "2", "--out", str(tmp_path / "t.gif")]) == 0
-    assert (run / "trajectories-test.npz").is_file()
+    assert (tmp_path / "t.npz").is_file()
 
     # best.zip holds float16 weights and no optimiser moments; last.zip everything, to resume
     best, last = (_zip_entries(run / f"checkpoints/{n}.zip") for n in ("best", "last"))
@@ -88,7 +88,7 @@ def _load(run, checkpoint: str = "last", device: str = "auto"):
     """The SB3 model of a run's checkpoint, built from the run's own config.json."""
     config = json.loads((run / "config.json").read_text())
     path = run / f"checkpoints/{checkpoint}.zip"
-    return load_model(config["agent"], PPOConfig(**config["model"]), path, device)
+    return load_model(config["agent"], PPOConfig(**config["model"]), config["env"], path, device)
 
 
 def _zip_entries(path) -> dict[str, bytes]:

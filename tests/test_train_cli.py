@@ -31,6 +31,11 @@ def train(tmp_path, name, *extra):
     return main(["train", *TINY, "--runs-dir", str(tmp_path), "--name", name, *extra])
 
 
+def paragraph(text: str) -> str:
+    """A message as one line (the command line wraps its errors at 90 columns)."""
+    return " ".join(text.split())
+
+
 def glimpse_cli(*args):
     """The installed command line in a subprocess (exit codes and stderr as a user sees them)."""
     return subprocess.run(
@@ -54,23 +59,29 @@ def test_a_run_directory_has_everything(tiny_run):
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
     config = json.loads((tiny_run / "config.json").read_text())
     assert config["env"]["glimpses"] == 6 and config["model"]["core"] == "rnn"
-    best = torch.load(tiny_run / "checkpoints/best.pt", weights_only=False)
+    # tensors and plain data only: torch loads them without unpickling any class
+    best = torch.load(tiny_run / "checkpoints/best.pt", weights_only=True)
     assert set(best) == {"model", "config", "epoch", "val_error"}  # small: no optimiser state
+    torch.load(tiny_run / "checkpoints/last.pt", weights_only=True)
+    assert not (tiny_run / "checkpoints/previous.pt").exists()  # a finished run needs none
 
 
-def test_eval_reproduces_the_recorded_test_error(tiny_run, capsys):
+def test_eval_reproduces_the_recorded_test_error(tiny_run, tmp_path, capsys):
     recorded = json.loads((tiny_run / "test.json").read_text())["test_error"]
+    before = sorted(path.name for path in tiny_run.rglob("*"))
     assert main(["eval", str(tiny_run)]) == 0
-    result = json.loads((tiny_run / "eval-test.json").read_text())
+    assert sorted(path.name for path in tiny_run.rglob("*")) == before  # the run is unchanged
+    assert main(["eval", str(tiny_run), "--out", str(tmp_path / "eval.json")]) == 0
+    result = json.loads((tmp_path / "eval.json").read_text())
     assert result["error"] == pytest.approx(recorded, abs=1e-9)
     p = recorded / 100  # the binomial standard error of the rate, in points
     assert result["standard_error"] == pytest.approx(100 * (p * (1 - p) / result["images"]) ** 0.5)
     assert f"{recorded:.2f}% (standard error {result['standard_error']:.2f})" in (
         capsys.readouterr().out
     )
-    assert main(["eval", str(tiny_run), "--samples", "3"]) == 0  # Monte Carlo averaging
-    assert json.loads((tiny_run / "eval-test-samples3.json").read_text())["samples"] == 3
-    assert json.loads((tiny_run / "eval-test.json").read_text()) == result  # not overwritten
+    out = tmp_path / "samples3.json"
+    assert main(["eval", str(tiny_run), "--samples", "3", "--out", str(out)]) == 0  # Monte Carlo
+    assert json.loads(out.read_text())["samples"] == 3
 
 
 def test_curves_puts_the_recorded_validation_errors_side_by_side(tiny_run, tmp_path, capsys):
@@ -93,10 +104,10 @@ def test_curves_puts_the_recorded_validation_errors_side_by_side(tiny_run, tmp_p
     assert capsys.readouterr().out.splitlines()[0] == f"| epoch | {tiny_run} | {namesake} |"
     (twin / "metrics.jsonl").write_text('{"epoch": 1, "val_err')  # cut short by a crash
     assert main(["curves", str(twin)]) == 2
-    assert "not JSON" in capsys.readouterr().err
+    assert "not JSON" in paragraph(capsys.readouterr().err)
     (twin / "metrics.jsonl").write_text('{"epoch": 1}\n')  # not a validation line
     assert main(["curves", str(twin)]) == 2
-    assert "no 'val_error'" in capsys.readouterr().err
+    assert "no 'val_error'" in paragraph(capsys.readouterr().err)
 
 
 def test_viz_writes_a_gif_a_png_and_the_trajectories(tiny_run, tmp_path):
@@ -106,8 +117,11 @@ def test_viz_writes_a_gif_a_png_and_the_trajectories(tiny_run, tmp_path):
         assert gif.n_frames == 6  # one frame per glimpse
     with Image.open(tmp_path / "t.png") as png:  # one column per step, one row per image
         assert (png.width - TILE_GAP) == 6 * (180 + TILE_GAP)
-        assert (png.height - TILE_GAP) % 4 == 0
-    assert (tiny_run / "trajectories-test.npz").is_file()
+    assert (tmp_path / "t.npz").is_file()  # the trajectories, beside the picture
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_run, copy)
+    assert main(["viz", str(copy), "--n", "2"]) == 0  # by default into the run folder
+    assert (copy / "trajectories.gif").is_file() and (copy / "trajectories.npz").is_file()
 
 
 def test_config_file_round_trip(tiny_run, tmp_path):
@@ -136,7 +150,7 @@ def test_a_config_file_value_outside_its_choices_gets_a_clear_error(
     (tmp_path / "bad.json").write_text(json.dumps(config))
     args = ["--runs-dir", str(tmp_path), "--name", "bad", "--no-progress"]
     assert main(["train", "--config", str(tmp_path / "bad.json"), *args]) == 2
-    assert f"{key}={value!r}; choose one of" in capsys.readouterr().err
+    assert f"{key}={value!r}; choose one of" in paragraph(capsys.readouterr().err)
 
 
 BAD_CONFIG_VALUES = [  # (section, key, value, what the one-line error says)
@@ -163,11 +177,12 @@ def test_a_config_file_value_of_the_wrong_type_or_name_gets_a_clear_error(
     args = ["--runs-dir", str(tmp_path), "--name", "bad", "--no-progress"]
     assert main(["train", "--config", str(tmp_path / "bad.json"), *args]) == 2
     error = capsys.readouterr().err
-    assert message in error and error.count("\n") == 1
+    assert message in paragraph(error) and error.startswith("glimpse: error: ")
+    assert "\n\n" not in error and "Traceback" not in error  # one paragraph, no traceback
     assert not (tmp_path / "bad").exists()
 
 
-def test_resume_after_ctrl_c_ends_with_the_same_metrics(tmp_path, monkeypatch):
+def test_resume_after_ctrl_c_ends_with_the_same_metrics(tmp_path, monkeypatch, capsys):
     # A schedule that follows the run's progress, and validation of the weights' average,
     # which the resumed run must continue from where it stood.
     exploring = ("--location-std-start", "0.2", "--ema-decay", "0.9")
@@ -190,7 +205,9 @@ def test_resume_after_ctrl_c_ends_with_the_same_metrics(tmp_path, monkeypatch):
     # "auto"; --threads may change too, but that reorders float sums, which this compares).
     (tmp_path / "elsewhere").mkdir()
     moved = shutil.move(tmp_path / "interrupted", tmp_path / "elsewhere/interrupted")
+    capsys.readouterr()
     assert main(["train", "--resume", str(moved), "--device", "cpu", "--no-progress"]) == 0
+    assert f"glimpse: resuming {moved} at epoch 2 of 2, batch 5 of 16\n" in capsys.readouterr().err
     assert json.loads((moved / "config.json").read_text())["run"]["device"] == "cpu"
 
     def metrics(name):
@@ -238,7 +255,7 @@ def test_ema_decay_validates_keeps_and_tests_the_average_of_the_weights(tmp_path
 
 def test_resume_refuses_settings_that_would_change_what_the_run_learns(tiny_run, capsys):
     assert main(["train", "--resume", str(tiny_run), "--epochs", "5", "--seed", "3"]) == 2
-    error = capsys.readouterr().err
+    error = paragraph(capsys.readouterr().err)
     assert "--epochs, --seed" in error and "--threads and --device" in error
     assert json.loads((tiny_run / "config.json").read_text())["train"]["epochs"] == 2
 
@@ -251,7 +268,19 @@ def test_a_truncated_checkpoint_gets_a_clear_error(tiny_run, tmp_path):
     (damaged / "checkpoints/best.pt").write_bytes(data[: len(data) // 2])
     result = glimpse_cli("eval", str(damaged))
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "truncated or corrupted" in result.stderr and "best.pt" in result.stderr
+    message = paragraph(result.stderr)
+    assert "best.pt is damaged (truncated or corrupted" in message
+    assert "--checkpoint last" in message  # the other checkpoint, not a KeyError later
+
+
+def test_a_resume_that_cannot_start_leaves_the_run_as_it_was(tiny_run, tmp_path, capsys):
+    moved = tmp_path / "moved"  # elsewhere: a resume that starts records the new place
+    shutil.copytree(tiny_run, moved)
+    (moved / "checkpoints/last.pt").unlink()
+    before = (moved / "config.json").read_bytes()
+    assert main(["train", "--resume", str(moved), "--no-progress"]) == 2
+    assert "last.pt does not exist" in paragraph(capsys.readouterr().err)
+    assert (moved / "config.json").read_bytes() == before
 
 
 def test_a_config_that_does_not_fit_the_checkpoint_gets_a_clear_error(tiny_run, tmp_path):
@@ -263,7 +292,7 @@ def test_a_config_that_does_not_fit_the_checkpoint_gets_a_clear_error(tiny_run, 
     (other / "config.json").write_text(json.dumps(config))
     result = glimpse_cli("eval", str(other))
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "model settings" in result.stderr
+    assert "model settings" in paragraph(result.stderr)
 
 
 def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -285,12 +314,12 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, 
 
 def test_an_existing_run_is_not_overwritten(tiny_run, capsys):
     assert train(tiny_run.parent, "tiny") == 2
-    assert "--resume" in capsys.readouterr().err
+    assert "--resume" in paragraph(capsys.readouterr().err)
 
 
 def test_unknown_environment_id_is_a_clear_error():
     result = glimpse_cli("train", "ram", "--env", "Glimpse/Nope-v0", "--no-progress")
-    assert result.returncode == 2 and "Unknown environment id" in result.stderr
+    assert result.returncode == 2 and "Unknown environment id" in paragraph(result.stderr)
 
 
 def test_a_short_mnist_training_beats_90_percent(tmp_path):
@@ -306,18 +335,41 @@ def test_a_short_mnist_training_beats_90_percent(tmp_path):
 
 
 def test_every_core_on_a_busy_machine_suggests_one_thread(monkeypatch, capsys):
-    from glimpse.agents import runs
+    from glimpse.agents import run_directory
+
+    def readings(*values):  # (machine, this process) CPU seconds at each call
+        calls = iter(values)
+        monkeypatch.setattr(run_directory, "cpu_seconds", lambda: next(calls))
 
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    # the load average still counts the build that just ended: not a reason to warn
     monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 3.0, 3.0))
+    readings((100.0, 5.0), (100.05, 5.04))  # 0.01 s of others' CPU time in 0.2 s
     threads = torch.get_num_threads()
-    runs.set_threads(0)
-    assert "--threads 1" in capsys.readouterr().err
+    run_directory.set_threads(0)
+    assert capsys.readouterr().err == ""
     assert torch.get_num_threads() == threads  # 0 leaves torch's default alone
 
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
-    runs.set_threads(0)
+    readings((100.0, 5.0), (100.4, 5.05))  # others: 0.35 s in 0.2 s, more than a core
+    run_directory.set_threads(0)
+    assert "--threads 1" in capsys.readouterr().err
+    readings((100.0, 5.0), (100.4, 5.35))  # this process's own work is not others'
+    run_directory.set_threads(0)
     assert capsys.readouterr().err == ""
+    readings(None, None)  # no /proc (macOS, Windows): no guess
+    run_directory.set_threads(0)
+    assert capsys.readouterr().err == ""
+
+
+def test_cpu_seconds_reads_the_machine_and_this_process():
+    from glimpse.agents.run_directory import cpu_seconds
+
+    before = cpu_seconds()
+    if before is None:
+        pytest.skip("no /proc here")
+    sum(i * i for i in range(3_000_000))  # some CPU time of this process's own
+    after = cpu_seconds()
+    assert after is not None and after[1] > before[1] and after[0] >= after[1] > 0
 
 
 # MNIST-v0 is trained by every agent in the tests above and in tests/test_ppo.py.
