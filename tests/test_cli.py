@@ -45,7 +45,8 @@ def test_user_errors_exit_2_with_one_paragraph_and_no_traceback(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "does not exist" in result.stderr and "--root" in result.stderr
+    message = " ".join(result.stderr.split())
+    assert "does not exist" in message and "--root" in message
     lines = result.stderr.splitlines()  # one paragraph, wrapped to a readable width
     assert all(line.strip() for line in lines)
     assert all(len(line) <= 90 or " " not in line.strip() for line in lines)
