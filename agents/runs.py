@@ -444,11 +444,7 @@ def visualise_run(
         raise ConfigError(f"--n {n} must be at least 1.")
     out = run_dir / "trajectories.gif" if out is None else out
     config = read_run_config(run_dir)
-    summary = run_dir / "test.json"
-    test_error = (
-        json.loads(summary.read_text()).get("test_error")
-        if checkpoint == "best" and summary.is_file() else None
-    )  # fmt: skip
+    test_error = _recorded_test_error(run_dir) if checkpoint == "best" else None
     name = run_dir.name if checkpoint == "best" else f"{run_dir.name} ({checkpoint} checkpoint)"
     title = run_title(name, config["env_id"].removeprefix("Glimpse/"), test_error)
     out.parent.mkdir(parents=True, exist_ok=True)
