@@ -17,8 +17,13 @@ SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / 
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Tests read MNIST from the shared folder unless the caller points elsewhere.
-    if not os.environ.get("GLIMPSE_DATA") and SHARED_MNIST.is_dir():
+    # Tests read MNIST from the shared folder unless the caller points elsewhere. A relative
+    # GLIMPSE_DATA (the README's test command gives one) is made absolute here, because many tests
+    # change into a scratch folder before they run glimpse.
+    data = os.environ.get("GLIMPSE_DATA")
+    if data:
+        os.environ["GLIMPSE_DATA"] = str(Path(data).resolve())
+    elif SHARED_MNIST.is_dir():
         os.environ["GLIMPSE_DATA"] = str(SHARED_MNIST)
 
 
