@@ -40,7 +40,7 @@ from glimpse.agents.runs import (
 from glimpse.envs.evaluation import evaluation_episodes, record_trajectories
 from glimpse.errors import ConfigError
 
-COMPARED = ("ram", "soft", "cnn", "fc")
+COMPARED = ("ram", "soft", "cnn", "deep-cnn", "fc")
 SCALING_SIZES = (60, 100, 200, 400)
 PICTURES = 4
 
@@ -220,7 +220,7 @@ def render_report(
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     names = {"ram": "hard: RAM", "soft": "soft attention", "cnn": "CNN (2 layers)",
-             "fc": "FC (2 layers)"}  # fmt: skip
+             "deep-cnn": "CNN (6 layers, batch norm)", "fc": "FC (2 layers)"}  # fmt: skip
     for r in rows:
         lines.append(
             f"| {names[r['agent']]} | `{r['recipe']}` | {r['test_error']} | {r['params']:,} | "

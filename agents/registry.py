@@ -204,6 +204,7 @@ AGENTS: dict[str, Agent] = {
         _ppo("recurrent-ppo", "a glimpse policy with an LSTM, trained by RecurrentPPO", False),
         _full_view("soft", "full view: soft attention over a CNN's feature grid (Xu et al. 2015)"),
         _full_view("cnn", "full view: the paper's two-layer convolutional network"),
+        _full_view("deep-cnn", "full view: six convolutions, batch norm, global max-pool"),
         _full_view("fc", "full view: the paper's two-layer fully connected network"),
     )
 }  # fmt: skip

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from glimpse.agents.baselines import BaselineConfig, SoftAttention
+from glimpse.agents.baselines import BaselineConfig, DeepCNN, FullViewLearner, SoftAttention
 from glimpse.cli import main
 from glimpse.errors import ConfigError
 
@@ -22,6 +22,32 @@ def test_soft_attention_weights_are_a_distribution_over_all_cells_that_depends_o
     torch.testing.assert_close(weights.sum(dim=(2, 3)), torch.ones(3, 5))
     assert (weights > 0).all()  # soft: every cell is read
     assert not torch.allclose(weights[0], weights[1])
+
+
+def test_deep_cnn_answers_the_same_wherever_the_digit_is_and_any_canvas_size_fits():
+    torch.manual_seed(0)
+    model = DeepCNN((1, 200, 200), 10, channels=4).eval()
+    digit = torch.rand(1, 1, 28, 28)
+    canvases = torch.zeros(2, 1, 200, 200)  # margins wider than a unit's view (99 pixels) / 2
+    canvases[0, :, 64:92, 64:92] = digit
+    canvases[1, :, 112:140, 96:124] = digit  # moved by multiples of the network's stride (16)
+    logits = model(canvases)
+    torch.testing.assert_close(logits[0], logits[1])  # the global max-pool
+    assert model(torch.rand(3, 1, 60, 60)).shape == (3, 10)  # the same weights at 60 x 60
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) == 6
+
+
+def test_full_view_learner_trains_in_training_mode_after_an_evaluation():
+    """Batch normalisation: evaluation uses running statistics, training batch statistics."""
+    learner = FullViewLearner("deep-cnn", {"task": "cluttered", "size": 60, "val_size": 100},
+                              BaselineConfig(conv_channels=4), 0, torch.device("cpu"))  # fmt: skip
+    running_mean = learner.model.encoder[1].running_mean.clone()
+    learner.validation_error()
+    assert not learner.model.training
+    torch.testing.assert_close(learner.model.encoder[1].running_mean, running_mean)
+    learner.loss(8)
+    assert learner.model.training
+    assert not torch.allclose(learner.model.encoder[1].running_mean, running_mean)
 
 
 def test_soft_attention_computes_its_docstring_equations():
@@ -42,7 +68,7 @@ def test_soft_attention_computes_its_docstring_equations():
     torch.testing.assert_close(logits, model.classifier(h))
 
 
-@pytest.mark.parametrize("agent", ["soft", "cnn", "fc"])
+@pytest.mark.parametrize("agent", ["soft", "cnn", "deep-cnn", "fc"])
 def test_baselines_train_evaluate_and_visualise(agent, tmp_path, capsys):
     args = ["train", agent, "--env", "Glimpse/ClutteredMNIST60-v0", "--epochs", "1",
             "--epoch-size", "512", "--batch-size", "64", "--val-size", "500",
