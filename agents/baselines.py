@@ -115,7 +115,9 @@ class FullViewCNN(nn.Module):
         return self.classifier(self.encoder(canvases).flatten(1))  # (B, n_classes) logits
 
 
-def _conv_bn(in_channels: int, out_channels: int, kernel: int = 3, stride: int = 1) -> list[nn.Module]:
+def _conv_bn(
+    in_channels: int, out_channels: int, kernel: int = 3, stride: int = 1
+) -> list[nn.Module]:
     """A convolution without bias, batch normalisation and a ReLU."""
     return [
         nn.Conv2d(in_channels, out_channels, kernel, stride, padding=kernel // 2, bias=False),

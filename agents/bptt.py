@@ -167,7 +167,7 @@ class ProductsChoice:
 _chosen: ProductsChoice | None = None
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -233,7 +233,7 @@ def choose_products(measure: bool = False) -> ProductsChoice:
     """
     if not ONEDNN_AVAILABLE:
         return ProductsChoice(False, 0.0, 0.0, "this PyTorch build has no oneDNN", True)
-    key = f"{_cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+    key = f"{cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
     cache = _cache_file()
     try:
         known = json.loads(cache.read_text()) if cache.is_file() else {}

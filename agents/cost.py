@@ -1,10 +1,11 @@
 """What an agent costs per image at inference: FLOPs, counted by PyTorch rather than by hand.
 
-:func:`inference_flops` runs one image through a model under
-``torch.utils.flop_counter.FlopCounterMode``: for RAM a whole episode of ``T`` glimpses (its
-networks; the sensor's table lookups are memory reads, not FLOPs), for the full-view baselines
-one forward pass over the whole canvas. The hard agent's cost depends on its glimpse budget,
-not on the canvas; a full-view model's grows with the canvas's pixels.
+:func:`ram_flops` and :func:`baseline_flops` run one image through a model under
+``torch.utils.flop_counter.FlopCounterMode``: for RAM a whole episode of ``T`` glimpses as
+deployed (:class:`RAMPredictor`; its networks, while the sensor's table lookups are memory
+reads, not FLOPs), for the full-view baselines one forward pass over the whole canvas. The
+latencies time the same calls on canvases already in memory. The hard agent's cost depends on
+its glimpse budget, not on the canvas; a full-view model's grows with the canvas's pixels.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from glimpse.agents.baselines import BaselineConfig, make_baseline
-from glimpse.agents.ram import RAM, RAMConfig, RAMPolicy
-from glimpse.envs.episodes import GlimpseEpisodes
+from glimpse.agents.ram import RAM, RAMConfig, RAMPredictor
 from glimpse.envs.glimpse_env import make_episodes, task_of
 from glimpse.sensor import GlimpseSensor
 from glimpse.tasks import Task
@@ -29,33 +29,33 @@ def _count(run: Callable[[], object]) -> int:
     return int(counter.get_total_flops())
 
 
-def ram_episode(
-    env_settings: dict, batch: int, config: RAMConfig | None = None
-) -> tuple[Callable[[], None], GlimpseEpisodes]:
-    """A function that runs one RAM episode (fresh canvases, ``T`` glimpses, the answer) on
-    ``batch`` slots with an untrained model, and the episodes it runs on."""
+def ram_predictor(
+    env_settings: dict, config: RAMConfig | None = None
+) -> tuple[RAMPredictor, Task]:
+    """An untrained RAM with the sensor and glimpse budget of ``env_settings``, as deployed
+    (:class:`RAMPredictor`: whole episodes in the model), and the task it reads."""
     settings = {**env_settings, "action_type": "continuous"}
-    episodes = make_episodes(batch, "train", False, settings)  # fresh canvases, nothing cached
-    model = RAM(episodes.glimpse_shape, episodes.task.num_classes, config or RAMConfig()).eval()
-    episodes.seed(np.arange(batch, dtype=np.uint64))
-    policy = RAMPolicy(model, episodes.config.glimpses, torch.device("cpu"))
-    everyone = np.ones(batch, bool)
+    episodes = make_episodes(1, "train", False, settings)
+    model = RAM(episodes.glimpse_shape, episodes.task.num_classes, config or RAMConfig())
+    config_ = episodes.config
+    predictor = RAMPredictor(model, episodes.sensor, config_.glimpses, config_.first_location)
+    return predictor, episodes.task
 
-    def episode() -> None:
-        episodes.reset(everyone)
-        policy.start(batch)
-        for _ in range(episodes.config.glimpses):
-            episodes.step(policy.act(episodes.observations()))
 
-    return episode, episodes
+def canvases_of(task: Task, batch: int) -> np.ndarray:
+    """``batch`` fresh training canvases of ``task``, uint8 ``(batch, C, H, W)``."""
+    rng = np.random.default_rng(0)
+    return task.canvases("train", rng.integers(0, task.split_size("train"), batch), rng)[0]
 
 
 def ram_flops(env_settings: dict, config: RAMConfig | None = None) -> int:
     """FLOPs of one RAM episode (``T`` glimpses and the answer) on one canvas."""
-    return _count(ram_episode(env_settings, 1, config)[0])
+    predictor, task = ram_predictor(env_settings, config)
+    canvas = canvases_of(task, 1)
+    return _count(lambda: predictor.predict(canvas))
 
 
-def _baseline(
+def baseline_model(
     name: str, env_settings: dict, config: BaselineConfig | None
 ) -> tuple[Task, torch.nn.Module]:
     """The task and an untrained full-view baseline (soft attention: T = the glimpse budget)."""
@@ -66,7 +66,7 @@ def _baseline(
 
 def baseline_flops(name: str, env_settings: dict, config: BaselineConfig | None = None) -> int:
     """FLOPs of one forward pass of a full-view baseline on one canvas."""
-    task, model = _baseline(name, env_settings, config)
+    task, model = baseline_model(name, env_settings, config)
     canvas = torch.zeros(1, *task.canvas_shape)
     return _count(lambda: model(canvas))
 
@@ -103,19 +103,18 @@ def latency_ms(run: Callable[[], object], batch: int, repeats: int = 5) -> float
 
 
 def ram_latency_ms(env_settings: dict, batch: int, config: RAMConfig | None = None) -> float:
-    """CPU time per image of a whole RAM episode at ``batch``: canvases, glimpses, networks."""
-    return latency_ms(ram_episode(env_settings, batch, config)[0], batch)
+    """CPU time per image of RAM's inference at ``batch``: from canvases in memory to the
+    answers (the sensor's tables, ``T`` glimpses, the networks), with :class:`RAMPredictor`."""
+    predictor, task = ram_predictor(env_settings, config)
+    canvases = canvases_of(task, batch)
+    return latency_ms(lambda: predictor.predict(canvases), batch)
 
 
 def baseline_latency_ms(
     name: str, env_settings: dict, batch: int, config: BaselineConfig | None = None
 ) -> float:
-    """CPU time per image of a full-view baseline at ``batch``, canvases included."""
-    task, model = _baseline(name, env_settings, config)
-    rng = np.random.default_rng(0)
-
-    def forward() -> None:
-        canvases, _ = task.canvases("train", rng.integers(0, 1000, batch), rng)
-        model(torch.from_numpy(canvases).float().div_(255.0))
-
-    return latency_ms(forward, batch)
+    """CPU time per image of a full-view baseline at ``batch``: from canvases in memory to the
+    answers."""
+    task, model = baseline_model(name, env_settings, config)
+    canvases = canvases_of(task, batch)
+    return latency_ms(lambda: model(torch.from_numpy(canvases).float().div_(255.0)), batch)

@@ -9,9 +9,15 @@ import numpy as np
 import torch
 
 from glimpse.agents import distributed
-from glimpse.agents.ram import RAM, RAMConfig, RAMPolicy, hybrid_loss
+from glimpse.agents.ram import RAM, RAMConfig, RAMPolicy, RAMPredictor, hybrid_loss
 from glimpse.envs.episodes import GlimpseEpisodes
-from glimpse.envs.evaluation import Evaluation, Trajectories, evaluate, evaluation_episodes
+from glimpse.envs.evaluation import (
+    Evaluation,
+    Trajectories,
+    evaluate,
+    evaluation_episodes,
+    first_locations,
+)
 from glimpse.envs.glimpse_env import make_episodes
 from glimpse.errors import ConfigError
 
@@ -105,16 +111,27 @@ class RAMLearner:
         """The model as an evaluation policy: mean locations, or sampled ones."""
         return RAMPolicy(self.model, self.horizon, self.device, sample)
 
+    def predictor(self) -> RAMPredictor:
+        """The model with its sensor, running whole episodes without the environment."""
+        config = self.train_episodes.config
+        return RAMPredictor(self.model, self.train_episodes.sensor, config.glimpses,
+                            config.first_location)  # fmt: skip
+
     def evaluate(self, split: str, samples: int = 1) -> tuple[Evaluation, np.ndarray]:
         """Results on a whole fixed split, and class probabilities ``(N, n_classes)``.
 
-        ``samples=1`` follows the mean locations (deterministic, as in the paper);
-        ``samples=M > 1`` averages the class probabilities of M runs with sampled locations.
+        ``samples=1`` follows the mean locations (deterministic, as in the paper), through
+        :meth:`predictor`, from the first locations the environment's evaluation draws;
+        ``samples=M > 1`` averages the class probabilities of M runs with sampled locations,
+        through the environment.
         """
         if split not in self._eval:
             self._eval[split] = evaluation_episodes(self.env_settings, split, self.eval_episodes)
         episodes = self._eval[split]
         self.model.eval()
+        if samples == 1:
+            result = self._predict(episodes)
+            return result, np.exp(result.scores)
         sample = samples > 1
         probabilities = None
         for m in range(samples):
@@ -124,6 +141,27 @@ class RAMLearner:
         assert probabilities is not None
         probabilities /= samples
         return result, probabilities
+
+    def _predict(self, episodes: GlimpseEpisodes) -> Evaluation:
+        """:func:`evaluate` of the mean-location policy, computed by :meth:`predictor` in
+        batches of the episodes' size (the same numbers: the same products on the same rows)."""
+        fixed = self.task.fixed_canvases(episodes.split)
+        firsts = first_locations(episodes)
+        predictor, batch = self.predictor(), episodes.num_envs
+        scores, locations = [], []
+        for start in range(0, len(fixed.labels), batch):
+            chunk = slice(start, start + batch)
+            log_probs, visited = predictor.episode(fixed.images[chunk], firsts[chunk])
+            scores.append(log_probs.cpu().numpy())
+            locations.append(visited.cpu().numpy())
+        score = np.concatenate(scores)
+        return Evaluation(
+            labels=fixed.labels.copy(),
+            predictions=score.argmax(axis=1),
+            glimpses_taken=np.full(len(score), self.horizon),
+            locations=np.concatenate(locations),
+            scores=score,
+        )
 
     def error(self, split: str, samples: int = 1) -> float:
         result, probabilities = self.evaluate(split, samples)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 class GlimpseNetwork(nn.Module):
@@ -34,6 +35,27 @@ class GlimpseNetwork(nn.Module):
         self.out_units = out_units
 
     def forward(self, glimpse: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
-        h_g = torch.relu(self.what(glimpse.flatten(1)))  # (B, what_units)
-        h_l = torch.relu(self.where(where))  # (B, where_units)
-        return torch.relu(self.combine(torch.cat([h_g, h_l], dim=1)))  # (B, out_units)
+        return glimpse_features(
+            glimpse.flatten(1), where, self.what.weight, self.what.bias, self.where.weight,
+            self.where.bias, self.combine.weight, self.combine.bias,
+        )  # fmt: skip
+
+
+def glimpse_features(
+    glimpse: torch.Tensor,
+    where: torch.Tensor,
+    what_weight: torch.Tensor,
+    what_bias: torch.Tensor,
+    where_weight: torch.Tensor,
+    where_bias: torch.Tensor,
+    combine_weight: torch.Tensor,
+    combine_bias: torch.Tensor,
+) -> torch.Tensor:
+    """:class:`GlimpseNetwork`'s function on a flat glimpse ``(B, k C g g)``: ``g_t`` ``(B, out)``.
+
+    A function of the weights (TorchScript compiles it into RAM's inference episode), calling
+    ``F.linear`` as the layers would, without the module call's overhead.
+    """
+    h_g = F.linear(glimpse, what_weight, what_bias).relu_()  # (B, what_units)
+    h_l = F.linear(where, where_weight, where_bias).relu_()  # (B, where_units)
+    return F.linear(torch.cat([h_g, h_l], dim=1), combine_weight, combine_bias).relu_()

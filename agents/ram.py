@@ -24,8 +24,11 @@ What gradients flow where (tested in ``tests/test_ram.py``):
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,10 +36,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from glimpse.agents.bptt import Observe, glimpse_core_sequence
-from glimpse.agents.networks import GlimpseNetwork
+from glimpse.agents.networks import GlimpseNetwork, glimpse_features
 from glimpse.config import check_at_least, check_fields, check_positive, option
 from glimpse.envs.episodes import GlimpseEpisodes
 from glimpse.errors import ConfigError
+from glimpse.sensor import SLICED_READ_PATCHES, GlimpseSensor, IntegralImages, read_patches
 
 CORES = ("rnn", "lstm")
 REWARDS = ("correct", "probability", "log-likelihood")
@@ -128,11 +132,23 @@ class CoreNetwork(nn.Module):
     ) -> tuple[torch.Tensor, ...]:
         if self.kind == "lstm":
             return self.cell(g_t, state)
-        if state is None:  # h_0 = 0: only W_gh g_1, half the first step's core product
-            w_gh = self.linear.weight[:, self.hidden_size :]
-            return (torch.relu(F.linear(g_t, w_gh, self.linear.bias)),)
-        (h_prev,) = state
-        return (torch.relu(self.linear(torch.cat([h_prev, g_t], dim=1))),)
+        h_prev = None if state is None else state[0]
+        return (rnn_core(g_t, h_prev, self.linear.weight, self.linear.bias, self.hidden_size),)
+
+
+def rnn_core(
+    g_t: torch.Tensor,
+    h_prev: torch.Tensor | None,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    hidden_size: int,
+) -> torch.Tensor:
+    """The rectified core ``h_t = ReLU([W_hh W_gh] [h_{t-1}; g_t] + b)``; ``h_prev=None`` is
+    ``h_0 = 0``, where only ``W_gh g_1`` is computed (half the first step's product). A
+    function of the weights, for TorchScript (see :func:`glimpse_features`)."""
+    if h_prev is None:
+        return F.linear(g_t, weight[:, hidden_size:], bias).relu_()
+    return F.linear(torch.cat([h_prev, g_t], dim=1), weight, bias).relu_()
 
 
 class LocationNetwork(nn.Module):
@@ -158,9 +174,11 @@ class LocationNetwork(nn.Module):
 
     def mu(self, h_t: torch.Tensor) -> torch.Tensor:
         """The mean ``mu_t``, shape ``(..., 2)``."""
-        if self.hidden is not None:
-            h_t = torch.relu(self.hidden(h_t))
-        return torch.tanh(self.mean(h_t))
+        hidden = self.hidden
+        return location_mean(
+            h_t, None if hidden is None else hidden.weight, None if hidden is None else hidden.bias,
+            self.mean.weight, self.mean.bias,
+        )  # fmt: skip
 
     def draw(self, mu: torch.Tensor, sample: bool) -> torch.Tensor:
         """``l_t``: a sample of ``N(mu, sigma^2 I)`` (or ``mu`` itself), a constant."""
@@ -173,6 +191,19 @@ class LocationNetwork(nn.Module):
         return -((l_t - mu) ** 2).sum(dim=-1) / (2 * self.std**2) - log_normaliser
 
 
+def location_mean(
+    h_t: torch.Tensor,
+    hidden_weight: torch.Tensor | None,
+    hidden_bias: torch.Tensor | None,
+    mean_weight: torch.Tensor,
+    mean_bias: torch.Tensor,
+) -> torch.Tensor:
+    """:meth:`LocationNetwork.mu` as a function of the weights, for TorchScript."""
+    if hidden_weight is not None:
+        h_t = F.linear(h_t, hidden_weight, hidden_bias).relu_()
+    return F.linear(h_t, mean_weight, mean_bias).tanh_()
+
+
 class ActionNetwork(nn.Module):
     """``log softmax(W_a h_T)``: log-probabilities of the classes."""
 
@@ -181,7 +212,7 @@ class ActionNetwork(nn.Module):
         self.linear = nn.Linear(hidden_size, num_classes)
 
     def forward(self, h_t: torch.Tensor) -> torch.Tensor:
-        return F.log_softmax(self.linear(h_t), dim=1)
+        return F.log_softmax(F.linear(h_t, self.linear.weight, self.linear.bias), dim=1)
 
 
 class BaselineNetwork(nn.Module):
@@ -396,3 +427,170 @@ class RAMPolicy:
         action, self.state = self.model.step(observations, self.state, last, self.sample)
         self.t += 1
         return action
+
+
+class RAMPredictor:
+    """RAM as it would be deployed: whole episodes inside the model, with no environment.
+
+    ``predict(images)`` builds the sensor's table of each image, then runs the episode: read
+    the glimpse at ``l_{t-1}``, update the core, move to the mean location ``mu_t`` (the
+    location network's answer without exploration noise), and after ``T`` glimpses answer.
+    It computes exactly what :class:`RAMPolicy` does through the environment (the same
+    operations on the same numbers; ``tests/test_predict.py`` checks answers and locations),
+    without the environment's bookkeeping or the copies to and from numpy at each glimpse.
+
+    A few images at a time (batch x scales at most 8, the paper's rectified core, a CPU) run
+    through the same functions compiled by TorchScript (:func:`compiled_episode`): a glimpse
+    is some 25 small tensor operations, and at batch 1 their cost in Python, not their
+    arithmetic, was most of the episode's time. ``compile = False`` turns that off.
+
+    Build one from a run with :func:`glimpse.agents.runs.load_predictor`::
+
+        predictor = load_predictor("results/cluttered-60-ram-seed1")
+        classes, locations = predictor.predict(images)  # uint8 (B, C, H, W) or (B, H, W)
+    """
+
+    def __init__(
+        self, model: RAM, sensor: GlimpseSensor, glimpses: int, first_location: str = "random"
+    ) -> None:
+        self.model, self.sensor, self.glimpses = model.eval(), sensor, glimpses
+        self.first_location = first_location
+        self.compile = True
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        images: np.ndarray | torch.Tensor,
+        first_locations: np.ndarray | torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Classes ``(B,)`` and the ``T`` locations looked at ``(B, T, 2)`` for ``images``.
+
+        ``images``: ``uint8`` (0..255) or floating (0..1) pixels, ``(B, C, H, W)``, or
+        ``(B, H, W)`` for one channel. ``first_locations`` ``(B, 2)`` in ``[-1, 1]``: where the
+        first glimpse is taken; by default the canvas centre if the run was trained with
+        ``first_location="centre"``, else uniform over the canvas (from ``generator``), as in
+        training.
+        """
+        log_probs, locations = self.episode(images, first_locations, generator)
+        return log_probs.argmax(dim=1), locations
+
+    @torch.inference_mode()
+    def episode(
+        self,
+        images: np.ndarray | torch.Tensor,
+        first_locations: np.ndarray | torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`predict`, with the class log-probabilities ``(B, n_classes)`` in place of the
+        classes."""
+        if isinstance(images, np.ndarray) and not images.flags.writeable:
+            images = images.copy()  # torch wants writable memory (the fixed test sets are not)
+        pixels = torch.as_tensor(images)
+        if pixels.ndim == 3:
+            pixels = pixels[:, None]
+        device = self.model.classifier.linear.weight.device
+        table = self.sensor.integral(pixels.to(device))
+        batch = pixels.shape[0]
+        if first_locations is not None:
+            location = torch.as_tensor(first_locations, dtype=torch.float32, device=device)
+        elif self.first_location == "centre":
+            location = torch.zeros(batch, 2, device=device)
+        else:
+            location = torch.rand(batch, 2, generator=generator).mul_(2.0).sub_(1.0).to(device)
+        few = batch * self.sensor.num_scales <= SLICED_READ_PATCHES and device.type == "cpu"
+        compiled = compiled_episode() if few and self.compile else None
+        if compiled is not None and self.model.config.core == "rnn":
+            return self._compiled(compiled, table, location)
+        model, locations = self.model, [location]
+        state: tuple[torch.Tensor, ...] | None = None
+        for t in range(self.glimpses):
+            glimpse = self.sensor.read(table, location).flatten(1)
+            state = model.core(model.glimpse_network(glimpse, location), state)
+            if t == self.glimpses - 1:
+                break
+            location = model.locator.mu(state[0]).clamp(-1.0, 1.0)
+            locations.append(location)
+        assert state is not None
+        return model.classifier(state[0]), torch.stack(locations, dim=1)
+
+    def _compiled(
+        self, episode: Any, table: IntegralImages, location: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        model, sensor = self.model, self.sensor
+        net, hidden = model.glimpse_network, model.locator.hidden
+        margin = sensor.patch_margin()
+        return episode(  # type: ignore[no-any-return]
+            table.edge_padded(margin), location, sensor._block_weights(table)[0],
+            list(sensor.patch_sizes), list(sensor.block_sizes), table.height, table.width,
+            margin, self.glimpses, model.core.hidden_size,
+            net.what.weight, net.what.bias, net.where.weight, net.where.bias,
+            net.combine.weight, net.combine.bias, model.core.linear.weight, model.core.linear.bias,
+            None if hidden is None else hidden.weight, None if hidden is None else hidden.bias,
+            model.locator.mean.weight, model.locator.mean.bias,
+            model.classifier.linear.weight, model.classifier.linear.bias,
+        )  # fmt: skip
+
+
+def few_images_episode(
+    padded: torch.Tensor,
+    location: torch.Tensor,
+    block_weights: torch.Tensor,
+    sides: list[int],
+    blocks: list[int],
+    height: int,
+    width: int,
+    margin: int,
+    glimpses: int,
+    hidden_size: int,
+    what_weight: torch.Tensor,
+    what_bias: torch.Tensor,
+    where_weight: torch.Tensor,
+    where_bias: torch.Tensor,
+    combine_weight: torch.Tensor,
+    combine_bias: torch.Tensor,
+    core_weight: torch.Tensor,
+    core_bias: torch.Tensor,
+    locator_hidden_weight: torch.Tensor | None,
+    locator_hidden_bias: torch.Tensor | None,
+    mean_weight: torch.Tensor,
+    mean_bias: torch.Tensor,
+    classifier_weight: torch.Tensor,
+    classifier_bias: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:meth:`RAMPredictor.episode` with the rectified core, as one function of the weights:
+    the same functions in the same order (:func:`glimpse.sensor.read_patches`,
+    :func:`glimpse.agents.networks.glimpse_features`, :func:`rnn_core`, :func:`location_mean`),
+    so that TorchScript can run the whole episode without Python between the operations."""
+    locations = [location]
+    h = torch.empty(0)
+    for t in range(glimpses):
+        glimpse = read_patches(padded, location, block_weights, sides, blocks, height, width,
+                               margin).flatten(1)  # fmt: skip
+        g_t = glimpse_features(glimpse, location, what_weight, what_bias, where_weight,
+                               where_bias, combine_weight, combine_bias)  # fmt: skip
+        h = rnn_core(g_t, None if t == 0 else h, core_weight, core_bias, hidden_size)
+        if t == glimpses - 1:
+            break
+        location = location_mean(h, locator_hidden_weight, locator_hidden_bias, mean_weight,
+                                 mean_bias).clamp(-1.0, 1.0)  # fmt: skip
+        locations.append(location)
+    log_probs = F.log_softmax(F.linear(h, classifier_weight, classifier_bias), dim=1)
+    return log_probs, torch.stack(locations, dim=1)
+
+
+@functools.lru_cache(maxsize=1)
+def compiled_episode() -> Any:
+    """:func:`few_images_episode` compiled by TorchScript, or ``None`` where it cannot be.
+
+    TorchScript is deprecated (PyTorch 2.13 warns so) in favour of ``torch.compile``, which we
+    measured at twice eager's time for this episode at batch 1 (its per-call overhead on a CPU);
+    TorchScript ran it in 0.7 ms against eager's 1.7 (2026-12-05, 2-core Intel Xeon,
+    ``benchmarks/latency.py``). Where a future PyTorch drops it, the eager path runs instead.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.script(few_images_episode)
+    except Exception:  # any failure to compile: the eager path is the same maths
+        return None

@@ -31,6 +31,8 @@ from typing import Any
 import gymnasium
 
 import glimpse
+from glimpse.agents.learners import RAMLearner
+from glimpse.agents.ram import RAMPredictor
 from glimpse.agents.registry import TrainedAgent, agent
 from glimpse.agents.run_directory import (
     RESULT_NEUTRAL_SETTINGS,
@@ -262,6 +264,18 @@ def load_agent(run_dir: Path, checkpoint: str = "best") -> TrainedAgent:
     config = read_run_config(run_dir)
     spec = agent(config["agent"])
     return spec.load(spec, config, run_dir, checkpoint)
+
+
+def load_predictor(run_dir: str | Path, checkpoint: str = "best") -> RAMPredictor:
+    """A trained RAM run as a :class:`glimpse.agents.ram.RAMPredictor`:
+    ``predict(images) -> classes, locations``, whole episodes without the environment."""
+    learner = load_agent(Path(run_dir), checkpoint)
+    if not isinstance(learner, RAMLearner):
+        raise ConfigError(
+            f"{run_dir} is a {read_run_config(Path(run_dir))['agent']} run; load_predictor runs "
+            "RAM's episodes inside the model. Load other runs with load_agent."
+        )
+    return learner.predictor()
 
 
 # -- migration of format 1 ---------------------------------------------------------------------

@@ -28,7 +28,7 @@ from gymnasium import spaces
 
 from glimpse.config import check_at_least, check_fields, check_positive, option
 from glimpse.errors import ConfigError
-from glimpse.sensor import GlimpseSensor
+from glimpse.sensor import GlimpseSensor, IntegralImages
 from glimpse.tasks import SPLITS, Task
 
 ACTION_TYPES = ("discrete", "continuous")
@@ -245,7 +245,7 @@ class GlimpseEpisodes:
             return
         n_images = self.task.split_size(self.split)
         uniforms = episode_uniforms(
-            self.keys[index], self.episode_numbers[index], 3 + self.task.draws_per_canvas
+            self.keys[index], self.episode_numbers[index], self.uniforms_per_episode()
         )
         self.episode_numbers[index] += np.uint64(1)
         if self.sequential:
@@ -262,10 +262,8 @@ class GlimpseEpisodes:
             self.table = table
         else:
             self.table.table[torch.from_numpy(index)] = table.table
-        if self.config.first_location == "random":
-            first = (uniforms[:, 1:3] * 2.0 - 1.0).astype(np.float32)
-        else:
-            first = np.zeros((len(index), 2), np.float32)
+            self.table = IntegralImages(self.table.table, table.value_scale)  # no stale copies
+        first = self.first_locations(uniforms)
         self.locations[index] = first
         self.taken[index] = 1
         self.visited[index] = np.nan
@@ -273,6 +271,18 @@ class GlimpseEpisodes:
         if self.seen is not None:
             self.seen[index] = 0.0
         self._read_glimpses(slots)
+
+    def first_locations(self, uniforms: np.ndarray) -> np.ndarray:
+        """The first glimpse's location ``(n, 2)`` of episodes from their uniforms ``(n, m)``
+        (:func:`episode_uniforms`; columns 1 and 2): uniform over the canvas, or its centre."""
+        if self.config.first_location == "random":
+            return (uniforms[:, 1:3] * 2.0 - 1.0).astype(np.float32)
+        return np.zeros((len(uniforms), 2), np.float32)
+
+    def uniforms_per_episode(self) -> int:
+        """How many uniforms an episode draws at reset: which canvas, the first location (2),
+        then the task's draws for a fresh canvas."""
+        return 3 + self.task.draws_per_canvas
 
     @torch.inference_mode()
     def _read_glimpses(self, slots: np.ndarray) -> None:

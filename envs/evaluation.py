@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from glimpse.envs.episodes import GlimpseEpisodes
+from glimpse.envs.episodes import GlimpseEpisodes, episode_uniforms
 from glimpse.envs.glimpse_env import make_episodes
 
 
@@ -63,8 +63,7 @@ def evaluate(policy: Policy, episodes: GlimpseEpisodes, seed: int = 0) -> Evalua
     if not episodes.sequential:
         raise ValueError("evaluate() needs episodes on a val or test split with sequential=True.")
     total, batch = episodes.task.split_size(episodes.split), episodes.num_envs
-    rng = np.random.default_rng(seed)
-    episodes.seed(rng.integers(0, 2**63, batch, dtype=np.int64).astype(np.uint64))
+    episodes.seed(_slot_keys(seed, batch))
     keys = ("label", "prediction", "glimpses_taken", "locations", "scores")
     results: dict[str, list[np.ndarray]] = {key: [] for key in keys}
     everyone = np.ones(batch, bool)
@@ -95,6 +94,27 @@ def evaluate(policy: Policy, episodes: GlimpseEpisodes, seed: int = 0) -> Evalua
         locations=np.concatenate(results["locations"]),
         scores=np.concatenate(results["scores"]),
     )
+
+
+def _slot_keys(seed: int, num_envs: int) -> np.ndarray:
+    """The slots' random keys of an evaluation from ``seed``."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 2**63, num_envs, dtype=np.int64).astype(np.uint64)
+
+
+def first_locations(episodes: GlimpseEpisodes, seed: int = 0) -> np.ndarray:
+    """Where :func:`evaluate` ``(policy, episodes, seed)`` takes the first glimpse on each
+    canvas of the split, ``(N, 2)`` in canvas order: an agent that runs its episodes without
+    the environment (:class:`glimpse.agents.ram.RAMPredictor`) starts from the same places."""
+    total, batch = episodes.task.split_size(episodes.split), episodes.num_envs
+    keys = _slot_keys(seed, batch)
+    rounds = [
+        episodes.first_locations(episode_uniforms(
+            keys, np.full(batch, r, np.uint64), episodes.uniforms_per_episode()
+        ))
+        for r in range(math.ceil(total / batch))
+    ]  # fmt: skip
+    return np.concatenate(rounds)[:total]
 
 
 def evaluation_episodes(

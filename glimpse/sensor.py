@@ -35,7 +35,8 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -44,6 +45,7 @@ from glimpse.errors import ConfigError
 
 _FLOAT32_EXACT_LIMIT = 2**24
 _CACHE_FRIENDLY_BYTES = 8 * 2**20  # slice of the table summed at a time (fits a CPU's L3)
+SLICED_READ_PATCHES = 8  # read() by strided views up to this many patches (batch x scales)
 
 
 @dataclass
@@ -57,6 +59,18 @@ class IntegralImages:
 
     table: torch.Tensor
     value_scale: float
+    _padded: tuple[int, torch.Tensor] | None = field(default=None, repr=False)
+
+    def edge_padded(self, margin: int) -> torch.Tensor:
+        """The table with ``margin`` rows and columns of its edges repeated on every side:
+        looking up ``padded[..., y + margin, x + margin]`` is looking up ``table`` at ``y`` and
+        ``x`` clamped to it, which is how the sensor treats pixels outside the image. Built on
+        first use and kept: code that writes into ``table`` must wrap it in a new
+        ``IntegralImages`` afterwards (as :class:`glimpse.envs.episodes.GlimpseEpisodes` does)."""
+        if self._padded is None or self._padded[0] != margin:
+            padded = torch.nn.functional.pad(self.table, (margin,) * 4, mode="replicate")
+            self._padded = (margin, padded)
+        return self._padded[1]
 
     @property
     def height(self) -> int:
@@ -192,6 +206,8 @@ class GlimpseSensor:
             raise ConfigError(
                 f"Got {locations.shape[0]} locations for {batch} images; pass one (x, y) per image."
             )
+        if batch * self.num_scales <= SLICED_READ_PATCHES and table.device.type == "cpu":
+            return self._read_sliced(integral, locations)
         geometry = self._geometry(table.device, height, width)
         origins = self._origins(locations.to(table.device), geometry)  # (B, k, 2)
         x0, y0 = origins.unsqueeze(-1).unbind(2)  # (B, k, 1) each
@@ -209,6 +225,28 @@ class GlimpseSensor:
         block_sums = corner_sums.diff(dim=-1).diff(dim=-2)  # (B, k, C, g, g)
         return block_sums.mul_(self._block_weights(integral)).to(torch.float32)
 
+    def _read_sliced(self, integral: IntegralImages, locations: torch.Tensor) -> torch.Tensor:
+        """:meth:`read` for a few patches (one image's glimpse, say): the same numbers by
+        another route, :func:`read_patches`."""
+        if locations.ndim != 2 or locations.shape[1] != 2:
+            raise ConfigError(
+                f"Locations must have shape (B, 2) holding (x, y) in [-1, 1]; got shape "
+                f"{tuple(locations.shape)}."
+            )
+        if torch.isnan(locations).any():
+            raise ConfigError("A glimpse location is NaN; locations must be numbers in [-1, 1].")
+        margin = self.patch_margin()
+        return read_patches(
+            integral.edge_padded(margin), locations, self._block_weights(integral)[0],
+            list(self.patch_sizes), list(self.block_sizes), integral.height, integral.width,
+            margin,
+        )  # fmt: skip
+
+    def patch_margin(self) -> int:
+        """How far outside the image a patch's block corners can reach: the edge padding that
+        :func:`read_patches` needs."""
+        return self.patch_sizes[-1] // 2 + 1
+
     def extract(self, images: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:
         """One glimpse per image: ``read(integral(images), locations)``."""
         return self.read(self.integral(images), locations)
@@ -218,3 +256,43 @@ class GlimpseSensor:
         tensor_images = torch.from_numpy(np.ascontiguousarray(images))
         tensor_locations = torch.from_numpy(np.asarray(locations, dtype=np.float32))
         return self.extract(tensor_images, tensor_locations).numpy()
+
+
+def read_patches(
+    padded: torch.Tensor,
+    locations: torch.Tensor,
+    block_weights: torch.Tensor,
+    sides: list[int],
+    blocks: list[int],
+    height: int,
+    width: int,
+    margin: int,
+) -> torch.Tensor:
+    """Glimpses ``(B, k, C, g, g)`` float32 at ``locations`` ``(B, 2)``, by strided views.
+
+    A patch's block corners are a strided view of the table edge-padded by ``margin``
+    (:meth:`IntegralImages.edge_padded`, what clamping a lookup does), so the origins are
+    computed as Python numbers, exactly as :meth:`GlimpseSensor._origins` does in float64,
+    and no index tensor is built: about ten tensor operations a glimpse instead of thirty,
+    which is what a glimpse costs at batch 1. ``block_weights`` ``(k, 1, 1, 1)`` is each
+    scale's ``value_scale / block area``; ``sides`` and ``blocks`` the patch and block sides.
+    Written in the subset of Python that TorchScript compiles, so RAM's compiled episode
+    (:mod:`glimpse.agents.ram`) reads glimpses with the same code.
+    """
+    corners: list[torch.Tensor] = []
+    points: list[list[float]] = locations.tolist()
+    for image in range(len(points)):
+        x = min(max(points[image][0], -1.0), 1.0)
+        y = min(max(points[image][1], -1.0), 1.0)
+        for i in range(len(sides)):
+            side, block = sides[i], blocks[i]
+            # floor(x W / 2 + (W - P + 1) / 2): both terms exact in float64, as in _origins;
+            # int() for TorchScript, whose floor of a float is a float
+            x0 = int(math.floor(x * (width / 2.0) + (width - side + 1) / 2.0)) + margin  # noqa: RUF046
+            y0 = int(math.floor(y * (height / 2.0) + (height - side + 1) / 2.0)) + margin  # noqa: RUF046
+            corners.append(padded[image, :, y0 : y0 + side + 1 : block,
+                                  x0 : x0 + side + 1 : block])  # fmt: skip
+    g = sides[0]
+    corner_sums = torch.stack(corners).view(len(points), len(sides), -1, g + 1, g + 1)
+    block_sums = corner_sums.diff(dim=-1).diff(dim=-2)  # (B, k, C, g, g)
+    return block_sums.mul_(block_weights).to(torch.float32)

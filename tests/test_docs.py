@@ -49,6 +49,7 @@ QUICK_BENCHMARK = {
     "ppo_speed.py": ["--rounds", "1", "--rollouts", "1"],
     "tasks.py": [],
     "cost.py": [],
+    "latency.py": ["--seconds", "0.1", "--batches", "1"],
     "published.py": [],
     "ram_policy_limit.py": [],
 }

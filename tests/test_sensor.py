@@ -155,3 +155,37 @@ def test_bad_inputs_get_clear_errors():
         sensor.extract(torch.zeros(2, 1, 28, 28), torch.zeros(3, 2))
     with pytest.raises(ConfigError, match="uint8"):
         sensor.extract(torch.zeros(1, 1, 28, 28, dtype=torch.int64), torch.zeros(1, 2))
+
+
+@pytest.mark.parametrize(
+    "batch, k, dtype", [(1, 4, torch.uint8), (2, 3, torch.float32), (8, 1, torch.uint8)]
+)
+def test_the_few_patch_read_is_bitwise_the_batched_read(monkeypatch, batch, k, dtype):
+    """A batch of few patches is read through strided views of an edge-padded table
+    (``_read_sliced``); it must give exactly the batched index read's numbers."""
+    import glimpse.sensor as sensor_module
+
+    rng = np.random.default_rng(batch)
+    images = torch.from_numpy(rng.integers(0, 256, (batch, 2, 37, 50), dtype=np.uint8)).to(dtype)
+    sensor = GlimpseSensor(glimpse_size=5, num_scales=k, scale_factor=3)
+    table = sensor.integral(images)
+    for _ in range(20):  # inside, across the borders and beyond them
+        locations = torch.from_numpy(rng.uniform(-1.3, 1.3, (batch, 2)).astype(np.float32))
+        sliced = sensor.read(table, locations)
+        monkeypatch.setattr(sensor_module, "SLICED_READ_PATCHES", 0)
+        batched = sensor.read(table, locations)
+        monkeypatch.undo()
+        assert torch.equal(sliced, batched)
+
+
+def test_episodes_read_the_new_canvas_after_a_partial_reset():
+    """The few-patch read keeps a padded copy of the table: a reset must not read a stale one."""
+    from glimpse.envs.glimpse_env import make_episodes
+
+    settings = {"task": "cluttered", "size": 60, "glimpse_size": 12, "num_scales": 3}
+    episodes = make_episodes(2, "train", False, settings)
+    episodes.seed(np.arange(2, dtype=np.uint64))
+    for slots in ([True, True], [True, False], [False, True]):
+        episodes.reset(np.array(slots))
+        expected = episodes.sensor.extract_numpy(episodes.canvases, episodes.locations)
+        np.testing.assert_array_equal(episodes.observations()["glimpse"], expected)
