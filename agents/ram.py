@@ -584,9 +584,11 @@ def compiled_episode() -> Any:
     """:func:`few_images_episode` compiled by TorchScript, or ``None`` where it cannot be.
 
     TorchScript is deprecated (PyTorch 2.13 warns so) in favour of ``torch.compile``, which we
-    measured at twice eager's time for this episode at batch 1 (its per-call overhead on a CPU);
-    TorchScript ran it in 0.7 ms against eager's 1.7 (2026-12-05, 2-core Intel Xeon,
-    ``benchmarks/latency.py``). Where a future PyTorch drops it, the eager path runs instead.
+    measured at over twice eager's time for the networks' step at batch 1 (its per-call
+    overhead on a CPU; a one-off trial, 2026-12-05, 2-core Intel Xeon), while TorchScript cut
+    the episode's time by more than half in a one-off prototype on the same machine;
+    ``python benchmarks/latency.py`` measures the result against the full-view models. Where a
+    future PyTorch drops TorchScript, the eager path runs instead.
     """
     try:
         with warnings.catch_warnings():

@@ -81,6 +81,17 @@ class IntegralImages:
         return self.table.shape[-1] - 1
 
 
+def _check_locations(locations: torch.Tensor) -> None:
+    """Locations must be ``(B, 2)`` numbers: a clear error otherwise."""
+    if locations.ndim != 2 or locations.shape[1] != 2:
+        raise ConfigError(
+            f"Locations must have shape (B, 2) holding (x, y) in [-1, 1]; got shape "
+            f"{tuple(locations.shape)}."
+        )
+    if torch.isnan(locations).any():
+        raise ConfigError("A glimpse location is NaN; locations must be numbers in [-1, 1].")
+
+
 @dataclass(frozen=True)
 class _Geometry:
     """What :meth:`GlimpseSensor.patch_origins` and :meth:`GlimpseSensor.read` need for one
@@ -184,13 +195,7 @@ class GlimpseSensor:
     @staticmethod
     def _origins(locations: torch.Tensor, geometry: _Geometry) -> torch.Tensor:
         """:meth:`patch_origins` with the geometry already looked up (one lookup per read)."""
-        if locations.ndim != 2 or locations.shape[1] != 2:
-            raise ConfigError(
-                f"Locations must have shape (B, 2) holding (x, y) in [-1, 1]; got shape "
-                f"{tuple(locations.shape)}."
-            )
-        if torch.isnan(locations).any():
-            raise ConfigError("A glimpse location is NaN; locations must be numbers in [-1, 1].")
+        _check_locations(locations)
         loc = locations.to(torch.float64).clamp(-1.0, 1.0).unsqueeze(1)  # (B, 1, 2)
         # floor(((x + 1) W - P + 1) / 2) = floor(x W / 2 + (W - P + 1) / 2), exact in float64:
         # a float32 location times half an image side loses no bits, nor does the sum.
@@ -228,13 +233,7 @@ class GlimpseSensor:
     def _read_sliced(self, integral: IntegralImages, locations: torch.Tensor) -> torch.Tensor:
         """:meth:`read` for a few patches (one image's glimpse, say): the same numbers by
         another route, :func:`read_patches`."""
-        if locations.ndim != 2 or locations.shape[1] != 2:
-            raise ConfigError(
-                f"Locations must have shape (B, 2) holding (x, y) in [-1, 1]; got shape "
-                f"{tuple(locations.shape)}."
-            )
-        if torch.isnan(locations).any():
-            raise ConfigError("A glimpse location is NaN; locations must be numbers in [-1, 1].")
+        _check_locations(locations)
         margin = self.patch_margin()
         return read_patches(
             integral.edge_padded(margin), locations, self._block_weights(integral)[0],
