@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from glimpse.config import check_at_least, check_fields, option
+from glimpse.envs.evaluation import TargetShare
 from glimpse.envs.glimpse_env import task_of
 from glimpse.errors import ConfigError
 from glimpse.tasks import Task
@@ -198,6 +199,24 @@ class SoftAttention(nn.Module):
         return self.attend(canvases)[0]
 
 
+def attention_on_target(
+    weights: np.ndarray, boxes: np.ndarray, height: int, width: int
+) -> np.ndarray:
+    """``(N, T)``: the attention weight (of ``weights`` ``(N, T, h, w)``) on the cells whose
+    share of the canvas overlaps each canvas's target box (``boxes`` ``(N, 4)``, top, left,
+    bottom, right). Cell ``(i, j)`` of an ``h x w`` grid over an ``H x W`` canvas is taken to
+    cover rows ``floor(i H / h) .. floor((i + 1) H / h) - 1`` (columns likewise): the pixels its
+    stride steps over, not its wider receptive field."""
+    rows, cols = weights.shape[2:]
+    row_edges = np.floor(np.arange(rows + 1) * height / rows)
+    col_edges = np.floor(np.arange(cols + 1) * width / cols)
+    top, left, bottom, right = (boxes[:, i, None] for i in range(4))
+    on_rows = (row_edges[None, :-1] < bottom) & (row_edges[None, 1:] > top)  # (N, h)
+    on_cols = (col_edges[None, :-1] < right) & (col_edges[None, 1:] > left)  # (N, w)
+    mask = on_rows[:, :, None] & on_cols[:, None, :]
+    return np.einsum("nthw,nhw->nt", weights, mask.astype(weights.dtype))
+
+
 def make_baseline(name: str, task: Task, config: BaselineConfig) -> nn.Module:
     shape, n = task.canvas_shape, task.num_classes
     if name == "fc":
@@ -265,6 +284,20 @@ class FullViewLearner:
         self.model.eval()
         logits, weights = self.model.attend(self._tensor(canvases))
         return logits.cpu().numpy(), weights.cpu().numpy()
+
+    def looking(self, split: str) -> TargetShare | None:
+        """Soft attention: the share of its attention weight on the feature cells that overlap
+        the target box (:func:`attention_on_target`), step by step; None for the CNNs and the
+        FC network, which weigh the whole canvas at once."""
+        if not isinstance(self.model, SoftAttention):
+            return None
+        fixed, boxes = self.task.fixed_canvases(split), self.task.fixed_target_boxes(split)
+        shares = []
+        for start in range(0, len(fixed.labels), self.eval_batch):
+            chunk = slice(start, start + self.eval_batch)
+            _, weights = self.attention(fixed.images[chunk])
+            shares.append(attention_on_target(weights, boxes[chunk], *fixed.images.shape[2:]))
+        return TargetShare.of(np.concatenate(shares))
 
     def error(self, split: str, samples: int = 1) -> float:
         """Error in percent on the whole fixed ``split`` (one deterministic pass: ``samples``

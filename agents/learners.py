@@ -13,6 +13,7 @@ from glimpse.agents.ram import RAM, RAMConfig, RAMPolicy, RAMPredictor, hybrid_l
 from glimpse.envs.episodes import GlimpseEpisodes
 from glimpse.envs.evaluation import (
     Evaluation,
+    TargetShare,
     Trajectories,
     evaluate,
     evaluation_episodes,
@@ -161,7 +162,13 @@ class RAMLearner:
             glimpses_taken=np.full(len(score), self.horizon),
             locations=np.concatenate(locations),
             scores=score,
+            target_boxes=self.task.fixed_target_boxes(episodes.split).copy(),
         )
+
+    def looking(self, split: str) -> TargetShare:
+        """How often the finest patch of a glimpse (mean locations) overlapped the target."""
+        result, _ = self.evaluate(split)
+        return result.target_share(self.train_episodes.sensor, *self.task.canvas_shape[1:])
 
     def error(self, split: str, samples: int = 1) -> float:
         result, probabilities = self.evaluate(split, samples)

@@ -73,7 +73,7 @@ from glimpse.agents.run_directory import (
 )
 from glimpse.agents.trainer import adam_kwargs
 from glimpse.config import check_at_least, check_fields, check_positive, option
-from glimpse.envs.evaluation import Trajectories, evaluate, evaluation_episodes
+from glimpse.envs.evaluation import TargetShare, Trajectories, evaluate, evaluation_episodes
 from glimpse.envs.glimpse_env import task_of
 from glimpse.envs.sb3 import GlimpseVecEnv, make_sb3_env
 from glimpse.errors import ConfigError
@@ -539,6 +539,12 @@ class PPOAgent:
             raise ConfigError("--samples (Monte Carlo averaging) applies to RAM runs only.")
         episodes = evaluation_episodes(self.env_settings, split, self.eval_episodes)
         return evaluate(self.policy(), episodes).error_percent
+
+    def looking(self, split: str) -> TargetShare:
+        """How often the finest patch of a glimpse overlapped the target."""
+        episodes = evaluation_episodes(self.env_settings, split, self.eval_episodes)
+        result = evaluate(self.policy(), episodes)
+        return result.target_share(episodes.sensor, *self.task.canvas_shape[1:])
 
     def draw(self, out: Path, n: int, split: str, title: str = "") -> Trajectories:
         """The glimpse trajectories on the first ``n`` canvases of ``split``."""

@@ -25,7 +25,7 @@ from glimpse.agents.ram import RAMConfig
 from glimpse.agents.run_directory import RunConfig, RunDirectory, TrainingError, resolve_device
 from glimpse.agents.trainer import TrainConfig
 from glimpse.envs.episodes import EpisodeConfig
-from glimpse.envs.evaluation import Trajectories
+from glimpse.envs.evaluation import TargetShare, Trajectories
 from glimpse.errors import ConfigError
 from glimpse.tasks import Task, TaskConfig
 
@@ -41,6 +41,10 @@ class TrainedAgent(Protocol):
 
     def error(self, split: str, samples: int = 1) -> float:
         """Error in percent on the whole fixed ``split`` (``samples`` > 1: Monte Carlo)."""
+
+    def looking(self, split: str) -> TargetShare | None:
+        """How much of its looking fell on the target over the whole fixed ``split``; None
+        for models that look at the whole canvas at once (the CNNs and the FC network)."""
 
     def draw(self, out: Path, n: int, split: str, title: str = "") -> Trajectories | None:
         """Draws what it did on the first ``n`` canvases of ``split`` into ``out``, headed by

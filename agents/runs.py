@@ -361,8 +361,14 @@ def evaluate_run(
     samples: int = 1,
     checkpoint: str = "best",
     out: Path | None = None,
+    looking_at_target: bool = True,
 ) -> dict[str, Any]:
     """Error of a saved run on a whole fixed split; also written as JSON to ``out`` if given.
+
+    With ``looking_at_target``, also where it looked (``on_target``, in percent): for glimpse
+    agents how often the finest patch overlapped the target (with mean locations), for soft
+    attention its weight on the target's cells (:meth:`TrainedAgent.looking`); nothing for the
+    models that read the whole canvas at once.
 
     The run folder is left as it is, so evaluating a published run keeps the repository clean.
     """
@@ -370,7 +376,8 @@ def evaluate_run(
         raise ConfigError(f"--samples {samples} must be at least 1.")
     trained = load_agent(run_dir, checkpoint)
     error, images = trained.error(split, samples), trained.task.split_size(split)
-    result = {
+    result: dict[str, Any] = {
+        "agent": read_run_config(run_dir)["agent"],
         "split": split,
         "checkpoint": checkpoint,
         "samples": samples,
@@ -378,6 +385,9 @@ def evaluate_run(
         "standard_error": standard_error_percent(error, images),
         "images": images,
     }
+    looking = trained.looking(split) if looking_at_target else None
+    if looking is not None:
+        result["on_target"] = dataclasses.asdict(looking)
     if out is not None:
         atomic_write(out, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
     return result

@@ -195,6 +195,7 @@ class GlimpseEpisodes:
         self.cursor = 0
         self.canvases = np.zeros((n, *task.canvas_shape), np.uint8)
         self.labels = np.zeros(n, np.int64)
+        self.target_boxes = np.zeros((n, 4), np.int64)  # see glimpse.tasks: the target's ink
         self.table = self.sensor.integral(torch.from_numpy(self.canvases))
         self.locations = np.zeros((n, 2), np.float32)
         self.taken = np.zeros(n, np.int64)  # glimpses taken in the episode so far
@@ -253,10 +254,14 @@ class GlimpseEpisodes:
             self.cursor = int((self.cursor + len(index)) % n_images)
             fixed = self.task.fixed_canvases(self.split)
             canvases, labels = fixed.images[images], fixed.labels[images]
+            boxes = self.task.fixed_target_boxes(self.split)[images]
         else:
             images = np.floor(uniforms[:, 0] * n_images).astype(np.int64)
-            canvases, labels = self.task.canvases_from_uniforms(self.split, images, uniforms[:, 3:])
+            layout = uniforms[:, 3:]
+            canvases, labels = self.task.canvases_from_uniforms(self.split, images, layout)
+            boxes = self.task.target_boxes_from_uniforms(self.split, images, layout)
         self.canvases[index], self.labels[index] = canvases, labels
+        self.target_boxes[index] = boxes
         table = self.sensor.integral(torch.from_numpy(canvases))
         if len(index) == self.num_envs:
             self.table = table
@@ -343,8 +348,9 @@ class GlimpseEpisodes:
 
         Returns rewards ``(N,)`` float32, terminated ``(N,)`` bool (inactive slots: 0 and
         False) and, for the slots that just ended, ``label``, ``prediction``, ``is_success``,
-        ``glimpses_taken`` and ``locations`` (``(N, T, 2)``, NaN after the last glimpse), each
-        with its Gymnasium ``_key`` mask.
+        ``glimpses_taken``, ``locations`` (``(N, T, 2)``, NaN after the last glimpse) and
+        ``target_box`` (``(N, 4)``: top, left, bottom, right of the target's ink in canvas
+        pixels, bottom and right exclusive), each with its Gymnasium ``_key`` mask.
         """
         locations, classes, stop = self.decode_actions(actions)
         active = np.ones(self.num_envs, bool) if active is None else active
@@ -368,6 +374,7 @@ class GlimpseEpisodes:
                 "is_success": correct,
                 "glimpses_taken": self.taken.copy(),
                 "locations": self.visited.copy(),
+                "target_box": self.target_boxes.copy(),
             }
             for key, value in ended.items():
                 infos[key], infos[f"_{key}"] = value, final.copy()

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import torch
 
 from glimpse.envs.episodes import GlimpseEpisodes, episode_uniforms
 from glimpse.envs.glimpse_env import make_episodes
+from glimpse.sensor import GlimpseSensor
 
 
 class Policy(Protocol):
@@ -40,6 +42,12 @@ class Evaluation:
     glimpses_taken: np.ndarray
     locations: np.ndarray  # (N, T, 2), NaN after the last glimpse
     scores: np.ndarray  # (N, n_classes) class scores of the final action (continuous actions)
+    target_boxes: np.ndarray  # (N, 4) top, left, bottom, right of the target (glimpse.tasks)
+
+    def target_share(self, sensor: GlimpseSensor, height: int, width: int) -> TargetShare:
+        """How often the finest patch of a glimpse overlapped the target."""
+        hits = finest_patch_on_target(self.locations, self.target_boxes, sensor, height, width)
+        return TargetShare.of(hits)
 
     @property
     def accuracy(self) -> float:
@@ -48,6 +56,55 @@ class Evaluation:
     @property
     def error_percent(self) -> float:
         return 100.0 * (1.0 - self.accuracy)
+
+
+def finest_patch_on_target(
+    locations: np.ndarray, boxes: np.ndarray, sensor: GlimpseSensor, height: int, width: int
+) -> np.ndarray:
+    """``(N, T)``: 1 where glimpse ``t``'s finest patch overlaps its canvas's target box, 0
+    where it does not, NaN where no glimpse was taken (``locations`` ``(N, T, 2)`` NaN there;
+    ``boxes`` ``(N, 4)``: top, left, bottom, right, as :mod:`glimpse.tasks` defines them)."""
+    n, steps, _ = locations.shape
+    flat = locations.reshape(-1, 2)
+    taken = ~np.isnan(flat[:, 0])
+    origins = sensor.patch_origins(torch.from_numpy(np.nan_to_num(flat)), height, width)
+    x0, y0 = origins[:, 0, 0].numpy(), origins[:, 0, 1].numpy()  # the finest patch: scale 0
+    side = sensor.patch_sizes[0]
+    top, left, bottom, right = np.repeat(boxes, steps, axis=0).T
+    overlap = (x0 < right) & (x0 + side > left) & (y0 < bottom) & (y0 + side > top)
+    return np.where(taken, overlap, np.nan).reshape(n, steps)
+
+
+@dataclass(frozen=True)
+class TargetShare:
+    """How much of a model's looking fell on the target, over a split (in percent).
+
+    Built from ``(N, T)`` shares per canvas and step: for hard attention 1 or 0 (the finest
+    patch overlaps the target box or not, :func:`finest_patch_on_target`), for soft attention
+    the attention weight on the cells that overlap the box; NaN where no glimpse was taken.
+    """
+
+    per_step: list[float]  # step t: mean over the canvases that took a glimpse t
+    last: float  # each canvas's last glimpse (or attention step)
+    overall: float  # every glimpse taken
+
+    @classmethod
+    def of(cls, shares: np.ndarray) -> TargetShare:
+        taken = ~np.isnan(shares)
+        last_step = taken.shape[1] - 1 - np.argmax(taken[:, ::-1], axis=1)
+        last = shares[np.arange(len(shares)), last_step]
+        per_step = [100.0 * float(np.nanmean(column)) for column in shares.T if
+                    np.any(~np.isnan(column))]  # fmt: skip
+        return cls(per_step, 100.0 * float(np.nanmean(last)), 100.0 * float(np.nanmean(shares)))
+
+    def describe(self, what: str) -> str:
+        """One line: ``what`` (for example "finest patch on the digit") overall, at the last
+        step and step by step."""
+        steps = " ".join(f"{share:.0f}" for share in self.per_step)
+        return (
+            f"{what}: {self.overall:.1f}% overall, {self.last:.1f}% at the last step "
+            f"(by step, %: {steps})"
+        )
 
 
 def standard_error_percent(error_percent: float, images: int) -> float:
@@ -64,7 +121,7 @@ def evaluate(policy: Policy, episodes: GlimpseEpisodes, seed: int = 0) -> Evalua
         raise ValueError("evaluate() needs episodes on a val or test split with sequential=True.")
     total, batch = episodes.task.split_size(episodes.split), episodes.num_envs
     episodes.seed(_slot_keys(seed, batch))
-    keys = ("label", "prediction", "glimpses_taken", "locations", "scores")
+    keys = ("label", "prediction", "glimpses_taken", "locations", "target_box", "scores")
     results: dict[str, list[np.ndarray]] = {key: [] for key in keys}
     everyone = np.ones(batch, bool)
     continuous = episodes.config.action_type == "continuous"
@@ -93,6 +150,7 @@ def evaluate(policy: Policy, episodes: GlimpseEpisodes, seed: int = 0) -> Evalua
         glimpses_taken=np.concatenate(results["glimpses_taken"]),
         locations=np.concatenate(results["locations"]),
         scores=np.concatenate(results["scores"]),
+        target_boxes=np.concatenate(results["target_box"]),
     )
 
 

@@ -127,8 +127,9 @@ class GlimpseEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     ## Episode end
 
     Terminates after `T` steps (`glimpses`), or earlier on a stop action. Never truncated. The
-    final `info` holds `label`, `prediction`, `is_success`, `glimpses_taken` and `locations`
-    (`(T, 2)`, NaN after the last glimpse).
+    final `info` holds `label`, `prediction`, `is_success`, `glimpses_taken`, `locations`
+    (`(T, 2)`, NaN after the last glimpse) and `target_box` (top, left, bottom, right of the
+    target's ink in canvas pixels, bottom and right exclusive).
 
     ## Arguments
 

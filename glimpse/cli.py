@@ -264,6 +264,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from glimpse.agents.runs import evaluate_run
+    from glimpse.envs.evaluation import TargetShare
 
     out = Path(args.out) if args.out else None
     result = evaluate_run(Path(args.run), args.split, args.samples, args.checkpoint, out)
@@ -272,6 +273,11 @@ def _eval(args: argparse.Namespace) -> int:
         f"(standard error {result['standard_error']:.2f}) on {result['images']:,} images "
         f"({result['checkpoint']} checkpoint, {result['samples']} sample(s))"
     )
+    if "on_target" in result:
+        looking = TargetShare(**result["on_target"])
+        soft = result["agent"] == "soft"
+        print(looking.describe("attention weight on the target" if soft else
+                               "glimpses whose finest patch overlaps the target"))  # fmt: skip
     if out:
         print(f"wrote {out}")
     return 0

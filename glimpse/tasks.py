@@ -22,6 +22,11 @@ chosen by ``split_seed``, form ``val``); ``test`` is the source's test set. Vali
 canvases are generated once from ``canvas_seed`` (:meth:`Task.fixed_canvases`), so every run
 evaluates on the same images; training canvases are drawn afresh for every episode from the
 caller's generator (:meth:`Task.canvases`). Canvases are ``uint8`` arrays ``(N, C, S, S)``.
+
+Each canvas also has its *target box*: the rows and columns of the target image's ink (its
+nonzero pixels) where the layout put it, ``(top, left, bottom, right)`` with the bottom and right
+exclusive (:meth:`Task.target_boxes_from_uniforms`, :meth:`Task.fixed_target_boxes`). It is
+what "looking at the digit" means when the environments and ``glimpse eval`` count it.
 """
 
 from __future__ import annotations
@@ -140,6 +145,28 @@ def _scaled(uniforms: np.ndarray, n: int) -> np.ndarray:
     return np.floor(uniforms * n).astype(np.int64)
 
 
+def image_positions(
+    uniforms: np.ndarray, distractors: int, size: int, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top row and left column of the target image on each canvas, from :func:`compose`'s
+    ``uniforms``: the last two draws of a canvas, after the ``5 * distractors`` of the clutter."""
+    c = 5 * distractors
+    return _scaled(uniforms[:, c], size - height + 1), _scaled(uniforms[:, c + 1], size - width + 1)
+
+
+def ink_boxes(images: np.ndarray) -> np.ndarray:
+    """``(N, 4)`` int64: ``top, left, bottom, right`` (bottom and right exclusive) of the nonzero
+    pixels of each image ``(N, C, H, W)``; the whole image where every pixel is zero."""
+    rows, cols = images.any(axis=(1, 3)), images.any(axis=(1, 2))  # (N, H), (N, W)
+    height, width = rows.shape[1], cols.shape[1]
+    boxes = np.stack([
+        rows.argmax(axis=1), cols.argmax(axis=1),
+        height - rows[:, ::-1].argmax(axis=1), width - cols[:, ::-1].argmax(axis=1),
+    ], axis=1).astype(np.int64)  # fmt: skip
+    boxes[~rows.any(axis=1)] = (0, 0, height, width)
+    return boxes
+
+
 def draws_per_canvas(distractors: int) -> int:
     """How many uniforms :func:`compose` reads per canvas: 5 per distractor, 2 for the image."""
     return 5 * distractors + 2
@@ -186,8 +213,7 @@ def compose(
         crops = source_flat[crop_starts[:, None] + crop_offsets]
         tops, lefts = _scaled(u[:, c + 3], size - d + 1), _scaled(u[:, c + 4], size - d + 1)
         canvas[(canvas_starts + tops * size + lefts)[:, None] + crop_paste_offsets] += crops
-    c = 5 * distractors
-    tops, lefts = _scaled(u[:, c], size - h + 1), _scaled(u[:, c + 1], size - w + 1)
+    tops, lefts = image_positions(u, distractors, size, h, w)
     starts = canvas_starts + tops * size + lefts
     canvas[starts[:, None] + _flat_offsets(channels, h, w, (size, size))] += source[
         indices
@@ -337,6 +363,8 @@ class Task:
         self.canvas_size = config.canvas_size if self.layered else train.images.shape[-1]
         self.channels = train.images.shape[1]
         self._fixed: dict[str, LabelledImages] = {}
+        self._fixed_boxes: dict[str, np.ndarray] = {}
+        self._ink: dict[str, np.ndarray] = {}
 
     def __reduce__(self) -> tuple[object, ...]:
         # Pickles (of environments, for instance) carry the config, not the images.
@@ -389,6 +417,22 @@ class Task:
         )
         return canvases, labels
 
+    def target_boxes_from_uniforms(
+        self, split: str, indices: np.ndarray, uniforms: np.ndarray
+    ) -> np.ndarray:
+        """The target boxes ``(n, 4)`` (see the module docstring) of the canvases that
+        :meth:`canvases_from_uniforms` makes from the same arguments."""
+        if split not in self._ink:
+            self._ink[split] = ink_boxes(self._split(split).images)
+        boxes = self._ink[split][np.asarray(indices, dtype=np.int64)]
+        if self.layered:
+            height, width = self._split(split).images.shape[2:]
+            tops, lefts = image_positions(
+                uniforms, self.num_distractors, self.canvas_size, height, width
+            )
+            boxes = boxes + np.stack([tops, lefts, tops, lefts], axis=1)
+        return boxes
+
     def canvases(
         self, split: str, indices: np.ndarray, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -400,10 +444,18 @@ class Task:
         """Every canvas of ``split`` drawn from ``canvas_seed``: the same in every run (cached)."""
         if split not in self._fixed:
             rng = np.random.default_rng([self.config.canvas_seed, SPLITS.index(split)])
-            canvases, labels = self.canvases(split, np.arange(self.split_size(split)), rng)
+            indices = np.arange(self.split_size(split))
+            uniforms = rng.random((len(indices), self.draws_per_canvas))  # as canvases() draws
+            canvases, labels = self.canvases_from_uniforms(split, indices, uniforms)
             canvases.setflags(write=False)
             self._fixed[split] = LabelledImages(canvases, labels)
+            self._fixed_boxes[split] = self.target_boxes_from_uniforms(split, indices, uniforms)
         return self._fixed[split]
+
+    def fixed_target_boxes(self, split: str) -> np.ndarray:
+        """The target boxes ``(N, 4)`` of :meth:`fixed_canvases` ``(split)``, in its order."""
+        self.fixed_canvases(split)
+        return self._fixed_boxes[split]
 
 
 @lru_cache(maxsize=8)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -80,7 +81,13 @@ def test_baselines_train_evaluate_and_visualise(agent, tmp_path, capsys):
         assert config["model"]["attention_steps"] == 8  # the environment's glimpse budget
     recorded = json.loads((run / "test.json").read_text())["test_error"]
     assert main(["eval", str(run), "--out", str(tmp_path / "eval.json")]) == 0
-    assert json.loads((tmp_path / "eval.json").read_text())["error"] == pytest.approx(recorded)
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["error"] == pytest.approx(recorded)
+    if agent == "soft":  # the share of its weight on the digit's cells, at each of 8 steps
+        assert len(result["on_target"]["per_step"]) == 8
+        assert 0 < result["on_target"]["overall"] <= 100
+    else:
+        assert "on_target" not in result  # it looks at the whole canvas at once
     gif, png = tmp_path / "attention.gif", tmp_path / "attention.png"
     if agent == "soft":  # its attention weights at each of the 8 steps, on 3 test canvases
         assert main(["viz", str(run), "--n", "3", "--out", str(gif)]) == 0
@@ -179,3 +186,15 @@ def test_compare_reuses_a_run_written_before_the_format_recorded_every_setting(t
                                           "train": {"epochs": 2}})  # fmt: skip
     with pytest.raises(ConfigError, match=r"model\.reward: 'probability' vs 'correct'"):
         train_or_reuse(other, 1, str(tmp_path), False)
+
+
+def test_attention_on_target_sums_the_weight_of_the_cells_over_the_box():
+    from glimpse.agents.baselines import attention_on_target
+
+    weights = np.full((2, 3, 15, 15), 1 / 225, np.float32)  # 60 px canvas, cells of 4 x 4
+    weights[1, 2] = 0.0
+    weights[1, 2, 0, 0] = 1.0  # all the weight on the top-left cell
+    boxes = np.array([[0, 0, 8, 8], [4, 4, 9, 5]])  # 2 x 2 cells; rows 1-2 x column 1
+    shares = attention_on_target(weights, boxes, 60, 60)
+    assert shares[0] == pytest.approx([4 / 225] * 3)
+    assert shares[1, :2] == pytest.approx([2 / 225] * 2) and shares[1, 2] == 0.0

@@ -356,3 +356,46 @@ def test_ppo_and_recurrent_ppo_train_on_single_env_and_adapter():
     assert "is_success" in model.ep_info_buffer[-1]
     single = gym.make("Glimpse/MNIST-v0")
     RecurrentPPO("MultiInputLstmPolicy", single, n_steps=64, batch_size=32).learn(300)
+
+
+def test_final_info_carries_the_target_box_of_the_canvas():
+    env = gym.make("Glimpse/TranslatedMNIST-v0", split="test", glimpses=2)
+    boxes = env.unwrapped.task.fixed_target_boxes("test")
+    for i in range(3):  # the test split in order, from the first canvas after a seeded reset
+        env.reset(seed=5) if i == 0 else env.reset()
+        canvas = env.unwrapped.episodes.canvases[0, 0]
+        for _ in range(2):
+            _, _, terminated, _, info = env.step(env.action_space.sample())
+        assert terminated and info["target_box"].tolist() == boxes[i].tolist()
+        top, left, bottom, right = info["target_box"]
+        assert canvas.sum(dtype=np.int64) == canvas[top:bottom, left:right].sum(dtype=np.int64)
+    vec = gym.make_vec("Glimpse/TranslatedMNIST-v0", num_envs=3, glimpses=1)  # training canvases
+    vec.reset(seed=0)
+    canvases = vec.unwrapped.episodes.canvases[:, 0].copy()
+    _, _, terminated, _, info = vec.step(vec.action_space.sample())
+    assert terminated.all() and info["_target_box"].all()
+    for canvas, (top, left, bottom, right) in zip(canvases, info["target_box"], strict=True):
+        rows, cols = np.flatnonzero(canvas.any(axis=1)), np.flatnonzero(canvas.any(axis=0))
+        assert (rows[0], rows[-1] + 1, cols[0], cols[-1] + 1) == (top, bottom, left, right)
+
+
+def test_finest_patch_on_target_counts_overlaps_and_skips_missing_glimpses():
+    from glimpse.envs.evaluation import TargetShare, finest_patch_on_target
+    from glimpse.sensor import GlimpseSensor
+
+    sensor = GlimpseSensor(glimpse_size=8, num_scales=3)  # finest patch 8 x 8 pixels
+    boxes = np.array([[20, 30, 40, 44], [0, 0, 10, 10]])  # top, left, bottom, right
+    # On a 60 x 60 canvas, x = -1 + 2 c / 60 centres the patch at column c: its first column
+    # is floor(c - 3.5), so c = 26.6 reaches column 30 and c = 26.4 stops at 29.
+    at = lambda column, row: (-1 + 2 * column / 60, -1 + 2 * row / 60)  # noqa: E731
+    locations = np.array([
+        [at(37, 30), at(26.6, 30), at(26.4, 30), at(37, 43.4)],  # in, in at the edge, off, in
+        [at(5, 5), at(13.4, 13.4), at(13.6, 13.6), (np.nan, np.nan)],  # in, in, off; none
+    ], np.float32)  # fmt: skip
+    hits = finest_patch_on_target(locations, boxes, sensor, 60, 60)
+    assert np.array_equal(hits[0], [1, 1, 0, 1])
+    assert np.array_equal(hits[1, :3], [1, 1, 0]) and np.isnan(hits[1, 3])
+    share = TargetShare.of(hits)
+    assert share.per_step == [100.0, 100.0, 0.0, 100.0]
+    assert share.last == 50.0  # canvas 1's last glimpse is its third, off the box
+    assert share.overall == pytest.approx(100 * 5 / 7)

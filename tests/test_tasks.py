@@ -162,3 +162,38 @@ def test_bad_task_settings_get_clear_errors():
         make_task(TaskConfig(task="translated", size=20)).canvases(
             "train", np.arange(2), np.random.default_rng(0)
         )
+
+
+def test_target_box_is_the_digits_ink_where_the_layout_put_it():
+    task = make_task(TaskConfig(task="translated"))
+    rng = np.random.default_rng(3)
+    indices = np.arange(200)
+    uniforms = rng.random((200, task.draws_per_canvas))
+    canvases, _ = task.canvases_from_uniforms("test", indices, uniforms)
+    boxes = task.target_boxes_from_uniforms("test", indices, uniforms)
+    # A translated canvas holds the digit and nothing else: its ink box is the target box.
+    rows, cols = canvases[:, 0].any(axis=2), canvases[:, 0].any(axis=1)
+    for canvas_rows, canvas_cols, (top, left, bottom, right) in zip(rows, cols, boxes, strict=True):
+        assert np.flatnonzero(canvas_rows)[[0, -1]].tolist() == [top, bottom - 1]
+        assert np.flatnonzero(canvas_cols)[[0, -1]].tolist() == [left, right - 1]
+
+
+def test_fixed_target_boxes_follow_the_fixed_canvases():
+    task = make_task(TaskConfig(task="cluttered", size=100))
+    fixed, boxes = task.fixed_canvases("val"), task.fixed_target_boxes("val")
+    assert boxes.shape == (5000, 4)
+    digits = task.images["val"].images[:50].sum(axis=(1, 2, 3), dtype=np.int64)
+    for canvas, (top, left, bottom, right), ink in zip(fixed.images, boxes, digits, strict=False):
+        assert canvas[:, top:bottom, left:right].sum(dtype=np.int64) >= ink  # the digit's ink
+    mnist = make_task(TaskConfig(task="mnist"))  # as-is layouts: the ink box of the image
+    image_box = mnist.fixed_target_boxes("test")[0]
+    ink = mnist.fixed_canvases("test").images[0, 0]
+    assert np.flatnonzero(ink.any(axis=1))[0] == image_box[0] and image_box[2] <= 28
+
+
+def test_blank_images_have_the_whole_image_as_their_box():
+    from glimpse.tasks import ink_boxes
+
+    images = np.zeros((2, 1, 5, 7), np.uint8)
+    images[1, 0, 2, 3] = 9
+    assert ink_boxes(images).tolist() == [[0, 0, 5, 7], [2, 3, 3, 4]]

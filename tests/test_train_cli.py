@@ -76,9 +76,12 @@ def test_eval_reproduces_the_recorded_test_error(tiny_run, tmp_path, capsys):
     assert result["error"] == pytest.approx(recorded, abs=1e-9)
     p = recorded / 100  # the binomial standard error of the rate, in points
     assert result["standard_error"] == pytest.approx(100 * (p * (1 - p) / result["images"]) ** 0.5)
-    assert f"{recorded:.2f}% (standard error {result['standard_error']:.2f})" in (
-        capsys.readouterr().out
-    )
+    output = capsys.readouterr().out
+    assert f"{recorded:.2f}% (standard error {result['standard_error']:.2f})" in output
+    looking = result["on_target"]  # where it looked: 6 glimpses, each on the digit or not
+    assert len(looking["per_step"]) == 6 and 0 <= looking["last"] <= 100
+    assert looking["overall"] == pytest.approx(sum(looking["per_step"]) / 6)
+    assert f"finest patch overlaps the target: {looking['overall']:.1f}% overall" in output
     out = tmp_path / "samples3.json"
     assert main(["eval", str(tiny_run), "--samples", "3", "--out", str(out)]) == 0  # Monte Carlo
     assert json.loads(out.read_text())["samples"] == 3
