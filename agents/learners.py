@@ -22,6 +22,9 @@ from glimpse.envs.evaluation import (
 from glimpse.envs.glimpse_env import make_episodes
 from glimpse.errors import ConfigError
 
+TOLD_LOCATIONS = ("random", "fixed")
+"""Where :meth:`RAMLearner.evaluate_locations` can make a trained model look instead."""
+
 
 class RAMLearner:
     """RAM trained by the hybrid loss on episodes of the batched glimpse environment.
@@ -126,9 +129,7 @@ class RAMLearner:
         ``samples=M > 1`` averages the class probabilities of M runs with sampled locations,
         through the environment.
         """
-        if split not in self._eval:
-            self._eval[split] = evaluation_episodes(self.env_settings, split, self.eval_episodes)
-        episodes = self._eval[split]
+        episodes = self._episodes(split)
         self.model.eval()
         if samples == 1:
             result = self._predict(episodes)
@@ -143,16 +144,44 @@ class RAMLearner:
         probabilities /= samples
         return result, probabilities
 
-    def _predict(self, episodes: GlimpseEpisodes) -> Evaluation:
+    def evaluate_locations(self, split: str, locations: str) -> Evaluation:
+        """The model on a whole fixed split, looking where it is told rather than where it
+        learned to (the answer still its own): ``"random"``, every glimpse uniform over the
+        canvas (seed 0; the paper's "random glimpses" row), or ``"fixed"``, at step ``t`` the
+        mean of its own learned locations at step ``t`` over the validation split (the best
+        sequence that ignores the image, chosen without the test set)."""
+        if locations not in TOLD_LOCATIONS:
+            raise ConfigError(
+                f"locations={locations!r}; choose one of learned, {', '.join(TOLD_LOCATIONS)}."
+            )
+        episodes = self._episodes(split)
+        shape = (episodes.task.split_size(split), self.horizon, 2)
+        if locations == "random":
+            told = np.random.default_rng(0).uniform(-1.0, 1.0, shape).astype(np.float32)
+        else:
+            learned = self._predict(self._episodes("val")).locations
+            told = np.repeat(learned.mean(axis=0)[None], shape[0], axis=0)
+        return self._predict(episodes, told)
+
+    def _episodes(self, split: str) -> GlimpseEpisodes:
+        if split not in self._eval:
+            self._eval[split] = evaluation_episodes(self.env_settings, split, self.eval_episodes)
+        return self._eval[split]
+
+    def _predict(self, episodes: GlimpseEpisodes, told: np.ndarray | None = None) -> Evaluation:
         """:func:`evaluate` of the mean-location policy, computed by :meth:`predictor` in
-        batches of the episodes' size (the same numbers: the same products on the same rows)."""
+        batches of the episodes' size (the same numbers: the same products on the same rows);
+        with ``told`` ``(N, T, 2)``, the model looking there instead."""
+        self.model.eval()
         fixed = self.task.fixed_canvases(episodes.split)
         firsts = first_locations(episodes)
         predictor, batch = self.predictor(), episodes.num_envs
         scores, locations = [], []
         for start in range(0, len(fixed.labels), batch):
             chunk = slice(start, start + batch)
-            log_probs, visited = predictor.episode(fixed.images[chunk], firsts[chunk])
+            log_probs, visited = predictor.episode(
+                fixed.images[chunk], firsts[chunk], locations=None if told is None else told[chunk]
+            )
             scores.append(log_probs.cpu().numpy())
             locations.append(visited.cpu().numpy())
         score = np.concatenate(scores)

@@ -481,14 +481,15 @@ class RAMPredictor:
         images: np.ndarray | torch.Tensor,
         first_locations: np.ndarray | torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        locations: np.ndarray | torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`predict`, with the class log-probabilities ``(B, n_classes)`` in place of the
-        classes."""
-        if isinstance(images, np.ndarray) and not images.flags.writeable:
-            images = images.copy()  # torch wants writable memory (the fixed test sets are not)
-        pixels = torch.as_tensor(images)
-        if pixels.ndim == 3:
-            pixels = pixels[:, None]
+        classes. ``locations`` ``(B, T, 2)`` or ``(T, 2)``, if given, replace the learned ones:
+        the model looks where it is told (every glimpse, the first included) and answers from
+        what it saw, which measures what learning where to look is worth."""
+        pixels = _pixels(images)
+        if locations is not None:
+            return self._told(pixels, torch.as_tensor(locations, dtype=torch.float32))
         device = self.model.classifier.linear.weight.device
         table = self.sensor.integral(pixels.to(device))
         batch = pixels.shape[0]
@@ -514,6 +515,26 @@ class RAMPredictor:
         assert state is not None
         return model.classifier(state[0]), torch.stack(locations, dim=1)
 
+    def _told(
+        self, pixels: torch.Tensor, locations: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`episode` with the locations given ``(B, T, 2)`` or ``(T, 2)``."""
+        batch = pixels.shape[0]
+        if locations.shape[-2:] != (self.glimpses, 2) or locations.ndim not in (2, 3):
+            raise ConfigError(
+                f"locations must have shape ({batch}, {self.glimpses}, 2) or "
+                f"({self.glimpses}, 2): one (x, y) per glimpse; got {tuple(locations.shape)}."
+            )
+        device = self.model.classifier.linear.weight.device
+        told = locations.expand(batch, self.glimpses, 2).clamp(-1.0, 1.0).to(device)
+        table, model = self.sensor.integral(pixels.to(device)), self.model
+        state: tuple[torch.Tensor, ...] | None = None
+        for t in range(self.glimpses):
+            glimpse = self.sensor.read(table, told[:, t]).flatten(1)
+            state = model.core(model.glimpse_network(glimpse, told[:, t]), state)
+        assert state is not None
+        return model.classifier(state[0]), told
+
     def _compiled(
         self, episode: Any, table: IntegralImages, location: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -530,6 +551,14 @@ class RAMPredictor:
             model.locator.mean.weight, model.locator.mean.bias,
             model.classifier.linear.weight, model.classifier.linear.bias,
         )  # fmt: skip
+
+
+def _pixels(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Images ``(B, C, H, W)`` or ``(B, H, W)`` as a ``(B, C, H, W)`` tensor."""
+    if isinstance(images, np.ndarray) and not images.flags.writeable:
+        images = images.copy()  # torch wants writable memory (the fixed test sets are not)
+    pixels = torch.as_tensor(images)
+    return pixels[:, None] if pixels.ndim == 3 else pixels
 
 
 def few_images_episode(

@@ -44,7 +44,7 @@ from glimpse.agents.run_directory import (
     validation_curve,
 )
 from glimpse.envs.episodes import EpisodeConfig
-from glimpse.envs.evaluation import standard_error_percent
+from glimpse.envs.evaluation import TargetShare, standard_error_percent
 from glimpse.envs.glimpse_env import split_settings
 from glimpse.errors import ConfigError
 from glimpse.tasks import TaskConfig
@@ -362,30 +362,47 @@ def evaluate_run(
     checkpoint: str = "best",
     out: Path | None = None,
     looking_at_target: bool = True,
+    locations: str = "learned",
 ) -> dict[str, Any]:
     """Error of a saved run on a whole fixed split; also written as JSON to ``out`` if given.
 
     With ``looking_at_target``, also where it looked (``on_target``, in percent): for glimpse
     agents how often the finest patch overlapped the target (with mean locations), for soft
     attention its weight on the target's cells (:meth:`TrainedAgent.looking`); nothing for the
-    models that read the whole canvas at once.
+    models that read the whole canvas at once. ``locations`` other than ``"learned"`` make a
+    RAM model look where it is told (:meth:`RAMLearner.evaluate_locations`).
 
     The run folder is left as it is, so evaluating a published run keeps the repository clean.
     """
     if samples < 1:
         raise ConfigError(f"--samples {samples} must be at least 1.")
     trained = load_agent(run_dir, checkpoint)
-    error, images = trained.error(split, samples), trained.task.split_size(split)
+    images = trained.task.split_size(split)
+    looking: TargetShare | None = None
+    if locations == "learned":
+        error = trained.error(split, samples)
+        looking = trained.looking(split) if looking_at_target else None
+    else:
+        if not isinstance(trained, RAMLearner) or samples != 1:
+            raise ConfigError(
+                f"--locations {locations} makes a trained RAM model look elsewhere; "
+                f"{run_dir} is a {read_run_config(run_dir)['agent']} run"
+                f"{'' if samples == 1 else ' and it takes --samples 1'}."
+            )
+        told = trained.evaluate_locations(split, locations)
+        error = told.error_percent
+        sensor = trained.train_episodes.sensor
+        looking = told.target_share(sensor, *trained.task.canvas_shape[1:])
     result: dict[str, Any] = {
         "agent": read_run_config(run_dir)["agent"],
         "split": split,
         "checkpoint": checkpoint,
         "samples": samples,
+        "locations": locations,
         "error": error,
         "standard_error": standard_error_percent(error, images),
         "images": images,
     }
-    looking = trained.looking(split) if looking_at_target else None
     if looking is not None:
         result["on_target"] = dataclasses.asdict(looking)
     if out is not None:

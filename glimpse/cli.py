@@ -267,11 +267,13 @@ def _eval(args: argparse.Namespace) -> int:
     from glimpse.envs.evaluation import TargetShare
 
     out = Path(args.out) if args.out else None
-    result = evaluate_run(Path(args.run), args.split, args.samples, args.checkpoint, out)
+    result = evaluate_run(Path(args.run), args.split, args.samples, args.checkpoint, out,
+                          locations=args.locations)  # fmt: skip
+    told = "" if args.locations == "learned" else f", {args.locations} locations"
     print(
         f"{args.run}: {result['split']} error {result['error']:.2f}% "
         f"(standard error {result['standard_error']:.2f}) on {result['images']:,} images "
-        f"({result['checkpoint']} checkpoint, {result['samples']} sample(s))"
+        f"({result['checkpoint']} checkpoint, {result['samples']} sample(s){told})"
     )
     if "on_target" in result:
         looking = TargetShare(**result["on_target"])
@@ -423,6 +425,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--checkpoint", default="best", choices=("best", "last"), help=CHECKPOINT_HELP
     )
+    evaluate.add_argument(
+        "--locations", default="learned", choices=("learned", "random", "fixed"),
+        help="RAM: where the trained model looks: where it learned to; uniformly at random; or "
+        "at step t the mean of its learned step-t locations on the validation split",
+    )  # fmt: skip
     evaluate.add_argument(
         "--out", default=None, metavar="FILE",
         help="also write the result as JSON here (the run folder is never changed)",

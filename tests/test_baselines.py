@@ -88,6 +88,8 @@ def test_baselines_train_evaluate_and_visualise(agent, tmp_path, capsys):
         assert 0 < result["on_target"]["overall"] <= 100
     else:
         assert "on_target" not in result  # it looks at the whole canvas at once
+    assert main(["eval", str(run), "--locations", "random"]) == 2  # RAM only: a clear refusal
+    assert "makes a trained RAM model look elsewhere" in capsys.readouterr().err
     gif, png = tmp_path / "attention.gif", tmp_path / "attention.png"
     if agent == "soft":  # its attention weights at each of the 8 steps, on 3 test canvases
         assert main(["viz", str(run), "--n", "3", "--out", str(gif)]) == 0

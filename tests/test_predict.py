@@ -113,3 +113,26 @@ def test_the_compiled_episode_of_a_few_images_equals_the_environment_path(batch,
         np.testing.assert_array_equal(compiled[1].numpy(), infos["locations"])
         np.testing.assert_array_equal(compiled[0].numpy(), action[:, 2:])
         assert torch.equal(compiled[0], eager[0]) and torch.equal(compiled[1], eager[1])
+
+
+def test_told_locations_replace_the_learned_ones_and_nothing_else():
+    settings = {"task": "cluttered", "size": 60, "glimpses": 4, "num_scales": 2, "val_size": 60}
+    ram = learner(settings)
+    with torch.no_grad():
+        ram.model.locator.mean.weight.normal_(0.0, 0.3)
+    images = ram.task.fixed_canvases("val").images[:7]
+    predictor = ram.predictor()
+    log_probs, learned = predictor.episode(images, torch.zeros(7, 2))
+    again, told = predictor.episode(images, locations=learned)  # told where it went anyway
+    torch.testing.assert_close(again, log_probs, rtol=0, atol=0)
+    assert torch.equal(told, learned)
+    _, fixed = predictor.episode(images, locations=learned[0])  # one sequence for every image
+    assert torch.equal(fixed, learned[:1].expand(7, 4, 2))
+    with pytest.raises(ConfigError, match=r"one \(x, y\) per glimpse"):
+        predictor.episode(images, locations=torch.zeros(3, 2))
+    random = ram.evaluate_locations("val", "random")
+    assert random.locations.shape == (60, 4, 2) and np.abs(random.locations).max() <= 1
+    assert np.array_equal(random.locations, ram.evaluate_locations("val", "random").locations)
+    fixed_run = ram.evaluate_locations("val", "fixed")
+    mean = ram.evaluate("val")[0].locations.mean(axis=0)  # its own mean path on validation
+    np.testing.assert_allclose(fixed_run.locations, np.broadcast_to(mean, (60, 4, 2)))

@@ -85,6 +85,12 @@ def test_eval_reproduces_the_recorded_test_error(tiny_run, tmp_path, capsys):
     out = tmp_path / "samples3.json"
     assert main(["eval", str(tiny_run), "--samples", "3", "--out", str(out)]) == 0  # Monte Carlo
     assert json.loads(out.read_text())["samples"] == 3
+    for locations in ("random", "fixed"):  # the same model looking where it is told
+        out = tmp_path / f"{locations}.json"
+        assert main(["eval", str(tiny_run), "--locations", locations, "--out", str(out)]) == 0
+        told = json.loads(out.read_text())
+        assert told["locations"] == locations and len(told["on_target"]["per_step"]) == 6
+        assert f"{told['error']:.2f}%" in capsys.readouterr().out
 
 
 def test_curves_puts_the_recorded_validation_errors_side_by_side(tiny_run, tmp_path, capsys):
