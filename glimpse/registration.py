@@ -26,6 +26,9 @@ ENVIRONMENTS: dict[str, dict[str, Any]] = {
     "Glimpse/ClutteredMNIST100-v0": {
         "task": "cluttered", "size": 100, "distractors": 8, **_CANVAS_SENSOR, "num_scales": 4,
     },
+    "Glimpse/ClutteredMNIST200-v0": {  # the 100 px density; the coarsest patch 192 px wide
+        "task": "cluttered", "size": 200, "distractors": 32, **_CANVAS_SENSOR, "num_scales": 5,
+    },
     "Glimpse/FashionMNIST-v0": {"task": "fashion-mnist", **_MNIST_SENSOR, "num_scales": 2},
     "Glimpse/ImageFolder-v0": {"task": "folder", "size": 64, **_CANVAS_SENSOR},
 }  # fmt: skip

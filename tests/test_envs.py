@@ -42,6 +42,7 @@ def test_every_documented_id_is_registered():
             "Glimpse/TranslatedMNIST-v0",
             "Glimpse/ClutteredMNIST60-v0",
             "Glimpse/ClutteredMNIST100-v0",
+            "Glimpse/ClutteredMNIST200-v0",
             "Glimpse/FashionMNIST-v0",
             "Glimpse/ImageFolder-v0",
         ]
