@@ -1,19 +1,27 @@
-"""Hard versus soft attention on one task: ``glimpse compare RECIPE ... --seeds N``.
+"""Hard versus soft attention on one task: ``glimpse compare RECIPE ...``.
 
-Trains (or reuses, when a run with the same name and settings already finished) each recipe
-for each seed (runs named ``<recipe>-seed<N>``), then writes ``report.md`` and PNG plots into a
-folder:
+Each recipe's runs are its published ones (``runs`` in ``recipes.toml``, found in
+``results/``), so the report regenerates from committed runs in minutes without training; with
+``--seeds N`` it trains (or reuses, when a run with the same name and settings finished) seeds
+``1 .. N`` of every recipe as ``<recipe>-seed<N>`` instead. It writes ``report.md``,
+``results.json`` and PNG plots into a folder:
 
-* test error, mean and standard deviation over seeds; training time and epochs to the best
-  validation error;
-* parameters; inference FLOPs per image (``torch.utils.flop_counter``); pixels read per image
-  (RAM: the canvas pixels under its glimpses, measured on test trajectories; the others: the
-  whole canvas); CPU time per image at batch 1 and 256;
+* accuracy and stability: test error per seed, mean ± standard deviation, and the seeds that
+  failed (test error over twice the recipe's median); epochs, epochs to the best validation
+  error, training time;
+* cost: parameters, inference FLOPs per image (``torch.utils.flop_counter``), pixels read per
+  image (RAM: the canvas pixels under its glimpses on test canvases; the others: the whole
+  canvas), CPU time per image at batch 1 and 256 (RAM as deployed, :class:`RAMPredictor`);
+* the frontier: test error against FLOPs and against batch-1 time, every recipe and seed;
+* where each looks: RAM's share of glimpses whose finest patch overlaps the digit, soft
+  attention's share of attention weight on the digit's cells, step by step; and the same RAM
+  models looking at random and at a fixed sequence of locations, so that what learning where
+  to look is worth is measured;
 * scaling: FLOPs and CPU time per image of RAM and soft attention on cluttered canvases of 60,
   100, 200 and 400 pixels (distractors keep their density), at the same glimpse budget.
 
-The recipes are RAM's and the full-view baselines' (``soft``, ``cnn``, ``fc``) on one
-environment id; the published comparisons are recipes too (``glimpse recipes``).
+The recipes are RAM's and the full-view baselines' (``soft``, ``deep-cnn``, ``cnn``, ``fc``) on
+one environment id, any number of each (a glimpse-budget sweep is several RAM recipes).
 """
 
 from __future__ import annotations
@@ -27,22 +35,28 @@ from typing import Any
 import numpy as np
 
 from glimpse.agents import cost
-from glimpse.agents.baselines import BaselineConfig
+from glimpse.agents.baselines import BaselineConfig, FullViewLearner
+from glimpse.agents.learners import TOLD_LOCATIONS, RAMLearner
+from glimpse.agents.ram import RAMConfig
 from glimpse.agents.recipes import Recipe
 from glimpse.agents.runs import (
     Layer,
     config_differences,
     load_agent,
     migrate_config,
+    read_run_config,
     resolve_config,
     train_run,
 )
-from glimpse.envs.evaluation import evaluation_episodes, record_trajectories
+from glimpse.envs.evaluation import TargetShare
 from glimpse.errors import ConfigError
 
-COMPARED = ("ram", "soft", "cnn", "deep-cnn", "fc")
+COMPARED = ("ram", "soft", "deep-cnn", "cnn", "fc")
+NAMES = {"ram": "hard: RAM", "soft": "soft attention", "deep-cnn": "CNN (6 layers, batch norm)",
+         "cnn": "CNN (2 layers)", "fc": "FC (2 layers)"}  # fmt: skip
 SCALING_SIZES = (60, 100, 200, 400)
 PICTURES = 4
+PIXEL_CANVASES = 100  # test canvases on which RAM's pixels read are counted
 
 
 def train_or_reuse(
@@ -73,10 +87,114 @@ def train_or_reuse(
     return run_dir
 
 
-def _mean_std(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+def published_runs(recipe: Recipe, results_dir: Path) -> list[Path]:
+    """The recipe's published runs in ``results_dir``, each with its ``test.json``."""
+    if not recipe.runs:
+        raise ConfigError(
+            f"Recipe {recipe.name} has no published runs to compare; pass --seeds N to train "
+            "(or reuse) N seeds of every recipe in --runs-dir."
+        )
+    runs = [results_dir / name for name in recipe.runs]
+    missing = [str(run) for run in runs if not (run / "test.json").is_file()]
+    if missing:
+        raise ConfigError(
+            f"Published runs of {recipe.name} are missing or unfinished: {', '.join(missing)}. "
+            "Run from the repository root (or pass --results), or train with --seeds N."
+        )
+    return runs
+
+
+def _check_recipes(recipes: Sequence[Recipe]) -> str:
+    """The one environment id of ``recipes``, which must be of the compared agents."""
+    foreign = [r.name for r in recipes if r.agent not in COMPARED]
+    env_ids = {r.env_id for r in recipes}
+    if not recipes or foreign or len(env_ids) > 1:
+        raise ConfigError(
+            f"glimpse compare takes recipes of {', '.join(COMPARED)} on one environment id"
+            f"{'; not ' + ', '.join(foreign) if foreign else ''}"
+            f"{'; these use ' + ', '.join(sorted(env_ids)) if len(env_ids) > 1 else ''}."
+        )
+    if len({r.name for r in recipes}) < len(recipes):
+        raise ConfigError("Name each recipe once.")
+    return env_ids.pop()
+
+
+def _failed(errors: list[float]) -> int:
+    """Seeds whose test error is over twice the median of the recipe's seeds."""
+    median = statistics.median(errors)
+    return sum(error > 2 * median for error in errors)
+
+
+def measure(recipe: Recipe, runs: list[Path]) -> dict[str, Any]:
+    """One row of the report: the runs' recorded results and what the recipe's model costs.
+
+    Costs are the recipe's model's (untrained: FLOPs and time do not depend on the weights);
+    where each looks and the told-location errors come from the runs with a checkpoint."""
+    summaries = [json.loads((run / "test.json").read_text()) for run in runs]
+    config = read_run_config(runs[0])
+    settings = config["env"]
+    errors = [float(s["test_error"]) for s in summaries]
+    with_checkpoint = [run for run in runs if (run / "checkpoints" / "best.pt").is_file()]
+    row: dict[str, Any] = {
+        "recipe": recipe.name,
+        "agent": recipe.agent,
+        "runs": [run.name for run in runs],
+        "errors": errors,
+        "error_mean": statistics.mean(errors),
+        "error_std": statistics.stdev(errors) if len(errors) > 1 else None,
+        "failed_seeds": _failed(errors),
+        "epochs": statistics.mean(s["epochs"] for s in summaries),
+        "best_epoch": statistics.mean(s["best_epoch"] for s in summaries),
+        "train_minutes": statistics.mean(s["train_seconds"] for s in summaries) / 60,
+        "on_target": None,
+        "told": {},
+    }
+    shares: list[TargetShare] = []
+    if recipe.agent == "ram":
+        ram_config = RAMConfig(**config["model"])
+        predictor, task = cost.ram_predictor(settings, ram_config)
+        row["params"] = sum(p.numel() for p in predictor.model.parameters())
+        row["flops"] = cost.ram_flops(settings, ram_config)
+        row["ms_batch1"], row["ms_batch256"] = (cost.ram_latency_ms(settings, b, ram_config)
+                                                for b in (1, 256))  # fmt: skip
+        told: dict[str, list[float]] = {how: [] for how in TOLD_LOCATIONS}
+        pixels = []
+        for run in with_checkpoint:
+            learner = load_agent(run)
+            assert isinstance(learner, RAMLearner)
+            sensor, canvas = learner.train_episodes.sensor, learner.task.canvas_shape[1:]
+            evaluation = learner.evaluate("test")[0]
+            shares.append(evaluation.target_share(sensor, *canvas))
+            pixels.append(cost.pixels_read(evaluation.locations[:PIXEL_CANVASES], sensor,
+                                           canvas[0]))  # fmt: skip
+            for how in TOLD_LOCATIONS:
+                told[how].append(learner.evaluate_locations("test", how).error_percent)
+        row["pixels"] = statistics.mean(pixels) if pixels else None
+        row["told"] = told if with_checkpoint else {}
+    else:
+        model_config = BaselineConfig(**config["model"])
+        task, model = cost.baseline_model(recipe.agent, settings, model_config)
+        row["params"] = sum(p.numel() for p in model.parameters())
+        row["flops"] = cost.baseline_flops(recipe.agent, settings, model_config)
+        row["pixels"] = float(np.prod(task.canvas_shape[1:]))
+        row["ms_batch1"], row["ms_batch256"] = (
+            cost.baseline_latency_ms(recipe.agent, settings, b, model_config) for b in (1, 256))
+        if recipe.agent == "soft":
+            for run in with_checkpoint:
+                learner = load_agent(run)
+                assert isinstance(learner, FullViewLearner)
+                share = learner.looking("test")
+                assert share is not None
+                shares.append(share)
+    if shares:
+        steps = len(shares[0].per_step)
+        row["on_target"] = {
+            "per_step": [statistics.mean(s.per_step[t] for s in shares) for t in range(steps)],
+            "last": statistics.mean(s.last for s in shares),
+            "overall": statistics.mean(s.overall for s in shares),
+            "runs": len(shares),
+        }
+    return row
 
 
 def scaling(settings: dict[str, Any], sizes: tuple[int, ...]) -> list[dict[str, Any]]:
@@ -94,12 +212,17 @@ def scaling(settings: dict[str, Any], sizes: tuple[int, ...]) -> list[dict[str, 
     return rows
 
 
-def plot_scaling(rows: list[dict[str, Any]], out: Path) -> None:
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_scaling(rows: list[dict[str, Any]], out: Path) -> None:
+    plt = _pyplot()
     sizes = [r["size"] for r in rows]
     figure, (flops, ms) = plt.subplots(1, 2, figsize=(10, 4))
     for axis, key, label in ((flops, "flops", "inference FLOPs per image"),
@@ -111,6 +234,32 @@ def plot_scaling(rows: list[dict[str, Any]], out: Path) -> None:
         axis.set_yscale("log")
         axis.grid(alpha=0.3)
         axis.legend()
+    figure.tight_layout()
+    figure.savefig(out, dpi=120)
+    plt.close(figure)
+
+
+def plot_frontier(rows: list[dict[str, Any]], env_id: str, out: Path) -> None:
+    """Test error against FLOPs per image and against batch-1 CPU time: every seed a dot,
+    each recipe's mean a marker with its name."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    markers = {"ram": "o", "soft": "s", "deep-cnn": "D", "cnn": "^", "fc": "v"}
+    for axis, key, label in ((axes[0], "flops", "inference FLOPs per image"),
+                             (axes[1], "ms_batch1", "CPU ms per image, batch 1")):  # fmt: skip
+        for index, row in enumerate(rows):
+            colour = f"C{index % 10}"
+            x = row[key]
+            axis.scatter([x] * len(row["errors"]), row["errors"], s=14, alpha=0.5, color=colour)
+            axis.scatter([x], [row["error_mean"]], s=70, marker=markers[row["agent"]],
+                         color=colour, label=f"{NAMES[row['agent']]}: {row['recipe']}")  # fmt: skip
+        axis.set_xscale("log")
+        axis.set_xlabel(label)
+        axis.set_ylabel("test error (%)")
+        axis.grid(alpha=0.3, which="both")
+    axes[0].set_title(f"{env_id}: accuracy against compute")
+    axes[1].set_title("accuracy against latency")
+    axes[1].legend(fontsize=7, loc="upper right")
     figure.tight_layout()
     figure.savefig(out, dpi=120)
     plt.close(figure)
@@ -128,106 +277,148 @@ def draw_pictures(ram_dir: Path, soft_dir: Path, out_dir: Path) -> tuple[Path, P
 
 def compare(
     recipes: Sequence[Recipe],
-    seeds: int,
     out_dir: Path,
+    seeds: int | None = None,
     runs_dir: str = "runs",
+    results_dir: Path = Path("results"),
     progress: bool = True,
     scaling_sizes: tuple[int, ...] = SCALING_SIZES,
     budget: Layer | None = None,
 ) -> Path:
-    """Trains or reuses the runs, measures them, writes ``out_dir/report.md``; returns its path.
+    """Measures the recipes' runs and writes ``out_dir/report.md``; returns its path.
 
-    ``recipes`` are one RAM recipe and any of the full-view baselines' on one environment id.
+    ``seeds`` None: each recipe's published runs in ``results_dir``, nothing trained; a number:
+    seeds ``1 .. seeds`` of each recipe trained or reused in ``runs_dir`` (:func:`train_or_reuse`).
     """
-    if seeds < 1:
+    if seeds is not None and seeds < 1:
         raise ConfigError(f"--seeds {seeds} must be at least 1.")
     if min(scaling_sizes, default=1) < 1:
         raise ConfigError(f"--scaling-sizes {min(scaling_sizes)}: canvas sides are at least 1.")
-    agents = [r.agent for r in recipes]
-    if sorted(set(agents)) != sorted(agents) or "ram" not in agents or "soft" not in agents:
-        raise ConfigError(
-            f"glimpse compare needs one RAM and one soft-attention recipe, and at most one of "
-            f"each of {', '.join(COMPARED)}; got {', '.join(r.name for r in recipes)}."
-        )
-    foreign = [r.name for r in recipes if r.agent not in COMPARED]
-    env_ids = {r.env_id for r in recipes}
-    if foreign or len(env_ids) > 1:
-        raise ConfigError(
-            f"glimpse compare takes recipes of {', '.join(COMPARED)} on one environment id"
-            f"{'; not ' + ', '.join(foreign) if foreign else ''}"
-            f"{'; these use ' + ', '.join(sorted(env_ids)) if len(env_ids) > 1 else ''}."
-        )
-    env_id = env_ids.pop()
+    env_id = _check_recipes(recipes)
+    runs: dict[str, list[Path]] = {}
+    if seeds is None:
+        runs = {r.name: published_runs(r, results_dir) for r in recipes}  # all found, or refused
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows, run_dirs = [], {}
+    rows = []
     for recipe in recipes:
-        summaries = []
-        for seed in range(1, seeds + 1):
-            run_dir = train_or_reuse(recipe, seed, runs_dir, progress, budget)
-            run_dirs.setdefault(recipe.agent, run_dir)
-            summaries.append(json.loads((run_dir / "test.json").read_text()))
-        config = json.loads((run_dirs[recipe.agent] / "config.json").read_text())
-        settings = config["env"]
-        learner: Any = load_agent(run_dirs[recipe.agent])
-        canvas = settings.get("size") or learner.task.canvas_size
-        if recipe.agent == "ram":
-            flops = cost.ram_flops(settings)
-            episodes = evaluation_episodes(learner.env_settings, "test", 100)
-            traj = record_trajectories(learner.policy(), episodes)
-            pixels = cost.pixels_read(traj.locations, learner.train_episodes.sensor, canvas)
-            latency = [cost.ram_latency_ms(settings, b) for b in (1, 256)]
-        else:
-            model = BaselineConfig(**config["model"])
-            flops = cost.baseline_flops(recipe.agent, settings, model)
-            pixels = float(np.prod(learner.task.canvas_shape[1:]))
-            latency = [cost.baseline_latency_ms(recipe.agent, settings, b, model)
-                       for b in (1, 256)]  # fmt: skip
-        rows.append({
-            "agent": recipe.agent,
-            "recipe": recipe.name,
-            "test_error": _mean_std([s["test_error"] for s in summaries]),
-            "params": sum(p.numel() for p in learner.model.parameters()),
-            "flops": flops,
-            "pixels": pixels,
-            "ms_batch1": latency[0],
-            "ms_batch256": latency[1],
-            "train_minutes": statistics.mean(s["train_seconds"] for s in summaries) / 60,
-            "best_epoch": statistics.mean(s["best_epoch"] for s in summaries),
-            "epochs": statistics.mean(s["epochs"] for s in summaries),
-        })  # fmt: skip
+        if seeds is not None:
+            runs[recipe.name] = [train_or_reuse(recipe, seed, runs_dir, progress, budget)
+                                 for seed in range(1, seeds + 1)]  # fmt: skip
+        rows.append(measure(recipe, runs[recipe.name]))
+    plot_frontier(rows, env_id, out_dir / "frontier.png")
+    settings = read_run_config(runs[recipes[0].name][0])["env"]
     scaled = scaling(settings, scaling_sizes)
     plot_scaling(scaled, out_dir / "scaling.png")
-    hard_png, soft_png = draw_pictures(run_dirs["ram"], run_dirs["soft"], out_dir)
+    pictures = _pictures(recipes, runs, out_dir)
     report = out_dir / "report.md"
-    report.write_text(render_report(env_id, seeds, rows, scaled, hard_png, soft_png))
+    report.write_text(render_report(env_id, rows, scaled, pictures))
     (out_dir / "results.json").write_text(json.dumps({"rows": rows, "scaling": scaled}, indent=2))
     return report
 
 
+def _pictures(
+    recipes: Sequence[Recipe], runs: dict[str, list[Path]], out_dir: Path
+) -> tuple[Path, Path] | None:
+    """RAM's and soft attention's views of the same canvases, from the first run of the first
+    recipe of each that has a checkpoint."""
+    found = {}
+    for agent in ("ram", "soft"):
+        found[agent] = next((run for r in recipes if r.agent == agent for run in runs[r.name]
+                             if (run / "checkpoints" / "best.pt").is_file()), None)  # fmt: skip
+    if found["ram"] is None or found["soft"] is None:
+        return None
+    return draw_pictures(found["ram"], found["soft"], out_dir)
+
+
+def _error(row: dict[str, Any]) -> str:
+    if row["error_std"] is None:
+        return f"{row['error_mean']:.2f}"
+    return f"{row['error_mean']:.2f} ± {row['error_std']:.2f}"
+
+
+def _mean(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
 def render_report(
-    env_id: str, seeds: int, rows: list[dict[str, Any]],
-    scaled: list[dict[str, Any]], hard_png: Path, soft_png: Path,
-) -> str:  # fmt: skip
+    env_id: str,
+    rows: list[dict[str, Any]],
+    scaled: list[dict[str, Any]],
+    pictures: tuple[Path, Path] | None,
+) -> str:
+    import datetime
+
+    from glimpse.agents.bptt import cpu_name
+
     lines = [
         f"# Hard versus soft attention on {env_id}",
         "",
-        f"{seeds} seed(s) per model; test error on the fixed test set of the best validation "
-        "epoch (mean ± std over seeds). FLOPs counted by torch.utils.flop_counter; CPU ms per "
-        "image measured on this machine, canvases and glimpses included.",
+        "Test error on the fixed 10,000 test canvases at each run's best validation epoch; "
+        "a seed *failed* if its error is over twice its recipe's median. FLOPs counted by "
+        "torch.utils.flop_counter; CPU ms per image on this machine "
+        f"({cpu_name()}, {datetime.date.today()}), canvases in memory, RAM as deployed "
+        "(RAMPredictor: the sensor, the glimpses and the networks, no environment).",
         "",
-        "| model | recipe | test error % | parameters | FLOPs / image | pixels read / image | "
-        "ms / image (batch 1) | ms / image (batch 256) | epochs | training min | epochs to best |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "## Accuracy and stability",
+        "",
+        "| model | recipe | seeds | test error % | per seed | failed seeds | epochs "
+        "| epochs to best | training min |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    names = {"ram": "hard: RAM", "soft": "soft attention", "cnn": "CNN (2 layers)",
-             "deep-cnn": "CNN (6 layers, batch norm)", "fc": "FC (2 layers)"}  # fmt: skip
     for r in rows:
+        per_seed = ", ".join(f"{e:.2f}" for e in r["errors"])
         lines.append(
-            f"| {names[r['agent']]} | `{r['recipe']}` | {r['test_error']} | {r['params']:,} | "
-            f"{r['flops']:,} | "
-            f"{r['pixels']:,.0f} | {r['ms_batch1']:.2f} | {r['ms_batch256']:.3f} | "
-            f"{r['epochs']:.0f} | {r['train_minutes']:.1f} | {r['best_epoch']:.0f} |"
+            f"| {NAMES[r['agent']]} | `{r['recipe']}` | {len(r['errors'])} | {_error(r)} | "
+            f"{per_seed} | {r['failed_seeds']} | {r['epochs']:.0f} | {r['best_epoch']:.0f} | "
+            f"{r['train_minutes']:.0f} |"
         )
+    lines += [
+        "",
+        "## Cost per image",
+        "",
+        "| model | recipe | parameters | FLOPs | pixels read | ms (batch 1) | ms (batch 256) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        pixels = "-" if r["pixels"] is None else f"{r['pixels']:,.0f}"
+        lines.append(
+            f"| {NAMES[r['agent']]} | `{r['recipe']}` | {r['params']:,} | {r['flops']:,} | "
+            f"{pixels} | {r['ms_batch1']:.2f} | {r['ms_batch256']:.3f} |"
+        )
+    lines += ["", "![frontier](frontier.png)", "", "## Where each looks", "",
+              "RAM: the share of glimpses whose finest patch overlaps the digit (the target "
+              "box, the digit's ink on the canvas), with its learned, mean locations. Soft "
+              "attention: the share of its attention weight on the feature cells over the "
+              "digit. Mean over the seeds with a checkpoint, in percent.", "",
+              "| model | recipe | overall | last step | by step |",
+              "|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        looking = r["on_target"]
+        if looking is None:
+            continue
+        steps = " ".join(f"{share:.0f}" for share in looking["per_step"])
+        lines.append(
+            f"| {NAMES[r['agent']]} | `{r['recipe']}` | {looking['overall']:.1f} | "
+            f"{looking['last']:.1f} | {steps} |"
+        )
+    told_rows = [r for r in rows if r["told"]]
+    if told_rows:
+        lines += ["", "## What learning where to look is worth", "",
+                  "The same trained RAM models, answering from glimpses taken where they are "
+                  "told: uniformly at random (the paper's random-glimpses row), or at step t "
+                  "the mean of their own learned step-t locations on the validation canvases "
+                  "(`glimpse eval RUN --locations random|fixed`). Test error %.", "",
+                  "| recipe | learned locations | random locations | fixed sequence |",
+                  "|---|---|---|---|"]  # fmt: skip
+        for r in told_rows:
+            lines.append(
+                f"| `{r['recipe']}` | {_error(r)} | {_mean(r['told']['random'])} | "
+                f"{_mean(r['told']['fixed'])} |"
+            )
     lines += [
         "",
         "## Cost against canvas size (cluttered, same glimpse budget)",
@@ -241,9 +432,11 @@ def render_report(
             f"| {r['size']} | {r['ram_flops']:,} | {r['soft_flops']:,} | "
             f"{r['soft_flops'] / r['ram_flops']:.1f} | {r['ram_ms']:.3f} | {r['soft_ms']:.3f} |"
         )
-    lines += ["", "![scaling](scaling.png)", "",
-              "## What each looks at (the same test canvases)", "",
-              f"Hard attention, its glimpses step by step: ![hard]({hard_png.name})", "",
-              f"Soft attention, its weights over the canvas at each step: ![soft]({soft_png.name})",
-              ""]  # fmt: skip
+    lines += ["", "![scaling](scaling.png)", ""]
+    if pictures:
+        hard_png, soft_png = pictures
+        lines += ["## What each looks at (the same test canvases)", "",
+                  f"Hard attention, its glimpses step by step: ![hard]({hard_png.name})", "",
+                  f"Soft attention, its weights at each step: ![soft]({soft_png.name})",
+                  ""]  # fmt: skip
     return "\n".join(lines)

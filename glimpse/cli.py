@@ -314,9 +314,14 @@ def _compare(args: argparse.Namespace) -> int:
 
     budget = {k: v for k, v in (("epochs", args.epochs), ("epoch_size", args.epoch_size))
               if v is not None}  # fmt: skip
+    if budget and args.seeds is None:
+        raise ConfigError(
+            "--epochs and --epoch-size retrain the recipes: pass --seeds N with them (without "
+            "--seeds, compare reads the published runs and trains nothing)."
+        )
     report = compare(
-        [recipe(name) for name in args.recipes], args.seeds, Path(args.out), args.runs_dir,
-        progress=args.progress, scaling_sizes=tuple(args.scaling_sizes),
+        [recipe(name) for name in args.recipes], Path(args.out), args.seeds, args.runs_dir,
+        Path(args.results), progress=args.progress, scaling_sizes=tuple(args.scaling_sizes),
         budget={"train": budget} if budget else None,
     )  # fmt: skip
     print(f"wrote {report}")
@@ -469,14 +474,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     comparison = commands.add_parser(
         "compare",
-        help="hard vs soft attention vs CNN vs FC: a Markdown report with plots",
+        help="hard vs soft attention vs CNNs vs FC: a Markdown report with plots",
         formatter_class=formatter,
     )
     comparison.add_argument(
         "recipes", nargs="+", metavar="RECIPE",
-        help="a RAM recipe, a soft-attention one and any of the CNN's and FC's, on one env id",
+        help="recipes of RAM, soft attention, the CNNs and the FC net, on one env id",
     )  # fmt: skip
-    comparison.add_argument("--seeds", type=int, default=3, help="seeds per recipe")
+    comparison.add_argument(
+        "--seeds", type=int, default=None,
+        help="train (or reuse) seeds 1..N of every recipe in --runs-dir; default: read each "
+        "recipe's published runs in --results and train nothing",
+    )  # fmt: skip
+    comparison.add_argument(
+        "--results", default="results", help="folder of the published runs"
+    )
     comparison.add_argument(
         "--epochs", type=int, default=None, help="override every recipe's epochs (a quick look)"
     )

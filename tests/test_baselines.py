@@ -128,41 +128,63 @@ def test_compare_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
                                            "train": {**tiny, "epochs": 2}}),
         *(Recipe(f"tiny-{a}", a, env_id, {"train": tiny}) for a in ("soft", "cnn", "fc")),
     ]  # fmt: skip
-    report = compare(recipes, 2, out, str(runs), progress=False, scaling_sizes=(60, 120))
+    report = compare(recipes, out, 2, str(runs), progress=False, scaling_sizes=(60, 120))
     ram_config = json.loads((runs / "tiny-ram-seed1" / "config.json").read_text())
     assert ram_config["model"]["location_std"] == 0.1 and ram_config["recipe"] == "tiny-ram"
     text = report.read_text()
-    for name in ("hard: RAM", "soft attention", "CNN (2 layers)", "FC (2 layers)", "±"):
+    for name in ("hard: RAM", "soft attention", "CNN (2 layers)", "FC (2 layers)", "±",
+                 "failed seeds", "Where each looks", "random locations"):  # fmt: skip
         assert name in text
-    for picture in ("scaling.png", "hard-trajectories.png", "soft-attention.png"):
+    for picture in ("frontier.png", "scaling.png", "hard-trajectories.png", "soft-attention.png"):
         assert (out / picture).is_file() and picture in text
     results = json.loads((out / "results.json").read_text())
-    assert {r["agent"]: r["epochs"] for r in results["rows"]} == {
+    rows = {r["agent"]: r for r in results["rows"]}
+    assert {agent: r["epochs"] for agent, r in rows.items()} == {
         "ram": 2, "soft": 1, "cnn": 1, "fc": 1
     }  # fmt: skip
+    for agent, row in rows.items():
+        recorded = [json.loads((runs / f"tiny-{agent}-seed{s}" / "test.json").read_text())
+                    ["test_error"] for s in (1, 2)]  # fmt: skip
+        assert row["errors"] == recorded and row["failed_seeds"] in (0, 1)
+        looks = agent in ("ram", "soft")  # the CNN and FC weigh the whole canvas at once
+        assert (row["on_target"] is not None) == looks
+    assert [len(rows[a]["on_target"]["per_step"]) for a in ("ram", "soft")] == [8, 8]
+    assert [len(rows["ram"]["told"][how]) for how in ("random", "fixed")] == [2, 2]
+    assert rows["ram"]["pixels"] < rows["soft"]["pixels"] == 3600
     ram, soft = results["scaling"]
     assert ram["ram_flops"] == soft["ram_flops"] and soft["soft_flops"] > ram["soft_flops"]
     assert len(list(runs.iterdir())) == 8  # 4 recipes x 2 seeds, reused next time
-    compare(recipes, 2, out, str(runs), progress=False, scaling_sizes=(60,))  # nothing trains
+    compare(recipes, out, 2, str(runs), progress=False, scaling_sizes=(60,))  # nothing trains
     assert len(list(runs.iterdir())) == 8
+
+    # Published runs (a recipe's `runs`): read from the results folder, nothing trained.
+    published = [Recipe(r.name, r.agent, env_id, r.settings, runs=(f"{r.name}-seed2",))
+                 for r in recipes]  # fmt: skip
+    compare(published, tmp_path / "again", results_dir=runs, scaling_sizes=(60,))
+    again = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert [r["errors"] for r in again["rows"]] == [[r["errors"][1]] for r in results["rows"]]
+    assert len(list(runs.iterdir())) == 8
+    with pytest.raises(ConfigError, match=r"no published runs.*--seeds N"):
+        compare(recipes, tmp_path / "none", results_dir=runs)
 
     # The same names with other settings: refused, not silently mixed into the report.
     changed = Recipe("tiny-ram", "ram", env_id, {"model": {"location_std": 0.2},
                                                  "train": {**tiny, "epochs": 2}})  # fmt: skip
     with pytest.raises(ConfigError, match=r"model\.location_std: 0\.2 vs 0\.1.*--runs-dir"):
-        compare([changed, *recipes[1:]], 1, out, str(runs), progress=False)
+        compare([changed, *recipes[1:]], out, 1, str(runs), progress=False)
 
 
 @pytest.mark.parametrize(
     ("option", "match"),
-    [(["--seeds", "0"], "--seeds 0 must be at least 1"), (["--scaling-sizes", "0"], "at least 1"),
-     ([], "needs one RAM and one soft-attention recipe")],
+    [(["--seeds", "0"], "--seeds 0 must be at least 1"),
+     (["--seeds", "1", "--scaling-sizes", "0"], "at least 1"),
+     (["--seeds", "1"], "on one environment id"),
+     ([], "pass --seeds N with them")],
 )
 def test_compare_refuses_bad_input_before_training_anything(tmp_path, capsys, option, match):
     runs = tmp_path / "runs"
     others = ["compare-clutteredmnist60-ram", "compare-clutteredmnist60-soft"]
-    recipes = others if option else []
-    command = ["compare", "mnist-6-ram", *recipes, "--epochs", "1", "--runs-dir", str(runs),
+    command = ["compare", "mnist-6-ram", *others, "--epochs", "1", "--runs-dir", str(runs),
                "--out", str(tmp_path / "report"), "--no-progress", *option]  # fmt: skip
     assert main(command) == 2
     assert match in " ".join(capsys.readouterr().err.split()) and not runs.exists()
