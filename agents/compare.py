@@ -11,7 +11,8 @@ Each recipe's runs are its published ones (``runs`` in ``recipes.toml``, found i
   error, training time;
 * cost: parameters, inference FLOPs per image (``torch.utils.flop_counter``), pixels read per
   image (RAM: the canvas pixels under its glimpses on test canvases; the others: the whole
-  canvas), CPU time per image at batch 1 and 256 (RAM as deployed, :class:`RAMPredictor`);
+  canvas), CPU time and peak memory of the tensors inference creates, per image at batch 1
+  and 256 (RAM as deployed, :class:`RAMPredictor`);
 * the frontier: test error against FLOPs and against batch-1 time, every recipe and seed;
 * where each looks: RAM's share of glimpses whose finest patch overlaps the digit, soft
   attention's share of attention weight on the digit's cells, step by step; and the same RAM
@@ -28,11 +29,12 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from glimpse.agents import cost
 from glimpse.agents.baselines import BaselineConfig, FullViewLearner
@@ -57,6 +59,7 @@ NAMES = {"ram": "hard: RAM", "soft": "soft attention", "deep-cnn": "CNN (6 layer
 SCALING_SIZES = (60, 100, 200, 400)
 PICTURES = 4
 PIXEL_CANVASES = 100  # test canvases on which RAM's pixels read are counted
+BATCHES = (1, 256)  # batch sizes of the time and memory per image
 
 
 def train_or_reuse(
@@ -150,13 +153,13 @@ def measure(recipe: Recipe, runs: list[Path]) -> dict[str, Any]:
         "told": {},
     }
     shares: list[TargetShare] = []
+    inference: dict[int, Callable[[], object]]
     if recipe.agent == "ram":
         ram_config = RAMConfig(**config["model"])
         predictor, task = cost.ram_predictor(settings, ram_config)
         row["params"] = sum(p.numel() for p in predictor.model.parameters())
         row["flops"] = cost.ram_flops(settings, ram_config)
-        row["ms_batch1"], row["ms_batch256"] = (cost.ram_latency_ms(settings, b, ram_config)
-                                                for b in (1, 256))  # fmt: skip
+        inference = {b: cost.ram_inference(settings, b, ram_config) for b in BATCHES}
         told: dict[str, list[float]] = {how: [] for how in TOLD_LOCATIONS}
         pixels = []
         for run in with_checkpoint:
@@ -177,8 +180,8 @@ def measure(recipe: Recipe, runs: list[Path]) -> dict[str, Any]:
         row["params"] = sum(p.numel() for p in model.parameters())
         row["flops"] = cost.baseline_flops(recipe.agent, settings, model_config)
         row["pixels"] = float(np.prod(task.canvas_shape[1:]))
-        row["ms_batch1"], row["ms_batch256"] = (
-            cost.baseline_latency_ms(recipe.agent, settings, b, model_config) for b in (1, 256))
+        inference = {b: cost.baseline_inference(recipe.agent, settings, b, model_config)
+                     for b in BATCHES}  # fmt: skip
         if recipe.agent == "soft":
             for run in with_checkpoint:
                 learner = load_agent(run)
@@ -186,6 +189,9 @@ def measure(recipe: Recipe, runs: list[Path]) -> dict[str, Any]:
                 share = learner.looking("test")
                 assert share is not None
                 shares.append(share)
+    for b, run in inference.items():
+        row[f"ms_batch{b}"] = cost.latency_ms(run, b)
+        row[f"kb_batch{b}"] = cost.peak_memory_bytes(run) / b / 1000
     if shares:
         steps = len(shares[0].per_step)
         row["on_target"] = {
@@ -359,8 +365,11 @@ def render_report(
         "",
         "Test error on the fixed 10,000 test canvases at each run's best validation epoch; "
         "a seed *failed* if its error is over twice its recipe's median. FLOPs counted by "
-        "torch.utils.flop_counter; CPU ms per image on this machine "
-        f"({cpu_name()}, {datetime.date.today()}), canvases in memory, RAM as deployed "
+        "torch.utils.flop_counter; peak KB: the most memory held at once by the tensors "
+        "inference creates (activations, tables; not the weights), per image; CPU ms per "
+        "image on this machine "
+        f"({cpu_name()}, {torch.get_num_threads()} threads, {datetime.date.today()}), "
+        "canvases in memory, RAM as deployed "
         "(RAMPredictor: the sensor, the glimpses and the networks, no environment).",
         "",
         "## Accuracy and stability",
@@ -380,14 +389,16 @@ def render_report(
         "",
         "## Cost per image",
         "",
-        "| model | recipe | parameters | FLOPs | pixels read | ms (batch 1) | ms (batch 256) |",
-        "|---|---|---|---|---|---|---|",
+        "| model | recipe | parameters | FLOPs | pixels read | ms (batch 1) | ms (batch 256) "
+        "| peak KB (batch 1) | peak KB (batch 256) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         pixels = "-" if r["pixels"] is None else f"{r['pixels']:,.0f}"
         lines.append(
             f"| {NAMES[r['agent']]} | `{r['recipe']}` | {r['params']:,} | {r['flops']:,} | "
-            f"{pixels} | {r['ms_batch1']:.2f} | {r['ms_batch256']:.3f} |"
+            f"{pixels} | {r['ms_batch1']:.2f} | {r['ms_batch256']:.3f} | {r['kb_batch1']:,.0f} "
+            f"| {r['kb_batch256']:,.1f} |"
         )
     lines += ["", "![frontier](frontier.png)", "", "## Where each looks", "",
               "RAM: the share of glimpses whose finest patch overlaps the digit (the target "

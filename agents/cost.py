@@ -4,7 +4,8 @@
 ``torch.utils.flop_counter.FlopCounterMode``: for RAM a whole episode of ``T`` glimpses as
 deployed (:class:`RAMPredictor`; its networks, while the sensor's table lookups are memory
 reads, not FLOPs), for the full-view baselines one forward pass over the whole canvas. The
-latencies time the same calls on canvases already in memory. The hard agent's cost depends on
+latencies time the same calls on canvases already in memory, and :func:`peak_memory_bytes`
+follows the tensors they create. The hard agent's cost depends on
 its glimpse budget, not on the canvas; a full-view model's grows with the canvas's pixels.
 """
 
@@ -14,6 +15,9 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
 from glimpse.agents.baselines import BaselineConfig, make_baseline
@@ -102,19 +106,64 @@ def latency_ms(run: Callable[[], object], batch: int, repeats: int = 5) -> float
     return 1000.0 * best / batch
 
 
-def ram_latency_ms(env_settings: dict, batch: int, config: RAMConfig | None = None) -> float:
-    """CPU time per image of RAM's inference at ``batch``: from canvases in memory to the
-    answers (the sensor's tables, ``T`` glimpses, the networks), with :class:`RAMPredictor`."""
+class _LiveTensorBytes(TorchDispatchMode):
+    """Follows the storages that PyTorch operations create (not views of their inputs) while
+    they live, and keeps the most bytes alive at once, checked after every operation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, tuple[StorageWeakRef, int]] = {}
+        self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        out = func(*args, **(kwargs or {}))
+        tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        inputs = {StorageWeakRef(t.untyped_storage()).cdata for t in tensors}
+        for tensor in tree_flatten(out)[0]:
+            if isinstance(tensor, torch.Tensor):
+                ref = StorageWeakRef(tensor.untyped_storage())
+                if ref.cdata not in inputs and ref.cdata not in self.live:
+                    self.live[ref.cdata] = (ref, tensor.untyped_storage().nbytes())
+        self.live = {key: entry for key, entry in self.live.items() if not entry[0].expired()}
+        self.peak = max(self.peak, sum(nbytes for _, nbytes in self.live.values()))
+        return out
+
+
+def peak_memory_bytes(run: Callable[[], object]) -> int:
+    """The most bytes held at once by the tensors ``run`` creates (activations, tables,
+    outputs; not the weights or the caller's inputs), between one operation and the next."""
+    with torch.no_grad(), _LiveTensorBytes() as tracker:
+        run()
+    return tracker.peak
+
+
+def ram_inference(
+    env_settings: dict, batch: int, config: RAMConfig | None = None, compile: bool = True
+) -> Callable[[], object]:
+    """RAM's inference on ``batch`` canvases in memory, as deployed (:class:`RAMPredictor`:
+    the sensor's tables, ``T`` glimpses, the networks); ``compile=False`` runs it eagerly."""
     predictor, task = ram_predictor(env_settings, config)
+    predictor.compile = compile
     canvases = canvases_of(task, batch)
-    return latency_ms(lambda: predictor.predict(canvases), batch)
+    return lambda: predictor.predict(canvases)
+
+
+def baseline_inference(
+    name: str, env_settings: dict, batch: int, config: BaselineConfig | None = None
+) -> Callable[[], object]:
+    """A full-view baseline's forward pass on ``batch`` canvases in memory (uint8 to answers)."""
+    task, model = baseline_model(name, env_settings, config)
+    canvases = canvases_of(task, batch)
+    return lambda: model(torch.from_numpy(canvases).float().div_(255.0))
+
+
+def ram_latency_ms(env_settings: dict, batch: int, config: RAMConfig | None = None) -> float:
+    """CPU time per image of RAM's inference at ``batch`` (:func:`ram_inference`)."""
+    return latency_ms(ram_inference(env_settings, batch, config), batch)
 
 
 def baseline_latency_ms(
     name: str, env_settings: dict, batch: int, config: BaselineConfig | None = None
 ) -> float:
-    """CPU time per image of a full-view baseline at ``batch``: from canvases in memory to the
-    answers."""
-    task, model = baseline_model(name, env_settings, config)
-    canvases = canvases_of(task, batch)
-    return latency_ms(lambda: model(torch.from_numpy(canvases).float().div_(255.0)), batch)
+    """CPU time per image of a full-view baseline at ``batch`` (:func:`baseline_inference`)."""
+    return latency_ms(baseline_inference(name, env_settings, batch, config), batch)

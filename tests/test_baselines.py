@@ -117,6 +117,22 @@ def test_soft_attention_flops_grow_with_the_canvas_while_rams_do_not():
     assert ram[0] < soft[0]
 
 
+def test_peak_memory_follows_the_tensors_a_run_creates_and_frees():
+    from glimpse.agents.cost import peak_memory_bytes
+
+    weights = torch.ones(10_000)  # the caller's: never counted, nor views of it
+
+    def run() -> torch.Tensor:
+        view = weights.view(100, 100).t()  # a view: nothing new
+        b = weights * 2.0  # 40 KB
+        c = b + 1.0  # 40 KB more while b lives
+        del b
+        return (c * 3.0).sum() + view[0, 0]  # c, its product and a 4-byte sum: the peak
+
+    assert peak_memory_bytes(run) == 80_004
+    assert peak_memory_bytes(lambda: torch.zeros(3, 1000)) == 12_000
+
+
 def test_compare_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     from glimpse.agents.compare import compare
     from glimpse.agents.recipes import Recipe
