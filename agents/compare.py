@@ -151,6 +151,7 @@ def measure(recipe: Recipe, runs: list[Path]) -> dict[str, Any]:
         "train_minutes": statistics.mean(s["train_seconds"] for s in summaries) / 60,
         "on_target": None,
         "told": {},
+        "told_on_target": {},
     }
     shares: list[TargetShare] = []
     inference: dict[int, Callable[[], object]]
@@ -161,6 +162,7 @@ def measure(recipe: Recipe, runs: list[Path]) -> dict[str, Any]:
         row["flops"] = cost.ram_flops(settings, ram_config)
         inference = {b: cost.ram_inference(settings, b, ram_config) for b in BATCHES}
         told: dict[str, list[float]] = {how: [] for how in TOLD_LOCATIONS}
+        told_on_target: dict[str, list[float]] = {how: [] for how in TOLD_LOCATIONS}
         pixels = []
         for run in with_checkpoint:
             learner = load_agent(run)
@@ -171,9 +173,13 @@ def measure(recipe: Recipe, runs: list[Path]) -> dict[str, Any]:
             pixels.append(cost.pixels_read(evaluation.locations[:PIXEL_CANVASES], sensor,
                                            canvas[0]))  # fmt: skip
             for how in TOLD_LOCATIONS:
-                told[how].append(learner.evaluate_locations("test", how).error_percent)
+                told_evaluation = learner.evaluate_locations("test", how)
+                told[how].append(told_evaluation.error_percent)
+                chance = told_evaluation.target_share(sensor, *canvas).overall
+                told_on_target[how].append(chance)
         row["pixels"] = statistics.mean(pixels) if pixels else None
         row["told"] = told if with_checkpoint else {}
+        row["told_on_target"] = told_on_target if with_checkpoint else {}
     else:
         model_config = BaselineConfig(**config["model"])
         task, model = cost.baseline_model(recipe.agent, settings, model_config)
@@ -260,8 +266,9 @@ def plot_frontier(rows: list[dict[str, Any]], env_id: str, out: Path) -> None:
             axis.scatter([x], [row["error_mean"]], s=70, marker=markers[row["agent"]],
                          color=colour, label=f"{NAMES[row['agent']]}: {row['recipe']}")  # fmt: skip
         axis.set_xscale("log")
+        axis.set_yscale("log")  # errors from about 1% to over 50%
         axis.set_xlabel(label)
-        axis.set_ylabel("test error (%)")
+        axis.set_ylabel("test error (%, log scale)")
         axis.grid(alpha=0.3, which="both")
     axes[0].set_title(f"{env_id}: accuracy against compute")
     axes[1].set_title("accuracy against latency")
@@ -416,6 +423,9 @@ def render_report(
             f"| {NAMES[r['agent']]} | `{r['recipe']}` | {looking['overall']:.1f} | "
             f"{looking['last']:.1f} | {steps} |"
         )
+        for how, shares in r["told_on_target"].items():
+            lines.append(f"| the same, {how} locations | `{r['recipe']}` | "
+                         f"{statistics.mean(shares):.1f} | | |")  # fmt: skip
     told_rows = [r for r in rows if r["told"]]
     if told_rows:
         lines += ["", "## What learning where to look is worth", "",
