@@ -21,8 +21,10 @@ Each recipe's runs are its published ones (``runs`` in ``recipes.toml``, found i
 * scaling: FLOPs and CPU time per image of RAM and soft attention on cluttered canvases of 60,
   100, 200 and 400 pixels (distractors keep their density), at the same glimpse budget.
 
-The recipes are RAM's and the full-view baselines' (``soft``, ``deep-cnn``, ``cnn``, ``fc``) on
-one environment id, any number of each (a glimpse-budget sweep is several RAM recipes).
+The recipes are RAM's, PPO's and the full-view baselines' (``soft``, ``deep-cnn``, ``cnn``,
+``fc``) on one environment id, any number of each (a glimpse-budget sweep is several RAM
+recipes). PPO's policy acts through the environment (it has no in-model episode), so its
+times include the environment's steps and its memory counts only its tensors.
 """
 
 from __future__ import annotations
@@ -53,9 +55,10 @@ from glimpse.agents.runs import (
 from glimpse.envs.evaluation import TargetShare
 from glimpse.errors import ConfigError
 
-COMPARED = ("ram", "soft", "deep-cnn", "cnn", "fc")
-NAMES = {"ram": "hard: RAM", "soft": "soft attention", "deep-cnn": "CNN (6 layers, batch norm)",
-         "cnn": "CNN (2 layers)", "fc": "FC (2 layers)"}  # fmt: skip
+COMPARED = ("ram", "ppo", "soft", "deep-cnn", "cnn", "fc")
+NAMES = {"ram": "hard: RAM", "ppo": "hard: PPO policy", "soft": "soft attention",
+         "deep-cnn": "CNN (6 layers, batch norm)", "cnn": "CNN (2 layers)",
+         "fc": "FC (2 layers)"}  # fmt: skip
 SCALING_SIZES = (60, 100, 200, 400)
 PICTURES = 4
 PIXEL_CANVASES = 100  # test canvases on which RAM's pixels read are counted
@@ -122,6 +125,17 @@ def _check_recipes(recipes: Sequence[Recipe]) -> str:
     return env_ids.pop()
 
 
+def _has_checkpoint(run: Path) -> bool:
+    """Whether the run kept its best checkpoint (``best.pt``, or PPO's ``best.zip``)."""
+    return any((run / "checkpoints" / f"best{suffix}").is_file() for suffix in (".pt", ".zip"))
+
+
+def _mean_of(summaries: list[dict[str, Any]], key: str) -> float | None:
+    """The mean of a ``test.json`` field over the runs, None where a run lacks it."""
+    values = [s.get(key) for s in summaries]
+    return None if None in values else statistics.mean(values)  # type: ignore[type-var]
+
+
 def _failed(errors: list[float]) -> int:
     """Seeds whose test error is over twice the median of the recipe's seeds."""
     median = statistics.median(errors)
@@ -137,7 +151,7 @@ def measure(recipe: Recipe, runs: list[Path]) -> dict[str, Any]:
     config = read_run_config(runs[0])
     settings = config["env"]
     errors = [float(s["test_error"]) for s in summaries]
-    with_checkpoint = [run for run in runs if (run / "checkpoints" / "best.pt").is_file()]
+    with_checkpoint = [run for run in runs if _has_checkpoint(run)]
     row: dict[str, Any] = {
         "recipe": recipe.name,
         "agent": recipe.agent,
@@ -146,8 +160,9 @@ def measure(recipe: Recipe, runs: list[Path]) -> dict[str, Any]:
         "error_mean": statistics.mean(errors),
         "error_std": statistics.stdev(errors) if len(errors) > 1 else None,
         "failed_seeds": _failed(errors),
-        "epochs": statistics.mean(s["epochs"] for s in summaries),
-        "best_epoch": statistics.mean(s["best_epoch"] for s in summaries),
+        "epochs": _mean_of(summaries, "epochs"),  # PPO counts steps instead
+        "best_epoch": _mean_of(summaries, "best_epoch"),
+        "steps": _mean_of(summaries, "steps"),
         "train_minutes": statistics.mean(s["train_seconds"] for s in summaries) / 60,
         "on_target": None,
         "told": {},
@@ -180,6 +195,19 @@ def measure(recipe: Recipe, runs: list[Path]) -> dict[str, Any]:
         row["pixels"] = statistics.mean(pixels) if pixels else None
         row["told"] = told if with_checkpoint else {}
         row["told_on_target"] = told_on_target if with_checkpoint else {}
+    elif recipe.agent == "ppo":  # acts through the environment: no in-model episode
+        agents = [load_agent(run) for run in with_checkpoint]
+        if not agents:
+            raise ConfigError(f"The runs of {recipe.name} have no checkpoint to measure.")
+        policy = agents[0].policy()  # type: ignore[attr-defined]
+        one, _ = cost.policy_inference(policy, settings, 1)
+        row["params"] = sum(p.numel() for p in agents[0].model.policy.parameters())  # type: ignore[attr-defined]
+        row["flops"] = cost.count_flops(one)
+        record, episodes = cost.policy_inference(policy, settings, PIXEL_CANVASES)
+        canvas = episodes.task.canvas_size
+        row["pixels"] = cost.pixels_read(record().locations, episodes.sensor, canvas)
+        inference = {b: cost.policy_inference(policy, settings, b)[0] for b in BATCHES}
+        shares = [agent.looking("test") for agent in agents]  # type: ignore[attr-defined]
     else:
         model_config = BaselineConfig(**config["model"])
         task, model = cost.baseline_model(recipe.agent, settings, model_config)
@@ -256,7 +284,7 @@ def plot_frontier(rows: list[dict[str, Any]], env_id: str, out: Path) -> None:
     each recipe's mean a marker with its name."""
     plt = _pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.8))
-    markers = {"ram": "o", "soft": "s", "deep-cnn": "D", "cnn": "^", "fc": "v"}
+    markers = {"ram": "o", "ppo": "P", "soft": "s", "deep-cnn": "D", "cnn": "^", "fc": "v"}
     for axis, key, label in ((axes[0], "flops", "inference FLOPs per image"),
                              (axes[1], "ms_batch1", "CPU ms per image, batch 1")):  # fmt: skip
         for index, row in enumerate(rows):
@@ -337,7 +365,7 @@ def _pictures(
     found = {}
     for agent in ("ram", "soft"):
         found[agent] = next((run for r in recipes if r.agent == agent for run in runs[r.name]
-                             if (run / "checkpoints" / "best.pt").is_file()), None)  # fmt: skip
+                             if _has_checkpoint(run)), None)  # fmt: skip
     if found["ram"] is None or found["soft"] is None:
         return None
     return draw_pictures(found["ram"], found["soft"], out_dir)
@@ -387,10 +415,12 @@ def render_report(
     ]
     for r in rows:
         per_seed = ", ".join(f"{e:.2f}" for e in r["errors"])
+        epochs = (f"{r['epochs']:.0f}" if r["epochs"] is not None else
+                  f"{r['steps'] / 1e6:.0f} M steps" if r["steps"] is not None else "-")  # fmt: skip
+        best = "-" if r["best_epoch"] is None else f"{r['best_epoch']:.0f}"
         lines.append(
             f"| {NAMES[r['agent']]} | `{r['recipe']}` | {len(r['errors'])} | {_error(r)} | "
-            f"{per_seed} | {r['failed_seeds']} | {r['epochs']:.0f} | {r['best_epoch']:.0f} | "
-            f"{r['train_minutes']:.0f} |"
+            f"{per_seed} | {r['failed_seeds']} | {epochs} | {best} | {r['train_minutes']:.0f} |"
         )
     lines += [
         "",

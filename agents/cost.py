@@ -22,12 +22,15 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from glimpse.agents.baselines import BaselineConfig, make_baseline
 from glimpse.agents.ram import RAM, RAMConfig, RAMPredictor
+from glimpse.envs.episodes import GlimpseEpisodes
+from glimpse.envs.evaluation import Policy, Trajectories, evaluation_episodes, record_trajectories
 from glimpse.envs.glimpse_env import make_episodes, task_of
 from glimpse.sensor import GlimpseSensor
 from glimpse.tasks import Task
 
 
-def _count(run: Callable[[], object]) -> int:
+def count_flops(run: Callable[[], object]) -> int:
+    """FLOPs of the PyTorch operations ``run`` executes (numpy's are not counted)."""
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         run()
     return int(counter.get_total_flops())
@@ -56,7 +59,7 @@ def ram_flops(env_settings: dict, config: RAMConfig | None = None) -> int:
     """FLOPs of one RAM episode (``T`` glimpses and the answer) on one canvas."""
     predictor, task = ram_predictor(env_settings, config)
     canvas = canvases_of(task, 1)
-    return _count(lambda: predictor.predict(canvas))
+    return count_flops(lambda: predictor.predict(canvas))
 
 
 def baseline_model(
@@ -72,7 +75,7 @@ def baseline_flops(name: str, env_settings: dict, config: BaselineConfig | None 
     """FLOPs of one forward pass of a full-view baseline on one canvas."""
     task, model = baseline_model(name, env_settings, config)
     canvas = torch.zeros(1, *task.canvas_shape)
-    return _count(lambda: model(canvas))
+    return count_flops(lambda: model(canvas))
 
 
 def pixels_read(locations: np.ndarray, sensor: GlimpseSensor, canvas: int) -> float:
@@ -155,6 +158,15 @@ def baseline_inference(
     task, model = baseline_model(name, env_settings, config)
     canvases = canvases_of(task, batch)
     return lambda: model(torch.from_numpy(canvases).float().div_(255.0))
+
+
+def policy_inference(
+    policy: Policy, env_settings: dict, batch: int
+) -> tuple[Callable[[], Trajectories], GlimpseEpisodes]:
+    """A policy that acts through the environment (an SB3 model, for instance) playing whole
+    episodes on the first ``batch`` test canvases, and the episodes it steps."""
+    episodes = evaluation_episodes(env_settings, "test", batch)
+    return lambda: record_trajectories(policy, episodes), episodes
 
 
 def ram_latency_ms(env_settings: dict, batch: int, config: RAMConfig | None = None) -> float:

@@ -257,3 +257,21 @@ def test_history_extractor_rnn_runs_the_papers_core_over_the_glimpses_in_order()
     expected = torch.relu(extractor.mix(torch.cat([seen[:, 2], h, obs["step"]], dim=1)))
     torch.testing.assert_close(extractor(obs), expected)
     assert not torch.allclose(extractor(_first_two_swapped(obs)), extractor(obs))
+
+
+def test_compare_measures_a_ppo_policy_through_the_environment(tmp_path):
+    from glimpse.agents.compare import compare
+    from glimpse.agents.recipes import Recipe
+
+    args = ["train", "ppo", *SMALL, "--total-steps", "1024", "--head-units", "16",
+            "--runs-dir", str(tmp_path), "--name", "tiny-ppo-seed1", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    recipe = Recipe("tiny-ppo", "ppo", "Glimpse/MNIST-v0", runs=("tiny-ppo-seed1",))
+    compare([recipe], tmp_path / "report", results_dir=tmp_path, scaling_sizes=(60,))
+    (row,) = json.loads((tmp_path / "report" / "results.json").read_text())["rows"]
+    recorded = json.loads((tmp_path / "tiny-ppo-seed1" / "test.json").read_text())
+    assert row["errors"] == [recorded["test_error"]] and row["steps"] == recorded["steps"]
+    assert row["epochs"] is None and row["flops"] > 0 and 0 < row["pixels"] <= 28 * 28
+    assert len(row["on_target"]["per_step"]) == 6  # MNIST-v0: 6 glimpses
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "hard: PPO policy" in text and "M steps" in text
