@@ -188,6 +188,7 @@ class RAMLearner:
         return Evaluation(
             labels=fixed.labels.copy(),
             predictions=score.argmax(axis=1),
+            successes=score.argmax(axis=1) == fixed.labels,
             glimpses_taken=np.full(len(score), self.horizon),
             locations=np.concatenate(locations),
             scores=score,

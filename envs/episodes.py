@@ -1,6 +1,8 @@
 """The glimpse episode, batched: the one implementation every environment and trainer drives.
 
-An episode is one canvas. After ``reset`` the agent holds its first glimpse (at a random
+An episode is one canvas (or one game whose screen changes at every step, :mod:`glimpse.catch`:
+the class of every action is then a move, and the reward is the game's). After ``reset`` the
+agent holds its first glimpse (at a random
 location, or the centre). Each ``step`` takes an action holding the next location and a class:
 on steps ``1 .. T-1`` the agent moves and receives the next glimpse; on step ``T`` (or earlier,
 when the optional stop action is enabled and taken) the class is its answer and the episode
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from glimpse.catch import Catch
 from glimpse.config import check_at_least, check_fields, check_positive, option
 from glimpse.errors import ConfigError
 from glimpse.sensor import GlimpseSensor, IntegralImages
@@ -146,6 +149,20 @@ def action_array(actions: Any, space: spaces.Space[Any], num_envs: int | None = 
     return array
 
 
+def _check_game_settings(game: Catch, config: EpisodeConfig) -> None:
+    """A game's episode lasts as long as the game, and its reward is the game's."""
+    if config.glimpses != game.steps:
+        raise ConfigError(
+            f"A Catch game on a {game.canvas_size} px screen lasts {game.steps} steps: pass "
+            f"glimpses={game.steps} (got {config.glimpses})."
+        )
+    if config.allow_stop or config.class_reward != "correct" or config.step_reward:
+        raise ConfigError(
+            "Catch rewards a catch at the end of the game: leave allow_stop, class_reward and "
+            "step_reward at their defaults."
+        )
+
+
 class GlimpseEpisodes:
     """``num_envs`` glimpse episodes on one task, stepped together; see the module docstring.
 
@@ -159,7 +176,7 @@ class GlimpseEpisodes:
 
     def __init__(
         self,
-        task: Task,
+        task: Task | Catch,
         config: EpisodeConfig,
         num_envs: int,
         split: str = "train",
@@ -172,6 +189,9 @@ class GlimpseEpisodes:
         if task.split_size(split) == 0:
             raise ConfigError(f"The {split} split of this task is empty; choose another split.")
         self.task, self.config, self.num_envs, self.split = task, config, num_envs, split
+        self.dynamic = isinstance(task, Catch)  # the scene advances with every step
+        if self.dynamic:
+            _check_game_settings(task, config)
         self.sequential = sequential and split != "train"
         self.sensor = GlimpseSensor(config.glimpse_size, config.num_scales, config.scale_factor)
         horizon = config.glimpses
@@ -204,6 +224,7 @@ class GlimpseEpisodes:
         self.seen = (
             np.zeros((n, horizon, *self.glimpse_shape), np.float32) if config.history else None
         )
+        self.scene = np.zeros((n, task.state_width)) if self.dynamic else None  # game states
 
     # -- spaces ---------------------------------------------------------------------------
 
@@ -252,22 +273,24 @@ class GlimpseEpisodes:
         if self.sequential:
             images = (self.cursor + np.arange(len(index))) % n_images
             self.cursor = int((self.cursor + len(index)) % n_images)
+        else:
+            images = np.floor(uniforms[:, 0] * n_images).astype(np.int64)
+        if self.scene is not None:  # a game: its first screen
+            starts = self.task.fixed_starts(self.split)[images] if self.sequential else (
+                uniforms[:, 3:])  # fmt: skip
+            self.scene[index] = self.task.start(starts)
+            canvases, labels = self.task.draw(self.scene[index]), np.zeros(len(index), np.int64)
+            boxes = self.task.ball_boxes(self.scene[index])
+        elif self.sequential:
             fixed = self.task.fixed_canvases(self.split)
             canvases, labels = fixed.images[images], fixed.labels[images]
             boxes = self.task.fixed_target_boxes(self.split)[images]
         else:
-            images = np.floor(uniforms[:, 0] * n_images).astype(np.int64)
             layout = uniforms[:, 3:]
             canvases, labels = self.task.canvases_from_uniforms(self.split, images, layout)
             boxes = self.task.target_boxes_from_uniforms(self.split, images, layout)
-        self.canvases[index], self.labels[index] = canvases, labels
-        self.target_boxes[index] = boxes
-        table = self.sensor.integral(torch.from_numpy(canvases))
-        if len(index) == self.num_envs:
-            self.table = table
-        else:
-            self.table.table[torch.from_numpy(index)] = table.table
-            self.table = IntegralImages(self.table.table, table.value_scale)  # no stale copies
+        self.labels[index] = labels
+        self._show(index, canvases, boxes)
         first = self.first_locations(uniforms)
         self.locations[index] = first
         self.taken[index] = 1
@@ -276,6 +299,17 @@ class GlimpseEpisodes:
         if self.seen is not None:
             self.seen[index] = 0.0
         self._read_glimpses(slots)
+
+    def _show(self, index: np.ndarray, canvases: np.ndarray, boxes: np.ndarray) -> None:
+        """Puts new canvases (and their target boxes) in the slots ``index``, with their
+        sensor tables."""
+        self.canvases[index], self.target_boxes[index] = canvases, boxes
+        table = self.sensor.integral(torch.from_numpy(canvases))
+        if len(index) == self.num_envs:
+            self.table = table
+        else:
+            self.table.table[torch.from_numpy(index)] = table.table
+            self.table = IntegralImages(self.table.table, table.value_scale)  # no stale copies
 
     def first_locations(self, uniforms: np.ndarray) -> np.ndarray:
         """The first glimpse's location ``(n, 2)`` of episodes from their uniforms ``(n, m)``
@@ -332,6 +366,17 @@ class GlimpseEpisodes:
             stop = np.zeros(self.num_envs, bool)
         return locations, classes, stop
 
+    @torch.inference_mode()
+    def _advance_game(self, index: np.ndarray, moves: np.ndarray) -> None:
+        """One step of the game in the slots ``index``: the paddles move by ``moves``, the
+        balls fly, and the new screens (and the balls' boxes) replace the old ones."""
+        if len(index) == 0:
+            return
+        assert self.scene is not None
+        self.scene[index] = self.task.advance(self.scene[index], moves[index])
+        state = self.scene[index]
+        self._show(index, self.task.draw(state), self.task.ball_boxes(state))
+
     def _log_likelihoods(self, actions: Any) -> np.ndarray:
         """``log softmax(scores)[label]`` of every slot, from continuous actions ``(N, width)``,
         the scores clipped to ``[-score_bound, score_bound]`` like every out-of-range action."""
@@ -351,10 +396,19 @@ class GlimpseEpisodes:
         ``glimpses_taken``, ``locations`` (``(N, T, 2)``, NaN after the last glimpse) and
         ``target_box`` (``(N, 4)``: top, left, bottom, right of the target's ink in canvas
         pixels, bottom and right exclusive), each with its Gymnasium ``_key`` mask.
+
+        In a game (:mod:`glimpse.catch`) every active slot's class is a move: the scene
+        advances before the next glimpse is read, the reward at the end is 1 for a catch,
+        ``is_success`` says whether the ball was caught, ``target_box`` is the ball's, and
+        there is no ``label`` or ``prediction``.
         """
         locations, classes, stop = self.decode_actions(actions)
         active = np.ones(self.num_envs, bool) if active is None else active
-        correct = classes == self.labels
+        if self.scene is not None:  # a game: the moves play out, the screens change
+            self._advance_game(np.flatnonzero(active), classes)
+            correct = self.task.caught(self.scene)
+        else:
+            correct = classes == self.labels
         final = active & ((self.taken >= self.config.glimpses) | stop)
         moving = active & ~final
         cfg = self.config
@@ -376,6 +430,8 @@ class GlimpseEpisodes:
                 "locations": self.visited.copy(),
                 "target_box": self.target_boxes.copy(),
             }
+            if self.scene is not None:  # no class to name: the moves are the answers
+                del ended["label"], ended["prediction"]
             for key, value in ended.items():
                 infos[key], infos[f"_{key}"] = value, final.copy()
         return rewards, final, infos

@@ -37,8 +37,9 @@ class Policy(Protocol):
 class Evaluation:
     """Per-canvas results on a split, in canvas order."""
 
-    labels: np.ndarray
-    predictions: np.ndarray
+    labels: np.ndarray  # (N,) -1 in a game, which has no class to name
+    predictions: np.ndarray  # (N,) -1 in a game
+    successes: np.ndarray  # (N,) bool: the right class, or the ball caught
     glimpses_taken: np.ndarray
     locations: np.ndarray  # (N, T, 2), NaN after the last glimpse
     scores: np.ndarray  # (N, n_classes) class scores of the final action (continuous actions)
@@ -51,7 +52,8 @@ class Evaluation:
 
     @property
     def accuracy(self) -> float:
-        return float(np.mean(self.labels == self.predictions))
+        """The share of successes: right answers, or catches in a game."""
+        return float(np.mean(self.successes))
 
     @property
     def error_percent(self) -> float:
@@ -121,7 +123,8 @@ def evaluate(policy: Policy, episodes: GlimpseEpisodes, seed: int = 0) -> Evalua
         raise ValueError("evaluate() needs episodes on a val or test split with sequential=True.")
     total, batch = episodes.task.split_size(episodes.split), episodes.num_envs
     episodes.seed(_slot_keys(seed, batch))
-    keys = ("label", "prediction", "glimpses_taken", "locations", "target_box", "scores")
+    keys = ("label", "prediction", "is_success", "glimpses_taken", "locations", "target_box",
+            "scores")  # fmt: skip
     results: dict[str, list[np.ndarray]] = {key: [] for key in keys}
     everyone = np.ones(batch, bool)
     continuous = episodes.config.action_type == "continuous"
@@ -131,7 +134,8 @@ def evaluate(policy: Policy, episodes: GlimpseEpisodes, seed: int = 0) -> Evalua
         episodes.reset(everyone)
         policy.start(batch)
         active = everyone.copy()
-        ended = {"scores": np.zeros((batch, n_classes), np.float32)}
+        ended = {"scores": np.zeros((batch, n_classes), np.float32),
+                 "label": np.full(batch, -1), "prediction": np.full(batch, -1)}  # fmt: skip
         while active.any():
             actions = policy.act(episodes.observations())
             _, terminated, infos = episodes.step(actions, active)
@@ -147,6 +151,7 @@ def evaluate(policy: Policy, episodes: GlimpseEpisodes, seed: int = 0) -> Evalua
     return Evaluation(
         labels=np.concatenate(results["label"]),
         predictions=np.concatenate(results["prediction"]),
+        successes=np.concatenate(results["is_success"]),
         glimpses_taken=np.concatenate(results["glimpses_taken"]),
         locations=np.concatenate(results["locations"]),
         scores=np.concatenate(results["scores"]),
@@ -222,9 +227,10 @@ def record_trajectories(policy: Policy, episodes: GlimpseEpisodes, seed: int = 0
         glimpses[active, t] = observations["glimpse"][active]
         actions = policy.act(observations)
         _, terminated, infos = episodes.step(actions, active)
-        if terminated.any():
+        if terminated.any() and "label" in infos:  # a game names no class
             labels[terminated] = infos["label"][terminated]
             predictions[terminated] = infos["prediction"][terminated]
+        if terminated.any():
             locations[terminated] = infos["locations"][terminated]
             if episodes.config.action_type == "continuous":
                 scores[terminated] = actions[terminated, 2 : 2 + n_classes]

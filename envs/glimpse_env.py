@@ -83,6 +83,8 @@ class GlimpseEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     Fashion-MNIST, an image folder) through the glimpse sensor of Mnih et al. (2014): ``k``
     concentric square patches of sides ``g, g*s, g*s^2, ...`` around a location, each averaged to
     ``g x g``. The agent chooses where to look next and, after ``T`` glimpses, names the class.
+    With ``task="catch"`` (``Glimpse/Catch-v0``) the scene is a game instead: the class part of
+    every action moves a paddle, the screen changes at every step, and a catch earns 1.
 
     ## Observation space
 

@@ -16,6 +16,7 @@ VECTOR_ENTRY_POINT = "glimpse.envs.glimpse_env:GlimpseVectorEnv"
 
 _MNIST_SENSOR = {"glimpse_size": 8, "num_scales": 1, "glimpses": 6}  # paper: 6 glimpses, 8x8
 _CANVAS_SENSOR = {"glimpse_size": 12, "num_scales": 3, "scale_factor": 2, "glimpses": 8}
+_CATCH_SENSOR = {"glimpse_size": 6, "num_scales": 3, "scale_factor": 2}
 
 ENVIRONMENTS: dict[str, dict[str, Any]] = {
     "Glimpse/MNIST-v0": {"task": "mnist", **_MNIST_SENSOR},
@@ -31,6 +32,10 @@ ENVIRONMENTS: dict[str, dict[str, Any]] = {
     },
     "Glimpse/FashionMNIST-v0": {"task": "fashion-mnist", **_MNIST_SENSOR, "num_scales": 2},
     "Glimpse/ImageFolder-v0": {"task": "folder", "size": 64, **_CANVAS_SENSOR},
+    # The paper's game: 3 scales of 6 x 6 (the coarsest sees the whole 24 x 24 screen); a
+    # glimpse per step of the game (23 on 24 x 24, 31 on 64 x 64, see glimpse.catch)
+    "Glimpse/Catch-v0": {"task": "catch", "size": 24, **_CATCH_SENSOR, "glimpses": 23},
+    "Glimpse/Catch64-v0": {"task": "catch", "size": 64, **_CATCH_SENSOR, "glimpses": 31},
 }  # fmt: skip
 
 

@@ -13,6 +13,8 @@ task name          canvases
                    random from other random images of the same split, placed at random
                    positions; intensities are added and clipped to 255 (Mnih et al. 2014)
 ``folder``         the user's images (one subfolder per class), padded or resized to ``size``
+``catch``          not images but a game whose screen changes at every step
+                   (:mod:`glimpse.catch`; the "classes" are the paddle's moves)
 =================  ===========================================================================
 
 ``translated`` and ``cluttered`` take their images from ``dataset`` (MNIST unless told otherwise).
@@ -37,15 +39,16 @@ from pathlib import Path
 
 import numpy as np
 
+from glimpse.catch import Catch
 from glimpse.config import check_at_least, check_fields, option
 from glimpse.data import DATASETS, LabelledImages, load_idx_dataset
 from glimpse.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
-TASK_NAMES = ("mnist", "fashion-mnist", "translated", "cluttered", "folder")
+TASK_NAMES = ("mnist", "fashion-mnist", "translated", "cluttered", "folder", "catch")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _TASKS_OF_SETTING = {
-    "size": ("translated", "cluttered", "folder"),
+    "size": ("translated", "cluttered", "folder", "catch"),
     "distractors": ("cluttered",),
     "distractor_size": ("cluttered",),
     "dataset": ("translated", "cluttered"),
@@ -63,7 +66,9 @@ class TaskConfig:
 
     task: str = option("mnist", "Task (see glimpse.tasks).", choices=TASK_NAMES)
     size: int | None = option(
-        None, "Canvas side in pixels; default 28 (mnist), 60 (translated, cluttered), 64 (folder)."
+        None,
+        "Canvas side in pixels; default 28 (mnist), 60 (translated, cluttered), 64 (folder), "
+        "24 (catch).",
     )
     distractors: int | None = option(
         None,
@@ -114,7 +119,7 @@ class TaskConfig:
     def canvas_size(self) -> int:
         if self.size is not None:
             return self.size
-        return {"translated": 60, "cluttered": 60, "folder": 64}.get(self.task, 28)
+        return {"translated": 60, "cluttered": 60, "folder": 64, "catch": 24}.get(self.task, 28)
 
     @property
     def num_distractors(self) -> int:
@@ -459,6 +464,9 @@ class Task:
 
 
 @lru_cache(maxsize=8)
-def make_task(config: TaskConfig) -> Task:
-    """The task for ``config``, shared by every environment that asks for it in this process."""
+def make_task(config: TaskConfig) -> Task | Catch:
+    """The task for ``config``, shared by every environment that asks for it in this process:
+    a :class:`Task` of images, or the :class:`glimpse.catch.Catch` game."""
+    if config.task == "catch":
+        return Catch(config)
     return Task(config)

@@ -45,6 +45,8 @@ def test_every_documented_id_is_registered():
             "Glimpse/ClutteredMNIST200-v0",
             "Glimpse/FashionMNIST-v0",
             "Glimpse/ImageFolder-v0",
+            "Glimpse/Catch-v0",
+            "Glimpse/Catch64-v0",
         ]
     )
 
@@ -120,7 +122,9 @@ def test_rgb_array_frames_show_the_canvas_and_glimpse(env_id, image_folder):
     assert len(vec.render()) == 2
 
 
-@pytest.mark.parametrize("env_id", ["Glimpse/ClutteredMNIST60-v0", "Glimpse/MNIST-v0"])
+@pytest.mark.parametrize(
+    "env_id", ["Glimpse/ClutteredMNIST60-v0", "Glimpse/MNIST-v0", "Glimpse/Catch-v0"]
+)
 def test_vector_env_equals_single_envs_with_consecutive_seeds(env_id):
     n, seed = 5, 11
     vec = gym.make_vec(env_id, num_envs=n)
@@ -130,7 +134,7 @@ def test_vector_env_equals_single_envs_with_consecutive_seeds(env_id):
     single_obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(singles)]
     rng = np.random.default_rng(0)
     ended = [False] * n
-    for step in range(15):  # crosses two episode ends (6 or 8 steps)
+    for step in range(2 * gym.spec(env_id).kwargs["glimpses"] + 3):  # two episode ends
         for i in range(n):
             assert same({k: v[i] for k, v in vec_obs.items()}, single_obs[i]), (step, i)
         actions = rng.integers(0, vec.single_action_space.nvec, (n, 3))

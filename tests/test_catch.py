@@ -1,0 +1,101 @@
+"""Catch: the game's rules, a scene that changes under the glimpse, and its clear errors."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import glimpse  # noqa: F401  (registers the ids)
+from glimpse.catch import Catch
+from glimpse.envs.evaluation import evaluate, evaluation_episodes
+from glimpse.errors import ConfigError
+from glimpse.tasks import TaskConfig, make_task
+
+CATCH = {"task": "catch", "glimpses": 23, "glimpse_size": 6, "num_scales": 3}
+
+
+def game(size: int = 24) -> Catch:
+    task = make_task(TaskConfig(task="catch", size=size))
+    assert isinstance(task, Catch)
+    return task
+
+
+def test_the_ball_falls_bounces_and_the_paddle_moves_within_the_walls():
+    catch = game()
+    assert catch.steps == 23 and game(64).steps == 31 and game(64).unit == 2
+    state = np.array([[0.5, -1.0, 0.0, 0.0], [22.5, 1.0, 5.0, 22.0]])  # x, vx, y, paddle
+    after = catch.advance(state, np.array([0, 2]))  # left at the left wall, right at the right
+    np.testing.assert_allclose(after, [[0.5, 1.0, 1.0, 0.0], [22.5, -1.0, 6.0, 22.0]])
+    moved = catch.advance(np.array([[10.0, 0.0, 3.0, 11.0]] * 3), np.array([0, 1, 2]))
+    assert moved[:, 3].tolist() == [10.0, 11.0, 12.0]
+    screen = catch.draw(np.array([[3.4, 0.0, 7.0, 11.0]]))[0, 0]
+    assert screen[7, 3] == 255 and screen[23, 11] == screen[23, 12] == 255
+    assert (screen > 0).sum() == 3  # one ball pixel, two paddle pixels
+
+
+def test_a_player_who_knows_the_landing_column_always_catches_and_staying_rarely_does():
+    vec = gym.make_vec("Glimpse/Catch-v0", num_envs=200, split="test")
+    episodes = vec.unwrapped.episodes
+    catch = episodes.task
+    rates = {}
+    for player in ("knows", "stays"):
+        vec.reset(seed=0)
+        for _ in range(catch.steps):
+            landing = episodes.scene.copy()
+            for _ in range(catch.steps - int(landing[0, 2])):
+                landing = catch.advance(landing, np.ones(len(landing), np.int64))
+            target = landing[:, 0] - 0.5  # put the paddle's two pixels under the ball
+            moves = 1 + np.sign(target - episodes.scene[:, 3]).astype(np.int64)
+            moves = moves if player == "knows" else np.ones(200, np.int64)
+            before = episodes.canvases.copy()
+            _, rewards, terminated, _, info = vec.step(np.stack([np.full(200, 4),
+                                                                 np.full(200, 4), moves], 1))
+            assert not np.array_equal(before, episodes.canvases)  # the screen changed
+        assert terminated.all() and np.array_equal(rewards, info["is_success"])
+        assert "label" not in info  # a game names no class
+        rates[player] = rewards.mean()
+    assert rates["knows"] == 1.0 and rates["stays"] < 0.2
+
+
+def test_the_glimpse_reads_the_new_screen_and_the_target_box_is_the_ball():
+    env = gym.make("Glimpse/Catch-v0")
+    env.reset(seed=3)
+    episodes = env.unwrapped.episodes
+    for _ in range(5):
+        observation, *_ = env.step(np.array([4, 4, 1]))
+    expected = episodes.sensor.extract_numpy(episodes.canvases, episodes.locations)[0]
+    np.testing.assert_array_equal(observation["glimpse"], expected)
+    for _ in range(episodes.task.steps - 5):
+        *_, terminated, _, info = env.step(np.array([4, 4, 1]))
+    top, left, bottom, right = info["target_box"]
+    assert terminated and (top, bottom) == (23, 24) and right - left == 1
+    assert episodes.canvases[0, 0, top, left] == 255
+
+
+def test_evaluation_counts_catches_on_fixed_test_games():
+    class Stay:
+        def start(self, num_envs):
+            self.n = num_envs
+
+        def act(self, observations):
+            return np.tile([4, 4, 1], (self.n, 1))
+
+    settings = {**CATCH, "val_size": 300}
+    first = evaluate(Stay(), evaluation_episodes(settings, "val", 100))
+    again = evaluate(Stay(), evaluation_episodes(settings, "val", 64))
+    assert len(first.successes) == 300 and (first.labels == -1).all()
+    np.testing.assert_array_equal(first.successes, again.successes)  # the same fixed games
+    assert 0 < first.accuracy < 0.2
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [({"glimpses": 8}, "lasts 23 steps: pass glimpses=23"),
+     ({"allow_stop": True}, "rewards a catch at the end"),
+     ({"size": 20, "glimpses": 19}, "at least 24 pixels"),
+     ({"distractors": 3}, "does nothing for the catch task")],
+)  # fmt: skip
+def test_bad_catch_settings_are_clear_errors(settings, match):
+    with pytest.raises(ConfigError, match=match):
+        gym.make("Glimpse/Catch-v0", **settings)
