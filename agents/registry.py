@@ -77,6 +77,9 @@ class Agent:
     check: Callable[[dict[str, Any]], None] = lambda config: None
     """Checks settings of different sections against each other before a run starts."""
     checkpoint_suffix: str = ".pt"
+    plays_games: bool = False
+    """Whether it can act in a game (``task="catch"``), where every step's action moves the
+    paddle and the reward comes from the game, not from a class named at the end."""
 
     def env(self, settings: dict[str, Any]) -> dict[str, Any]:
         """``settings`` with :attr:`fixed_env` applied; a setting asked for that contradicts a
@@ -184,6 +187,7 @@ def _ppo(name: str, summary: str, history: bool) -> Agent:
     return Agent(
         name, summary, {"model": PPOConfig}, _PPO_ENV, _train_ppo, _load_ppo,
         fixed_env={"history": history}, check=_check_ppo, checkpoint_suffix=".zip",
+        plays_games=True,
     )  # fmt: skip
 
 

@@ -33,7 +33,7 @@ import gymnasium
 import glimpse
 from glimpse.agents.learners import RAMLearner
 from glimpse.agents.ram import RAMPredictor
-from glimpse.agents.registry import TrainedAgent, agent
+from glimpse.agents.registry import AGENTS, TrainedAgent, agent
 from glimpse.agents.run_directory import (
     RESULT_NEUTRAL_SETTINGS,
     RUNTIME_SETTINGS,
@@ -43,6 +43,7 @@ from glimpse.agents.run_directory import (
     set_threads,
     validation_curve,
 )
+from glimpse.catch import Catch
 from glimpse.envs.episodes import EpisodeConfig
 from glimpse.envs.evaluation import TargetShare, standard_error_percent
 from glimpse.envs.glimpse_env import split_settings
@@ -97,6 +98,13 @@ def resolve_config(
     for layer in layers:
         env.update(layer.get("env", {}))
     task, episode = split_settings(spec.env(env))
+    if task.task == "catch" and not spec.plays_games:
+        players = ", ".join(name for name, other in AGENTS.items() if other.plays_games)
+        raise ConfigError(
+            f"{agent_name} does not play Catch: it names one class at the end of a still "
+            f"image, while in Catch every step's action moves the paddle. Train {players} on "
+            f"{env_id}."
+        )
     config: dict[str, Any] = {
         "format": FORMAT,
         "agent": agent_name,
@@ -395,6 +403,7 @@ def evaluate_run(
         looking = told.target_share(sensor, *trained.task.canvas_shape[1:])
     result: dict[str, Any] = {
         "agent": read_run_config(run_dir)["agent"],
+        "game": isinstance(trained.task, Catch),  # the error is then the share of misses
         "split": split,
         "checkpoint": checkpoint,
         "samples": samples,
@@ -487,7 +496,8 @@ def visualise_run(
     config = read_run_config(run_dir)
     test_error = _recorded_test_error(run_dir) if checkpoint == "best" else None
     name = run_dir.name if checkpoint == "best" else f"{run_dir.name} ({checkpoint} checkpoint)"
-    title = run_title(name, config["env_id"].removeprefix("Glimpse/"), test_error)
+    game = config["env"].get("task") == "catch"
+    title = run_title(name, config["env_id"].removeprefix("Glimpse/"), test_error, game)
     out.parent.mkdir(parents=True, exist_ok=True)
     trajectories = load_agent(run_dir, checkpoint).draw(out, n, split, title)
     if trajectories is None:

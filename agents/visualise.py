@@ -40,10 +40,12 @@ CURVES_SIZE = (900, 540)
 """Default size of :func:`plot_curves`' picture in pixels."""
 
 
-def run_title(name: str, task: str, test_error: float | None) -> str:
+def run_title(name: str, task: str, test_error: float | None, game: bool = False) -> str:
     """The title line of a run's pictures, say ``mnist-6-ram-seed1 | MNIST-v0 | test error
-    0.66%``; ``test_error`` None where none is recorded (a run not tested yet)."""
-    error = "no test error recorded" if test_error is None else f"test error {test_error:.2f}%"
+    0.66%`` (in a game, ``missed`` the balls); ``test_error`` None where none is recorded (a
+    run not tested yet)."""
+    error = "no test error recorded" if test_error is None else (
+        f"{'missed' if game else 'test error'} {test_error:.2f}%")  # fmt: skip
     return f"{name} | {task} | {error}"
 
 
@@ -76,13 +78,17 @@ def panels_at(trajectories: Trajectories, step: int) -> list:
     """Every episode's :func:`glimpse.drawing.trajectory_panel` at ``step``."""
     sensor = _sensor(trajectories)
     height, width = trajectories.canvases.shape[-2:]
-    texts = captions(
-        trajectories.labels, trajectories.predictions, trajectories.scores,
-        trajectories.class_names,
-    )  # fmt: skip
-    correct = trajectories.labels == trajectories.predictions
+    correct = trajectories.successes
+    if (trajectories.labels < 0).all():  # a game: no class, a catch or a miss
+        texts = ["caught" if caught else "missed" for caught in correct]
+    else:
+        texts = captions(
+            trajectories.labels, trajectories.predictions, trajectories.scores,
+            trajectories.class_names,
+        )  # fmt: skip
     panels = []
-    for i, canvas in enumerate(trajectories.canvases):
+    for i in range(len(trajectories.labels)):
+        canvas = trajectories.frame(i, step)
         locations = trajectories.locations[i]
         valid = np.nan_to_num(locations)  # rows after the end are never drawn
         origins = sensor.patch_origins(torch.from_numpy(valid), height, width).numpy()

@@ -191,22 +191,32 @@ def evaluation_episodes(
 class Trajectories:
     """What an agent did on ``n`` canvases, step by step (saved as ``.npz``, drawn by viz)."""
 
-    canvases: np.ndarray  # (n, C, H, W) uint8
-    labels: np.ndarray  # (n,)
-    predictions: np.ndarray  # (n,)
+    canvases: np.ndarray  # (n, C, H, W) uint8; a game's screens: (n, T, C, H, W), one a glimpse
+    labels: np.ndarray  # (n,) -1 in a game
+    predictions: np.ndarray  # (n,) -1 in a game
     scores: np.ndarray  # (n, n_classes) final class scores (zeros for discrete actions)
     locations: np.ndarray  # (n, T, 2) where each glimpse was taken, NaN after the last
     glimpses: np.ndarray  # (n, T, k, C, g, g)
     sensor: np.ndarray  # (3,) glimpse_size, num_scales, scale_factor
     class_names: np.ndarray  # (n_classes,) str
+    successes: np.ndarray  # (n,) bool: the right class, or the ball caught
+
+    def frame(self, episode: int, step: int) -> np.ndarray:
+        """The canvas ``(C, H, W)`` episode ``episode`` showed at glimpse ``step``."""
+        moving = self.canvases.ndim == 5
+        return self.canvases[episode, step] if moving else self.canvases[episode]
 
     def save(self, path: str | Path) -> None:
         np.savez_compressed(path, **dataclasses.asdict(self))
 
     @classmethod
     def load(cls, path: str | Path) -> Trajectories:
+        """Trajectories saved by :meth:`save` (files from before ``successes`` existed get
+        it from their labels and predictions)."""
         with np.load(path, allow_pickle=False) as data:
-            return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+            fields = {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data}
+        fields.setdefault("successes", fields["labels"] == fields["predictions"])
+        return cls(**fields)
 
 
 def record_trajectories(policy: Policy, episodes: GlimpseEpisodes, seed: int = 0) -> Trajectories:
@@ -218,26 +228,31 @@ def record_trajectories(policy: Policy, episodes: GlimpseEpisodes, seed: int = 0
     episodes.reset(np.ones(n, bool))
     policy.start(n)
     glimpses = np.zeros((n, horizon, *episodes.glimpse_shape), np.float32)
-    labels, predictions = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    labels, predictions = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+    successes = np.zeros(n, bool)
     locations = np.full((n, horizon, 2), np.nan, np.float32)
     scores = np.zeros((n, n_classes), np.float32)
+    screens = []  # a game's screen at each glimpse
     active = np.ones(n, bool)
     for t in range(horizon):
         observations = episodes.observations()
         glimpses[active, t] = observations["glimpse"][active]
+        if episodes.dynamic:
+            screens.append(episodes.canvases.copy())
         actions = policy.act(observations)
         _, terminated, infos = episodes.step(actions, active)
         if terminated.any() and "label" in infos:  # a game names no class
             labels[terminated] = infos["label"][terminated]
             predictions[terminated] = infos["prediction"][terminated]
         if terminated.any():
+            successes[terminated] = infos["is_success"][terminated]
             locations[terminated] = infos["locations"][terminated]
             if episodes.config.action_type == "continuous":
                 scores[terminated] = actions[terminated, 2 : 2 + n_classes]
         active &= ~terminated
     config = episodes.config
     return Trajectories(
-        canvases=episodes.canvases.copy(),
+        canvases=np.stack(screens, axis=1) if screens else episodes.canvases.copy(),
         labels=labels,
         predictions=predictions,
         scores=scores,
@@ -245,4 +260,5 @@ def record_trajectories(policy: Policy, episodes: GlimpseEpisodes, seed: int = 0
         glimpses=glimpses,
         sensor=np.array([config.glimpse_size, config.num_scales, config.scale_factor]),
         class_names=np.array(episodes.task.class_names),
+        successes=successes,
     )

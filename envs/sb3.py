@@ -76,10 +76,11 @@ class GlimpseVecEnv(VecEnv):
                 env_infos[i] = {
                     "terminal_observation": infos["final_obs"][i],
                     "is_success": bool(final_info["is_success"][i]),
-                    "label": int(final_info["label"][i]),
-                    "prediction": int(final_info["prediction"][i]),
                     "TimeLimit.truncated": False,
                 }
+                for key in ("label", "prediction"):  # a game (Catch) names no class
+                    if key in final_info:
+                        env_infos[i][key] = int(final_info[key][i])
         return observations, rewards, dones, env_infos
 
     def close(self) -> None:

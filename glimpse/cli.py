@@ -270,9 +270,12 @@ def _eval(args: argparse.Namespace) -> int:
     result = evaluate_run(Path(args.run), args.split, args.samples, args.checkpoint, out,
                           locations=args.locations)  # fmt: skip
     told = "" if args.locations == "learned" else f", {args.locations} locations"
+    what = ("missed {error:.2f}% of the balls (caught {caught:.2f}%)", "games") if result["game"] \
+        else ("error {error:.2f}%", "images")  # fmt: skip
     print(
-        f"{args.run}: {result['split']} error {result['error']:.2f}% "
-        f"(standard error {result['standard_error']:.2f}) on {result['images']:,} images "
+        f"{args.run}: {result['split']} "
+        + what[0].format(error=result["error"], caught=100 - result["error"])
+        + f" (standard error {result['standard_error']:.2f}) on {result['images']:,} {what[1]} "
         f"({result['checkpoint']} checkpoint, {result['samples']} sample(s){told})"
     )
     if "on_target" in result:

@@ -99,3 +99,42 @@ def test_evaluation_counts_catches_on_fixed_test_games():
 def test_bad_catch_settings_are_clear_errors(settings, match):
     with pytest.raises(ConfigError, match=match):
         gym.make("Glimpse/Catch-v0", **settings)
+
+
+def test_trajectories_of_a_game_keep_the_screen_of_every_glimpse(tmp_path):
+    from glimpse.agents.visualise import draw_trajectories
+    from glimpse.envs.evaluation import Trajectories, record_trajectories
+
+    class Stay:
+        def start(self, num_envs):
+            self.n = num_envs
+
+        def act(self, observations):
+            return np.tile([4, 4, 1], (self.n, 1))
+
+    recorded = record_trajectories(Stay(), evaluation_episodes(CATCH, "test", 3))
+    assert recorded.canvases.shape == (3, 23, 1, 24, 24)  # a screen per glimpse
+    balls = [np.argwhere(recorded.frame(0, t)[0, :23] == 255)[0] for t in (0, 1, 22)]
+    assert [row for row, _ in balls] == [0, 1, 22]  # the ball falls a row a step
+    assert (recorded.labels == -1).all() and recorded.successes.dtype == bool
+    recorded.save(tmp_path / "t.npz")
+    again = Trajectories.load(tmp_path / "t.npz")
+    np.testing.assert_array_equal(again.canvases, recorded.canvases)
+    draw_trajectories(again, tmp_path / "t.gif")
+    from PIL import Image
+
+    with Image.open(tmp_path / "t.gif") as gif:
+        assert gif.n_frames == 23
+
+
+@pytest.mark.parametrize("agent", ["ram", "soft", "deep-cnn"])
+def test_agents_that_name_a_class_refuse_the_game_and_name_those_that_play_it(
+    agent, tmp_path, capsys
+):
+    from glimpse.cli import main
+
+    command = ["train", agent, "--env", "Glimpse/Catch-v0", "--runs-dir", str(tmp_path)]
+    assert main(command) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert "does not play Catch" in error and "ppo, recurrent-ppo" in error
+    assert not any(tmp_path.iterdir())  # nothing made

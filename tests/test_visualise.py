@@ -63,6 +63,7 @@ def trajectories(predictions: list[int]) -> Trajectories:
         glimpses=glimpses,
         sensor=np.array([8, 1, 2]),
         class_names=np.array(["zero", "one", "two"]),
+        successes=np.array(predictions) == np.array([1, 2]),
     )
 
 
