@@ -43,6 +43,7 @@ from glimpse.agents.baselines import BaselineConfig, FullViewLearner
 from glimpse.agents.learners import TOLD_LOCATIONS, RAMLearner
 from glimpse.agents.ram import RAMConfig
 from glimpse.agents.recipes import Recipe
+from glimpse.agents.run_directory import validation_curve
 from glimpse.agents.runs import (
     Layer,
     config_differences,
@@ -136,6 +137,18 @@ def _mean_of(summaries: list[dict[str, Any]], key: str) -> float | None:
     return None if None in values else statistics.mean(values)  # type: ignore[type-var]
 
 
+def last_fifth_gain(run_dir: Path) -> float:
+    """How many points of validation error a run's last fifth of training gained: the best
+    error before it minus the best within it (positive: still improving). The comparison
+    calls a run converged below 0.1 point."""
+    _, curve = validation_curve(run_dir)
+    errors = [curve[key] for key in sorted(curve)]
+    cut = max(1, round(0.8 * len(errors)))
+    if cut >= len(errors):
+        return float("nan")  # a single validation: no last fifth to judge
+    return min(errors[:cut]) - min(errors[cut:])
+
+
 def _failed(errors: list[float]) -> int:
     """Seeds whose test error is over twice the median of the recipe's seeds."""
     median = statistics.median(errors)
@@ -164,6 +177,7 @@ def measure(recipe: Recipe, runs: list[Path]) -> dict[str, Any]:
         "best_epoch": _mean_of(summaries, "best_epoch"),
         "steps": _mean_of(summaries, "steps"),
         "train_minutes": statistics.mean(s["train_seconds"] for s in summaries) / 60,
+        "last_fifth_gain": [last_fifth_gain(run) for run in runs],
         "on_target": None,
         "told": {},
         "told_on_target": {},
@@ -377,6 +391,13 @@ def _error(row: dict[str, Any]) -> str:
     return f"{row['error_mean']:.2f} ± {row['error_std']:.2f}"
 
 
+def _gains(row: dict[str, Any]) -> str:
+    """The seeds' last-fifth gains, with "converged" when every one is under 0.1 point."""
+    gains = row["last_fifth_gain"]
+    text = ", ".join("-" if np.isnan(g) else f"{g:.2f}" for g in gains)
+    return f"{text} (converged)" if all(g < 0.1 for g in gains) else text
+
+
 def _mean(values: list[float]) -> str:
     if not values:
         return "-"
@@ -399,7 +420,9 @@ def render_report(
         f"# Hard versus soft attention on {env_id}",
         "",
         "Test error on the fixed 10,000 test canvases at each run's best validation epoch; "
-        "a seed *failed* if its error is over twice its recipe's median. FLOPs counted by "
+        "a seed *failed* if its error is over twice its recipe's median; *last fifth's gain*: "
+        "the points of validation error the last fifth of training gained (converged: under "
+        "0.1 on every seed). FLOPs counted by "
         "torch.utils.flop_counter; peak KB: the most memory held at once by the tensors "
         "inference creates (activations, tables; not the weights), per image; CPU ms per "
         "image on this machine "
@@ -410,8 +433,8 @@ def render_report(
         "## Accuracy and stability",
         "",
         "| model | recipe | seeds | test error % | per seed | failed seeds | epochs "
-        "| epochs to best | training min |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| epochs to best | last fifth's gain | training min |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         per_seed = ", ".join(f"{e:.2f}" for e in r["errors"])
@@ -420,7 +443,8 @@ def render_report(
         best = "-" if r["best_epoch"] is None else f"{r['best_epoch']:.0f}"
         lines.append(
             f"| {NAMES[r['agent']]} | `{r['recipe']}` | {len(r['errors'])} | {_error(r)} | "
-            f"{per_seed} | {r['failed_seeds']} | {epochs} | {best} | {r['train_minutes']:.0f} |"
+            f"{per_seed} | {r['failed_seeds']} | {epochs} | {best} | {_gains(r)} | "
+            f"{r['train_minutes']:.0f} |"
         )
     lines += [
         "",

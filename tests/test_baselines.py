@@ -238,3 +238,20 @@ def test_attention_on_target_sums_the_weight_of_the_cells_over_the_box():
     shares = attention_on_target(weights, boxes, 60, 60)
     assert shares[0] == pytest.approx([4 / 225] * 3)
     assert shares[1, :2] == pytest.approx([2 / 225] * 2) and shares[1, 2] == 0.0
+
+
+def test_last_fifth_gain_says_whether_training_was_still_improving(tmp_path):
+    from glimpse.agents.compare import last_fifth_gain
+
+    def run(errors: list[float]) -> object:
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))
+        folder.mkdir()
+        lines = [json.dumps({"epoch": e + 1, "val_error": v}) for e, v in enumerate(errors)]
+        (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+        return folder
+
+    still_falling = [9, 8, 7, 6, 5, 4, 3, 2, 1.5, 1.0]  # best before the last fifth: 2
+    assert last_fifth_gain(run(still_falling)) == pytest.approx(1.0)
+    flat = [9, 5, 3, 2, 1.0, 1.1, 1.05, 1.2, 1.0, 1.02]  # the best came early
+    assert last_fifth_gain(run(flat)) == pytest.approx(0.0)
+    assert np.isnan(last_fifth_gain(run([4.0])))
