@@ -39,8 +39,9 @@ import numpy as np
 import torch
 
 from glimpse.agents import cost
-from glimpse.agents.baselines import BaselineConfig, FullViewLearner
+from glimpse.agents.baselines import BaselineConfig
 from glimpse.agents.learners import TOLD_LOCATIONS, RAMLearner
+from glimpse.agents.ppo import PPOAgent
 from glimpse.agents.ram import RAMConfig
 from glimpse.agents.recipes import Recipe
 from glimpse.agents.run_directory import validation_curve
@@ -162,7 +163,6 @@ def measure(recipe: Recipe, runs: list[Path]) -> dict[str, Any]:
     where each looks and the told-location errors come from the runs with a checkpoint."""
     summaries = [json.loads((run / "test.json").read_text()) for run in runs]
     config = read_run_config(runs[0])
-    settings = config["env"]
     errors = [float(s["test_error"]) for s in summaries]
     with_checkpoint = [run for run in runs if _has_checkpoint(run)]
     row: dict[str, Any] = {
@@ -182,61 +182,10 @@ def measure(recipe: Recipe, runs: list[Path]) -> dict[str, Any]:
         "told": {},
         "told_on_target": {},
     }
-    shares: list[TargetShare] = []
-    inference: dict[int, Callable[[], object]]
-    if recipe.agent == "ram":
-        ram_config = RAMConfig(**config["model"])
-        predictor, task = cost.ram_predictor(settings, ram_config)
-        row["params"] = sum(p.numel() for p in predictor.model.parameters())
-        row["flops"] = cost.ram_flops(settings, ram_config)
-        inference = {b: cost.ram_inference(settings, b, ram_config) for b in BATCHES}
-        told: dict[str, list[float]] = {how: [] for how in TOLD_LOCATIONS}
-        told_on_target: dict[str, list[float]] = {how: [] for how in TOLD_LOCATIONS}
-        pixels = []
-        for run in with_checkpoint:
-            learner = load_agent(run)
-            assert isinstance(learner, RAMLearner)
-            sensor, canvas = learner.train_episodes.sensor, learner.task.canvas_shape[1:]
-            evaluation = learner.evaluate("test")[0]
-            shares.append(evaluation.target_share(sensor, *canvas))
-            pixels.append(cost.pixels_read(evaluation.locations[:PIXEL_CANVASES], sensor,
-                                           canvas[0]))  # fmt: skip
-            for how in TOLD_LOCATIONS:
-                told_evaluation = learner.evaluate_locations("test", how)
-                told[how].append(told_evaluation.error_percent)
-                chance = told_evaluation.target_share(sensor, *canvas).overall
-                told_on_target[how].append(chance)
-        row["pixels"] = statistics.mean(pixels) if pixels else None
-        row["told"] = told if with_checkpoint else {}
-        row["told_on_target"] = told_on_target if with_checkpoint else {}
-    elif recipe.agent == "ppo":  # acts through the environment: no in-model episode
-        agents = [load_agent(run) for run in with_checkpoint]
-        if not agents:
-            raise ConfigError(f"The runs of {recipe.name} have no checkpoint to measure.")
-        policy = agents[0].policy()  # type: ignore[attr-defined]
-        one, _ = cost.policy_inference(policy, settings, 1)
-        row["params"] = sum(p.numel() for p in agents[0].model.policy.parameters())  # type: ignore[attr-defined]
-        row["flops"] = cost.count_flops(one)
-        record, episodes = cost.policy_inference(policy, settings, PIXEL_CANVASES)
-        canvas = episodes.task.canvas_size
-        row["pixels"] = cost.pixels_read(record().locations, episodes.sensor, canvas)
-        inference = {b: cost.policy_inference(policy, settings, b)[0] for b in BATCHES}
-        shares = [agent.looking("test") for agent in agents]  # type: ignore[attr-defined]
-    else:
-        model_config = BaselineConfig(**config["model"])
-        task, model = cost.baseline_model(recipe.agent, settings, model_config)
-        row["params"] = sum(p.numel() for p in model.parameters())
-        row["flops"] = cost.baseline_flops(recipe.agent, settings, model_config)
-        row["pixels"] = float(np.prod(task.canvas_shape[1:]))
-        inference = {b: cost.baseline_inference(recipe.agent, settings, b, model_config)
-                     for b in BATCHES}  # fmt: skip
-        if recipe.agent == "soft":
-            for run in with_checkpoint:
-                learner = load_agent(run)
-                assert isinstance(learner, FullViewLearner)
-                share = learner.looking("test")
-                assert share is not None
-                shares.append(share)
+    by_agent = {"ram": _measure_ram, "ppo": _measure_ppo}
+    inference, shares = by_agent.get(recipe.agent, _measure_full_view)(
+        recipe, config, with_checkpoint, row
+    )
     for b, run in inference.items():
         row[f"ms_batch{b}"] = cost.latency_ms(run, b)
         row[f"kb_batch{b}"] = cost.peak_memory_bytes(run) / b / 1000
@@ -249,6 +198,74 @@ def measure(recipe: Recipe, runs: list[Path]) -> dict[str, Any]:
             "runs": len(shares),
         }
     return row
+
+
+Inference = dict[int, Callable[[], object]]  # batch size -> one inference on that many canvases
+
+
+def _measure_ram(
+    recipe: Recipe, config: dict[str, Any], trained: list[Path], row: dict[str, Any]
+) -> tuple[Inference, list[TargetShare]]:
+    """RAM as deployed (:class:`RAMPredictor`): its cost from the recipe's model; from each
+    trained run, where it looks, the pixels it reads, and its errors when told where to look."""
+    settings, ram_config = config["env"], RAMConfig(**config["model"])
+    predictor, _ = cost.ram_predictor(settings, ram_config)
+    row["params"] = sum(p.numel() for p in predictor.model.parameters())
+    row["flops"] = cost.ram_flops(settings, ram_config)
+    shares, pixels = [], []
+    told: dict[str, list[float]] = {how: [] for how in TOLD_LOCATIONS}
+    told_on_target: dict[str, list[float]] = {how: [] for how in TOLD_LOCATIONS}
+    for run in trained:
+        learner = load_agent(run)
+        assert isinstance(learner, RAMLearner)
+        sensor, canvas = learner.train_episodes.sensor, learner.task.canvas_shape[1:]
+        evaluation = learner.evaluate("test")[0]
+        shares.append(evaluation.target_share(sensor, *canvas))
+        pixels.append(cost.pixels_read(evaluation.locations[:PIXEL_CANVASES], sensor, canvas[0]))
+        for how in TOLD_LOCATIONS:
+            told_evaluation = learner.evaluate_locations("test", how)
+            told[how].append(told_evaluation.error_percent)
+            told_on_target[how].append(told_evaluation.target_share(sensor, *canvas).overall)
+    row["pixels"] = statistics.mean(pixels) if pixels else None
+    row["told"] = told if trained else {}
+    row["told_on_target"] = told_on_target if trained else {}
+    return {b: cost.ram_inference(settings, b, ram_config) for b in BATCHES}, shares
+
+
+def _measure_ppo(
+    recipe: Recipe, config: dict[str, Any], trained: list[Path], row: dict[str, Any]
+) -> tuple[Inference, list[TargetShare]]:
+    """A PPO policy, which acts through the environment (it has no in-model episode): its
+    cost, pixels and looking measured on the trained runs."""
+    agents = [load_agent(run) for run in trained]
+    if not agents:
+        raise ConfigError(f"The runs of {recipe.name} have no checkpoint to measure.")
+    first = agents[0]
+    assert isinstance(first, PPOAgent)
+    settings, policy = config["env"], first.policy()
+    row["params"] = sum(p.numel() for p in first.model.policy.parameters())
+    row["flops"] = cost.count_flops(cost.policy_inference(policy, settings, 1)[0])
+    record, episodes = cost.policy_inference(policy, settings, PIXEL_CANVASES)
+    row["pixels"] = cost.pixels_read(record().locations, episodes.sensor,
+                                     episodes.task.canvas_size)  # fmt: skip
+    shares = [share for agent in agents if (share := agent.looking("test")) is not None]
+    return {b: cost.policy_inference(policy, settings, b)[0] for b in BATCHES}, shares
+
+
+def _measure_full_view(
+    recipe: Recipe, config: dict[str, Any], trained: list[Path], row: dict[str, Any]
+) -> tuple[Inference, list[TargetShare]]:
+    """A full-view baseline: its cost from the recipe's model; soft attention's looking from
+    the trained runs."""
+    settings, model_config = config["env"], BaselineConfig(**config["model"])
+    task, model = cost.baseline_model(recipe.agent, settings, model_config)
+    row["params"] = sum(p.numel() for p in model.parameters())
+    row["flops"] = cost.baseline_flops(recipe.agent, settings, model_config)
+    row["pixels"] = float(np.prod(task.canvas_shape[1:]))
+    shares = [share for run in trained if (share := load_agent(run).looking("test")) is not None]
+    inference = {b: cost.baseline_inference(recipe.agent, settings, b, model_config)
+                 for b in BATCHES}  # fmt: skip
+    return inference, shares
 
 
 def scaling(settings: dict[str, Any], sizes: tuple[int, ...]) -> list[dict[str, Any]]:
