@@ -192,7 +192,9 @@ class RAMLearner:
             glimpses_taken=np.full(len(score), self.horizon),
             locations=np.concatenate(locations),
             scores=score,
-            target_boxes=self.task.fixed_target_boxes(episodes.split).copy(),
+            target_boxes=np.repeat(
+                self.task.fixed_target_boxes(episodes.split)[:, None], self.horizon, axis=1
+            ),
         )
 
     def looking(self, split: str) -> TargetShare:

@@ -72,7 +72,6 @@ from glimpse.agents.run_directory import (
     resolve_device,
 )
 from glimpse.agents.trainer import adam_kwargs
-from glimpse.catch import Catch
 from glimpse.config import check_at_least, check_fields, check_positive, option
 from glimpse.envs.evaluation import TargetShare, Trajectories, evaluate, evaluation_episodes
 from glimpse.envs.glimpse_env import task_of
@@ -541,11 +540,9 @@ class PPOAgent:
         episodes = evaluation_episodes(self.env_settings, split, self.eval_episodes)
         return evaluate(self.policy(), episodes).error_percent
 
-    def looking(self, split: str) -> TargetShare | None:
-        """How often the finest patch of a glimpse overlapped the target; None in a game,
-        whose target (the ball) moves while the final info gives only its last box."""
-        if isinstance(self.task, Catch):
-            return None
+    def looking(self, split: str) -> TargetShare:
+        """How often the finest patch of a glimpse overlapped the target (in a game, the ball
+        where it was at that glimpse)."""
         episodes = evaluation_episodes(self.env_settings, split, self.eval_episodes)
         result = evaluate(self.policy(), episodes)
         return result.target_share(episodes.sensor, *self.task.canvas_shape[1:])

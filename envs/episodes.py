@@ -216,6 +216,7 @@ class GlimpseEpisodes:
         self.canvases = np.zeros((n, *task.canvas_shape), np.uint8)
         self.labels = np.zeros(n, np.int64)
         self.target_boxes = np.zeros((n, 4), np.int64)  # see glimpse.tasks: the target's ink
+        self.boxes_seen = np.zeros((n, config.glimpses, 4), np.int64)  # the box at each glimpse
         self.table = self.sensor.integral(torch.from_numpy(self.canvases))
         self.locations = np.zeros((n, 2), np.float32)
         self.taken = np.zeros(n, np.int64)  # glimpses taken in the episode so far
@@ -296,6 +297,7 @@ class GlimpseEpisodes:
         self.taken[index] = 1
         self.visited[index] = np.nan
         self.visited[index, 0] = first
+        self.boxes_seen[index, 0] = self.target_boxes[index]
         if self.seen is not None:
             self.seen[index] = 0.0
         self._read_glimpses(slots)
@@ -399,8 +401,9 @@ class GlimpseEpisodes:
 
         In a game (:mod:`glimpse.catch`) every active slot's class is a move: the scene
         advances before the next glimpse is read, the reward at the end is 1 for a catch,
-        ``is_success`` says whether the ball was caught, ``target_box`` is the ball's, and
-        there is no ``label`` or ``prediction``.
+        ``is_success`` says whether the ball was caught, ``target_box`` is the ball's at the
+        end and ``target_boxes`` ``(N, T, 4)`` the ball's at each glimpse, and there is no
+        ``label`` or ``prediction``.
         """
         locations, classes, stop = self.decode_actions(actions)
         active = np.ones(self.num_envs, bool) if active is None else active
@@ -418,6 +421,7 @@ class GlimpseEpisodes:
         if moving.any():
             self.locations[moving] = locations[moving]
             self.visited[moving, self.taken[moving]] = locations[moving]
+            self.boxes_seen[moving, self.taken[moving]] = self.target_boxes[moving]
             self.taken[moving] += 1
             self._read_glimpses(moving)
         infos: dict[str, np.ndarray] = {}
@@ -432,6 +436,7 @@ class GlimpseEpisodes:
             }
             if self.scene is not None:  # no class to name: the moves are the answers
                 del ended["label"], ended["prediction"]
+                ended["target_boxes"] = self.boxes_seen.copy()  # the ball moved
             for key, value in ended.items():
                 infos[key], infos[f"_{key}"] = value, final.copy()
         return rewards, final, infos

@@ -43,7 +43,7 @@ class Evaluation:
     glimpses_taken: np.ndarray
     locations: np.ndarray  # (N, T, 2), NaN after the last glimpse
     scores: np.ndarray  # (N, n_classes) class scores of the final action (continuous actions)
-    target_boxes: np.ndarray  # (N, 4) top, left, bottom, right of the target (glimpse.tasks)
+    target_boxes: np.ndarray  # (N, T, 4) the target's box at each glimpse (glimpse.tasks)
 
     def target_share(self, sensor: GlimpseSensor, height: int, width: int) -> TargetShare:
         """How often the finest patch of a glimpse overlapped the target."""
@@ -65,14 +65,16 @@ def finest_patch_on_target(
 ) -> np.ndarray:
     """``(N, T)``: 1 where glimpse ``t``'s finest patch overlaps its canvas's target box, 0
     where it does not, NaN where no glimpse was taken (``locations`` ``(N, T, 2)`` NaN there;
-    ``boxes`` ``(N, 4)``: top, left, bottom, right, as :mod:`glimpse.tasks` defines them)."""
+    ``boxes`` ``(N, 4)``, or ``(N, T, 4)`` where the target moves: top, left, bottom, right,
+    as :mod:`glimpse.tasks` defines them)."""
     n, steps, _ = locations.shape
     flat = locations.reshape(-1, 2)
     taken = ~np.isnan(flat[:, 0])
     origins = sensor.patch_origins(torch.from_numpy(np.nan_to_num(flat)), height, width)
     x0, y0 = origins[:, 0, 0].numpy(), origins[:, 0, 1].numpy()  # the finest patch: scale 0
     side = sensor.patch_sizes[0]
-    top, left, bottom, right = np.repeat(boxes, steps, axis=0).T
+    top, left, bottom, right = np.broadcast_to(
+        boxes.reshape(n, -1, 4), (n, steps, 4)).reshape(-1, 4).T  # fmt: skip
     overlap = (x0 < right) & (x0 + side > left) & (y0 < bottom) & (y0 + side > top)
     return np.where(taken, overlap, np.nan).reshape(n, steps)
 
@@ -123,7 +125,7 @@ def evaluate(policy: Policy, episodes: GlimpseEpisodes, seed: int = 0) -> Evalua
         raise ValueError("evaluate() needs episodes on a val or test split with sequential=True.")
     total, batch = episodes.task.split_size(episodes.split), episodes.num_envs
     episodes.seed(_slot_keys(seed, batch))
-    keys = ("label", "prediction", "is_success", "glimpses_taken", "locations", "target_box",
+    keys = ("label", "prediction", "is_success", "glimpses_taken", "locations", "target_boxes",
             "scores")  # fmt: skip
     results: dict[str, list[np.ndarray]] = {key: [] for key in keys}
     everyone = np.ones(batch, bool)
@@ -136,16 +138,19 @@ def evaluate(policy: Policy, episodes: GlimpseEpisodes, seed: int = 0) -> Evalua
         active = everyone.copy()
         ended = {"scores": np.zeros((batch, n_classes), np.float32),
                  "label": np.full(batch, -1), "prediction": np.full(batch, -1)}  # fmt: skip
+        steps = episodes.config.glimpses
         while active.any():
             actions = policy.act(episodes.observations())
             _, terminated, infos = episodes.step(actions, active)
-            for key in keys[:-1]:
+            for key in (*keys[:-1], "target_box"):
                 if key in infos:
                     mask = infos[f"_{key}"]
                     ended.setdefault(key, np.zeros_like(infos[key]))[mask] = infos[key][mask]
             if continuous:
                 ended["scores"][terminated] = actions[terminated, 2 : 2 + n_classes]
             active &= ~terminated
+        # a still target's one box stands for every glimpse; a game gives the ball's at each
+        ended.setdefault("target_boxes", np.repeat(ended["target_box"][:, None], steps, axis=1))
         for key, values in results.items():
             values.append(ended[key][:counted])
     return Evaluation(
@@ -155,7 +160,7 @@ def evaluate(policy: Policy, episodes: GlimpseEpisodes, seed: int = 0) -> Evalua
         glimpses_taken=np.concatenate(results["glimpses_taken"]),
         locations=np.concatenate(results["locations"]),
         scores=np.concatenate(results["scores"]),
-        target_boxes=np.concatenate(results["target_box"]),
+        target_boxes=np.concatenate(results["target_boxes"]),
     )
 
 

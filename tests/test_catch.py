@@ -138,3 +138,26 @@ def test_agents_that_name_a_class_refuse_the_game_and_name_those_that_play_it(
     error = " ".join(capsys.readouterr().err.split())
     assert "does not play Catch" in error and "ppo, recurrent-ppo" in error
     assert not any(tmp_path.iterdir())  # nothing made
+
+
+def test_a_gaze_that_follows_the_ball_is_counted_on_the_ball_at_every_glimpse():
+    from glimpse.sensor import GlimpseSensor
+
+    settings = {**CATCH, "action_type": "continuous", "val_size": 100}
+    episodes = evaluation_episodes(settings, "val", 50)
+    catch = episodes.task
+
+    class Follow:  # looks where the ball will be when the next glimpse is read
+        def start(self, num_envs):
+            pass
+
+        def act(self, observations):
+            ball = catch.ball_boxes(catch.advance(episodes.scene, np.ones(50, np.int64)))
+            centre = (ball[:, [1, 0]] + 0.5) * 2 / catch.canvas_size - 1  # (x, y)
+            return np.concatenate([centre, np.zeros((50, 3))], axis=1)
+
+    result = evaluate(Follow(), episodes)
+    assert result.target_boxes.shape == (100, 23, 4)
+    assert not np.array_equal(result.target_boxes[:, 0], result.target_boxes[:, -1])  # it fell
+    share = result.target_share(GlimpseSensor(6, 3, 2), 24, 24)
+    assert share.per_step[1:] == [100.0] * 22 and share.last == 100.0
