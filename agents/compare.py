@@ -501,7 +501,8 @@ def render_report(
     if told_rows:
         lines += ["", "## What learning where to look is worth", "",
                   "The same trained RAM models, answering from glimpses taken where they are "
-                  "told: uniformly at random (the paper's random-glimpses row), or at step t "
+                  "told: uniformly at random (compare the paper's random-glimpses row, which "
+                  "trained with them), or at step t "
                   "the mean of their own learned step-t locations on the validation canvases "
                   "(`glimpse eval RUN --locations random|fixed`). Test error %.", "",
                   "| recipe | learned locations | random locations | fixed sequence |",

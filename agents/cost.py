@@ -134,7 +134,11 @@ class _LiveTensorBytes(TorchDispatchMode):
 
 def peak_memory_bytes(run: Callable[[], object]) -> int:
     """The most bytes held at once by the tensors ``run`` creates (activations, tables,
-    outputs; not the weights or the caller's inputs), between one operation and the next."""
+    outputs; not the weights or the caller's inputs), between one operation and the next.
+
+    A storage counts with the size it was created with: one grown later (``resize_``, an
+    ``out=`` argument) is undercounted, and so are buffers a kernel uses inside itself
+    (convolution workspaces). The inference paths measured here do neither."""
     with torch.no_grad(), _LiveTensorBytes() as tracker:
         run()
     return tracker.peak

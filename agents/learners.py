@@ -147,12 +147,14 @@ class RAMLearner:
     def evaluate_locations(self, split: str, locations: str) -> Evaluation:
         """The model on a whole fixed split, looking where it is told rather than where it
         learned to (the answer still its own): ``"random"``, every glimpse uniform over the
-        canvas (seed 0; the paper's "random glimpses" row), or ``"fixed"``, at step ``t`` the
-        mean of its own learned locations at step ``t`` over the validation split (the best
-        sequence that ignores the image, chosen without the test set)."""
+        canvas (seed 0; compare the paper's "random glimpses" row, a model trained so), or
+        ``"fixed"``, at step ``t`` the mean of its own learned locations at step ``t`` over the
+        validation split (the best sequence that ignores the image, chosen without the test
+        set)."""
         if locations not in TOLD_LOCATIONS:
             raise ConfigError(
-                f"locations={locations!r}; choose one of learned, {', '.join(TOLD_LOCATIONS)}."
+                f"locations={locations!r}; choose {' or '.join(TOLD_LOCATIONS)} (the learned "
+                "locations are evaluate()'s)."
             )
         episodes = self._episodes(split)
         shape = (episodes.task.split_size(split), self.horizon, 2)

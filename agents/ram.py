@@ -520,7 +520,8 @@ class RAMPredictor:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`episode` with the locations given ``(B, T, 2)`` or ``(T, 2)``."""
         batch = pixels.shape[0]
-        if locations.shape[-2:] != (self.glimpses, 2) or locations.ndim not in (2, 3):
+        one_per_image = locations.ndim == 3 and locations.shape[0] in (batch, 1)
+        if locations.shape[-2:] != (self.glimpses, 2) or not (locations.ndim == 2 or one_per_image):
             raise ConfigError(
                 f"locations must have shape ({batch}, {self.glimpses}, 2) or "
                 f"({self.glimpses}, 2): one (x, y) per glimpse; got {tuple(locations.shape)}."

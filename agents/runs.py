@@ -391,16 +391,21 @@ def evaluate_run(
         error = trained.error(split, samples)
         looking = trained.looking(split) if looking_at_target else None
     else:
-        if not isinstance(trained, RAMLearner) or samples != 1:
+        if not isinstance(trained, RAMLearner):
             raise ConfigError(
                 f"--locations {locations} makes a trained RAM model look elsewhere; "
-                f"{run_dir} is a {read_run_config(run_dir)['agent']} run"
-                f"{'' if samples == 1 else ' and it takes --samples 1'}."
+                f"{run_dir} is a {read_run_config(run_dir)['agent']} run: leave --locations out."
+            )
+        if samples != 1:
+            raise ConfigError(
+                f"--locations {locations} runs the model once, looking where it is told: "
+                "leave --samples out (Monte Carlo averaging samples the learned locations)."
             )
         told = trained.evaluate_locations(split, locations)
         error = told.error_percent
-        sensor = trained.train_episodes.sensor
-        looking = told.target_share(sensor, *trained.task.canvas_shape[1:])
+        if looking_at_target:
+            sensor = trained.train_episodes.sensor
+            looking = told.target_share(sensor, *trained.task.canvas_shape[1:])
     result: dict[str, Any] = {
         "agent": read_run_config(run_dir)["agent"],
         "game": isinstance(trained.task, Catch),  # the error is then the share of misses

@@ -128,8 +128,18 @@ def test_told_locations_replace_the_learned_ones_and_nothing_else():
     assert torch.equal(told, learned)
     _, fixed = predictor.episode(images, locations=learned[0])  # one sequence for every image
     assert torch.equal(fixed, learned[:1].expand(7, 4, 2))
-    with pytest.raises(ConfigError, match=r"one \(x, y\) per glimpse"):
-        predictor.episode(images, locations=torch.zeros(3, 2))
+    for wrong in (torch.zeros(3, 2), torch.zeros(5, 4, 2)):  # wrong length; 5 paths, 7 images
+        with pytest.raises(ConfigError, match=r"one \(x, y\) per glimpse"):
+            predictor.episode(images, locations=wrong)
+    elsewhere = learned.flip(0)  # other images' paths: the glimpses read there, by hand
+    scores, _ = predictor.episode(images, locations=elsewhere)
+    table = predictor.sensor.integral(torch.from_numpy(images.copy()))
+    model, state = ram.model, None
+    with torch.no_grad():
+        for t in range(4):
+            glimpse = predictor.sensor.read(table, elsewhere[:, t]).flatten(1)
+            state = model.core(model.glimpse_network(glimpse, elsewhere[:, t]), state)
+        torch.testing.assert_close(scores, model.classifier(state[0]))
     random = ram.evaluate_locations("val", "random")
     assert random.locations.shape == (60, 4, 2) and np.abs(random.locations).max() <= 1
     assert np.array_equal(random.locations, ram.evaluate_locations("val", "random").locations)

@@ -91,6 +91,8 @@ def test_eval_reproduces_the_recorded_test_error(tiny_run, tmp_path, capsys):
         told = json.loads(out.read_text())
         assert told["locations"] == locations and len(told["on_target"]["per_step"]) == 6
         assert f"{told['error']:.2f}%" in capsys.readouterr().out
+    assert main(["eval", str(tiny_run), "--locations", "random", "--samples", "3"]) == 2
+    assert "leave --samples out" in " ".join(capsys.readouterr().err.split())
 
 
 def test_curves_puts_the_recorded_validation_errors_side_by_side(tiny_run, tmp_path, capsys):
