@@ -488,53 +488,45 @@ class RAMPredictor:
         the model looks where it is told (every glimpse, the first included) and answers from
         what it saw, which measures what learning where to look is worth."""
         pixels = _pixels(images)
-        if locations is not None:
-            return self._told(pixels, torch.as_tensor(locations, dtype=torch.float32))
         device = self.model.classifier.linear.weight.device
         table = self.sensor.integral(pixels.to(device))
         batch = pixels.shape[0]
-        if first_locations is not None:
+        told = None if locations is None else self._told(batch, locations).to(device)
+        if told is not None:
+            location = told[:, 0]
+        elif first_locations is not None:
             location = torch.as_tensor(first_locations, dtype=torch.float32, device=device)
         elif self.first_location == "centre":
             location = torch.zeros(batch, 2, device=device)
         else:
             location = torch.rand(batch, 2, generator=generator).mul_(2.0).sub_(1.0).to(device)
         few = batch * self.sensor.num_scales <= SLICED_READ_PATCHES and device.type == "cpu"
-        compiled = compiled_episode() if few and self.compile else None
+        compiled = compiled_episode() if few and self.compile and told is None else None
         if compiled is not None and self.model.config.core == "rnn":
             return self._compiled(compiled, table, location)
-        model, locations = self.model, [location]
+        model, visited = self.model, [location]
         state: tuple[torch.Tensor, ...] | None = None
         for t in range(self.glimpses):
             glimpse = self.sensor.read(table, location).flatten(1)
             state = model.core(model.glimpse_network(glimpse, location), state)
             if t == self.glimpses - 1:
                 break
-            location = model.locator.mu(state[0]).clamp(-1.0, 1.0)
-            locations.append(location)
+            location = (model.locator.mu(state[0]).clamp(-1.0, 1.0) if told is None
+                        else told[:, t + 1])  # fmt: skip
+            visited.append(location)
         assert state is not None
-        return model.classifier(state[0]), torch.stack(locations, dim=1)
+        return model.classifier(state[0]), torch.stack(visited, dim=1)
 
-    def _told(
-        self, pixels: torch.Tensor, locations: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`episode` with the locations given ``(B, T, 2)`` or ``(T, 2)``."""
-        batch = pixels.shape[0]
+    def _told(self, batch: int, locations: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Told locations ``(B, T, 2)`` or ``(T, 2)`` as ``(B, T, 2)`` in ``[-1, 1]``, checked."""
+        locations = torch.as_tensor(locations, dtype=torch.float32)
         one_per_image = locations.ndim == 3 and locations.shape[0] in (batch, 1)
         if locations.shape[-2:] != (self.glimpses, 2) or not (locations.ndim == 2 or one_per_image):
             raise ConfigError(
                 f"locations must have shape ({batch}, {self.glimpses}, 2) or "
                 f"({self.glimpses}, 2): one (x, y) per glimpse; got {tuple(locations.shape)}."
             )
-        device = self.model.classifier.linear.weight.device
-        told = locations.expand(batch, self.glimpses, 2).clamp(-1.0, 1.0).to(device)
-        table, model = self.sensor.integral(pixels.to(device)), self.model
-        state: tuple[torch.Tensor, ...] | None = None
-        for t in range(self.glimpses):
-            glimpse = self.sensor.read(table, told[:, t]).flatten(1)
-            state = model.core(model.glimpse_network(glimpse, told[:, t]), state)
-        assert state is not None
-        return model.classifier(state[0]), told
+        return locations.expand(batch, self.glimpses, 2).clamp(-1.0, 1.0)
 
     def _compiled(
         self, episode: Any, table: IntegralImages, location: torch.Tensor
