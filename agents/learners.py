@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from glimpse.agents import distributed
-from glimpse.agents.ram import RAM, RAMConfig, RAMPolicy, RAMPredictor, hybrid_loss
+from glimpse.agents.ram import RAM, RAMConfig, RAMPolicy, RAMPredictor, game_loss, hybrid_loss
 from glimpse.envs.episodes import GlimpseEpisodes
 from glimpse.envs.evaluation import (
     Evaluation,
@@ -34,6 +34,9 @@ class RAMLearner:
     is a fresh set of canvases, and the episode counters are the data stream's whole state.
     With ``rollouts_per_image = K`` each run of K neighbouring slots shares its key, so they
     play the same canvas from the same first location and differ only in the sampled looks.
+
+    In a game (``task="catch"``) the loss is :func:`game_loss` and evaluation plays the fixed
+    games through the environment (:func:`evaluate`), the moves the action network's likeliest.
     """
 
     def __init__(
@@ -59,6 +62,14 @@ class RAMLearner:
         self.train_episodes.seed(self._stream_keys())
         torch.manual_seed(seed)  # the same initial weights in every process
         task = self.train_episodes.task
+        self.game = self.train_episodes.dynamic
+        if self.game:
+            _check_game_config(config)
+        elif config.entropy_weight > 0:
+            raise ConfigError(
+                "--entropy-weight keeps a game's paddle exploring; a still task's class is "
+                "trained by its cross-entropy: leave it at 0."
+            )
         self.horizon = self.train_episodes.config.glimpses
         self.model = RAM(self.train_episodes.glimpse_shape, task.num_classes, config).to(device)
         self.forward_model = distributed.wrap(self.model, device)
@@ -99,13 +110,18 @@ class RAMLearner:
         config = self.model.config
         self.model.locator.std = config.location_std_at(progress)
         batch = self.forward_model(self.train_episodes)
-        terms = hybrid_loss(
-            batch,
-            config.reinforce_weight,
-            config.reward,
-            self.rollouts_per_image,
-            config.early_answer_weight,
-        )
+        if self.game:
+            terms = game_loss(batch, config.reinforce_weight, self.rollouts_per_image,
+                              config.gae_lambda, config.entropy_weight)  # fmt: skip
+        else:
+            terms = hybrid_loss(
+                batch,
+                config.reinforce_weight,
+                config.reward,
+                self.rollouts_per_image,
+                config.early_answer_weight,
+                config.gae_lambda,
+            )
         terms["accuracy"] = batch.rewards.mean()
         if config.location_std_start is not None:  # logged as train_location_std
             terms["location_std"] = torch.tensor(self.model.locator.std)
@@ -117,6 +133,12 @@ class RAMLearner:
 
     def predictor(self) -> RAMPredictor:
         """The model with its sensor, running whole episodes without the environment."""
+        if self.game:
+            raise ConfigError(
+                "A game's screen changes with every move, so its agent plays through the "
+                "environment; the predictor answers still images. Use glimpse eval, or "
+                "evaluate(learner.policy(), episodes)."
+            )
         config = self.train_episodes.config
         return RAMPredictor(self.model, self.train_episodes.sensor, config.glimpses,
                             config.first_location)  # fmt: skip
@@ -131,6 +153,14 @@ class RAMLearner:
         """
         episodes = self._episodes(split)
         self.model.eval()
+        if self.game:
+            if samples != 1:
+                raise ConfigError(
+                    f"samples={samples}: a game is scored by its catches, not by class "
+                    "probabilities to average; leave --samples out."
+                )
+            result = evaluate(self.policy(), episodes)
+            return result, np.exp(result.scores)
         if samples == 1:
             result = self._predict(episodes)
             return result, np.exp(result.scores)
@@ -151,6 +181,11 @@ class RAMLearner:
         ``"fixed"``, at step ``t`` the mean of its own learned locations at step ``t`` over the
         validation split (the best sequence that ignores the image, chosen without the test
         set)."""
+        if self.game:
+            raise ConfigError(
+                "--locations tells a model where to look on still images; a game's agent "
+                "looks where its own gaze follows the ball. Leave --locations out."
+            )
         if locations not in TOLD_LOCATIONS:
             raise ConfigError(
                 f"locations={locations!r}; choose {' or '.join(TOLD_LOCATIONS)} (the learned "
@@ -205,7 +240,10 @@ class RAMLearner:
         return result.target_share(self.train_episodes.sensor, *self.task.canvas_shape[1:])
 
     def error(self, split: str, samples: int = 1) -> float:
+        """Test error in percent: wrong classes, or in a game the balls missed."""
         result, probabilities = self.evaluate(split, samples)
+        if self.game:
+            return result.error_percent
         return 100.0 * float(np.mean(probabilities.argmax(axis=1) != result.labels))
 
     def draw(self, out: Path, n: int, split: str, title: str = "") -> Trajectories:
@@ -234,3 +272,13 @@ class RAMLearner:
         keys = state["keys"] if distributed.rank() == 0 else self._stream_keys()
         self.train_episodes.seed(np.asarray(keys, np.uint64))
         self.train_episodes.episode_numbers[:] = np.asarray(state["episode_numbers"], np.uint64)
+
+
+def _check_game_config(config: RAMConfig) -> None:
+    """A game has no class to read early and its reward is the catch: refuse settings that
+    would otherwise be ignored."""
+    if config.reward != "correct" or config.early_answer_weight > 0:
+        raise ConfigError(
+            "In a game RAM's reward is the catch and there is no class to name: leave --reward "
+            "and --early-answer-weight at their defaults."
+        )

@@ -20,6 +20,11 @@ What gradients flow where (tested in ``tests/test_ram.py``):
 * The baseline is fit to the reward by squared error and also reads ``h_t.detach()``.
 * The log-probability is that of the location actually sent to the environment (the raw
   Gaussian sample; the environment clips it to the image, which is part of its dynamics).
+
+In a game (``Glimpse/Catch-v0``, :mod:`glimpse.catch`) there is no class to name: at every step
+the action network's softmax is a policy over the paddle's moves, sampled in training, and the
+reward is 1 for a catch at the end (:func:`game_loss`). REINFORCE on the moves then takes the
+classifier's place: it trains the action, core and glimpse networks (the paper's LSTM agent).
 """
 
 from __future__ import annotations
@@ -88,12 +93,35 @@ class RAMConfig:
         "measures REINFORCE's advantage against the mean reward of the image's other K - 1 "
         "episodes instead of the learned baseline."
     )  # fmt: skip
+    gae_lambda: float = option(
+        1.0, "REINFORCE's advantage at step t: 1 is R - b_t (the paper); below 1, GAE(lambda) "
+        "over the baseline's own predictions (b_{t+1} - b_t, ..., R - b_T), which credits each "
+        "action with the change it made to the expected reward: less variance, some bias."
+    )  # fmt: skip
+    baseline_core: bool = option(
+        False, "The baseline's squared error also trains the core and glimpse networks (it "
+        "reads h_t, not h_t.detach(), as an actor-critic's value does): in a game, the one "
+        "signal besides REINFORCE about what the screen shows."
+    )  # fmt: skip
+    entropy_weight: float = option(
+        0.0, "Games only: weight of a bonus for the entropy of the paddle's moves (summed over "
+        "the steps), which keeps the paddle exploring; 0 is the paper."
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         check_fields(self)
         units = ("hidden_size", "glimpse_units", "location_units", "glimpse_out_units")
         check_at_least(self, 1, *units)
-        check_at_least(self, 0, "locator_units", "early_answer_weight")
+        check_at_least(self, 0, "locator_units", "early_answer_weight", "entropy_weight")
+        if not 0 < self.gae_lambda <= 1:
+            raise ConfigError(
+                f"gae_lambda={self.gae_lambda} must be in (0, 1]: 1 is the paper's R - b_t."
+            )
+        if self.gae_lambda < 1 and self.rollouts_per_image > 1:
+            raise ConfigError(
+                "gae_lambda < 1 builds the advantage from the learned baseline, "
+                "rollouts_per_image > 1 from the image's other episodes: choose one."
+            )
         check_at_least(self, 1, "rollouts_per_image")
         check_positive(self, "location_std", "location_lr_factor")
         if self.location_std_start is not None and self.location_std_start <= 0:
@@ -228,14 +256,17 @@ class BaselineNetwork(nn.Module):
 
 @dataclass
 class Rollout:
-    """A batch of training episodes: what the hybrid loss needs."""
+    """A batch of training episodes: what the hybrid loss (or, in a game, the game loss)
+    needs."""
 
     log_probs: torch.Tensor  # (B, n_classes) class log-probabilities after the last glimpse
-    labels: torch.Tensor  # (B,)
-    rewards: torch.Tensor  # (B,) 1 for a correct answer, else 0
+    labels: torch.Tensor  # (B,); in a game -1
+    rewards: torch.Tensor  # (B,) 1 for a correct answer (a catch), else 0
     log_pi: torch.Tensor  # (B, T-1) log-probabilities of the locations l_1 .. l_{T-1}
-    baselines: torch.Tensor  # (B, T-1)
+    baselines: torch.Tensor  # (B, T-1); in a game (B, T), one per move
     early_log_probs: torch.Tensor | None = None  # (B, T-1, n_classes), from h_1 .. h_{T-1}
+    move_log_pi: torch.Tensor | None = None  # a game's (B, T): the moves a_1 .. a_T played
+    move_entropy: torch.Tensor | None = None  # a game's (B, T): entropy of the move policy
 
 
 class RAM(nn.Module):
@@ -274,10 +305,11 @@ class RAM(nn.Module):
         glimpse, location = self._observed(observations)
         state = self.core(self.glimpse_network(glimpse, location), state)
         h_t = state[0]  # (B, hidden_size)
+        scores = self.classifier(h_t)  # a still task reads them at the end, a game at every step
         if last:
-            return self._answer_action(self.classifier(h_t)), state
+            return self._answer_action(scores), state
         l_t, _ = self.locator(h_t, sample)
-        return self._move_action(l_t), state
+        return self._move_action(l_t, scores), state
 
     def forward(self, episodes: GlimpseEpisodes) -> Rollout:
         """Runs one episode in every slot of ``episodes``, sampling locations, and collects it.
@@ -286,19 +318,24 @@ class RAM(nn.Module):
         at once. (A training batch is a forward pass, so DistributedDataParallel can wrap it.)
         """
         episodes.reset(np.ones(episodes.num_envs, bool))
+        game = episodes.dynamic
         moves: list[torch.Tensor] = []  # l_1 .. l_{T-1}, as sent to the environment
+        played: list[torch.Tensor] = []  # a game's paddle moves a_1 .. a_T
 
         def observe(h_prev: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-            if h_prev is not None:  # act on h_{t-1}: look somewhere next
+            if h_prev is not None:  # act on h_{t-1}: look somewhere next (and, in a game, move)
                 with torch.no_grad():
                     l_t = self.locator.draw(self.locator.mu(h_prev), sample=True)
+                    scores = self._play(h_prev, played) if game else None
                 moves.append(l_t)
-                episodes.step(self._move_action(l_t))
+                episodes.step(self._move_action(l_t, scores))
             return self._observed(episodes.observations())
 
         h = self.encode(observe, episodes.config.glimpses)  # (T, B, hidden_size)
         log_probs = self.classifier(h[-1])  # (B, n_classes)
-        rewards, _, infos = episodes.step(self._answer_action(log_probs))
+        with torch.no_grad():
+            answer = self._play(h[-1], played) if game else log_probs
+        rewards, _, infos = episodes.step(self._answer_action(answer))
         states = h[:-1]  # h_1 .. h_{T-1}, which chose l_1 .. l_{T-1}
         mu = self.locator.mu(states if self.config.reinforce_core else states.detach())
         # (T-1, B); with a single glimpse there is no move: empty, shape (0, B)
@@ -307,14 +344,30 @@ class RAM(nn.Module):
         if self.config.early_answer_weight > 0:
             early_log_probs = self.classifier(states.transpose(0, 1).flatten(0, 1))
             early_log_probs = early_log_probs.view(states.shape[1], states.shape[0], -1)
+        move_log_pi = move_entropy = None  # a game's (B, T), through the core
+        if game:
+            move_scores = self.classifier(h.flatten(0, 1)).view(*h.shape[:2], -1)
+            move_log_pi = move_scores.gather(2, torch.stack(played)[..., None]).squeeze(2).t()
+            move_entropy = -(move_scores.exp() * move_scores).sum(dim=2).t()
+        labels = infos["label"] if "label" in infos else np.full(episodes.num_envs, -1)
+        valued = h if game else states  # a game's last move has a baseline too
         return Rollout(
             log_probs=log_probs,
-            labels=torch.from_numpy(infos["label"]).to(h.device),
+            labels=torch.from_numpy(labels).to(h.device),
             rewards=torch.from_numpy(rewards).to(h.device),
             log_pi=log_pi.t(),  # (B, T-1)
-            baselines=self.baseliner(states.detach()).t(),
+            baselines=self.baseliner(valued if self.config.baseline_core else valued.detach()).t(),
             early_log_probs=early_log_probs,
+            move_log_pi=move_log_pi,
+            move_entropy=move_entropy,
         )
+
+    def _play(self, h_t: torch.Tensor, played: list[torch.Tensor]) -> torch.Tensor:
+        """A game's move sampled from the action network's softmax at ``h_t``, appended to
+        ``played``; returned as scores ``(B, n_classes)`` whose highest is that move."""
+        move = torch.multinomial(self.classifier(h_t).exp(), 1).squeeze(1)
+        played.append(move)
+        return F.one_hot(move, self.num_classes).float()
 
     def encode(self, observe: Observe, horizon: int) -> torch.Tensor:
         """The core states ``h_1 .. h_T`` ``(T, B, hidden_size)`` of one episode.
@@ -339,8 +392,13 @@ class RAM(nn.Module):
         glimpse = torch.from_numpy(observations["glimpse"]).flatten(1).to(device)
         return glimpse, torch.from_numpy(observations["location"]).to(device)
 
-    def _move_action(self, l_t: torch.Tensor) -> np.ndarray:
-        padding = np.zeros((len(l_t), self.num_classes), np.float32)
+    def _move_action(self, l_t: torch.Tensor, scores: torch.Tensor | None = None) -> np.ndarray:
+        """The action that looks at ``l_t`` next: the class scores, read in a game (the
+        paddle's move), are zeros where ``scores`` is None."""
+        if scores is None:
+            padding = np.zeros((len(l_t), self.num_classes), np.float32)
+        else:
+            padding = scores.detach().cpu().numpy().astype(np.float32)
         return np.concatenate([l_t.cpu().numpy(), padding], axis=1)
 
     def _answer_action(self, log_probs: torch.Tensor) -> np.ndarray:
@@ -354,6 +412,7 @@ def hybrid_loss(
     reward_kind: str = "correct",
     rollouts_per_image: int = 1,
     early_answer_weight: float = 0.0,
+    gae_lambda: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     """The paper's hybrid loss, averaged over the batch.
 
@@ -379,6 +438,8 @@ def hybrid_loss(
     With ``rollouts_per_image = K > 1`` the batch holds K episodes of each image side by side,
     and REINFORCE's advantage is ``R`` minus the mean ``R`` of the same image's other K - 1
     episodes (a baseline that knows how hard the image is; ``b_t`` is still fit, and logged).
+    With ``gae_lambda < 1`` the advantage and the baseline's target are GAE's
+    (:func:`_advantage`).
     """
     if reward_kind in ("probability", "log-likelihood"):
         final_reward = batch.log_probs.detach().gather(1, batch.labels[:, None]).squeeze(1)
@@ -386,18 +447,11 @@ def hybrid_loss(
             final_reward = final_reward.exp()
     else:
         final_reward = batch.rewards
-    reward = final_reward[:, None]  # (B, 1)
-    if rollouts_per_image > 1:
-        per_image = final_reward.view(-1, rollouts_per_image)  # (B / K, K)
-        others = (per_image.sum(1, keepdim=True) - per_image) / (rollouts_per_image - 1)
-        reference = others.reshape(-1, 1)  # (B, 1): the same at every step
-    else:
-        reference = batch.baselines  # (B, T-1)
-    advantage = (reward - reference).detach()
+    advantage, baseline = _advantage(
+        final_reward, batch.baselines, rollouts_per_image, gae_lambda
+    )
     classification = F.nll_loss(batch.log_probs, batch.labels)
-    baseline = F.mse_loss(batch.baselines, reward.expand_as(batch.baselines), reduction="none")
-    baseline = baseline.sum(dim=1).mean()
-    reinforce = -(batch.log_pi * advantage).sum(dim=1).mean()
+    reinforce = -(batch.log_pi * advantage[:, : batch.log_pi.shape[1]]).sum(dim=1).mean()
     total = classification + baseline + reinforce_weight * reinforce
     terms = {"classification": classification, "baseline": baseline, "reinforce": reinforce}
     early = batch.early_log_probs
@@ -409,6 +463,77 @@ def hybrid_loss(
         )
         total = total + early_answer_weight * terms["early_classification"]
     return {"total": total, **terms}
+
+
+def game_loss(
+    batch: Rollout,
+    reinforce_weight: float = 1.0,
+    rollouts_per_image: int = 1,
+    gae_lambda: float = 1.0,
+    entropy_weight: float = 0.0,
+) -> dict[str, torch.Tensor]:
+    """The loss of a game (:mod:`glimpse.catch`): REINFORCE on everything the agent does.
+
+    ``moves = -sum_t log pi(a_t | h_t) A_t`` over the paddle's moves ``a_1 .. a_T`` (trains the
+    action, core and glimpse networks, as the class's cross-entropy does in a still task);
+    ``reinforce = -sum_{t<T} log pi(l_t | h_t) A_t`` over the locations, as in
+    :func:`hybrid_loss`; ``baseline = sum_t (b_t - target_t)^2``; ``entropy``, the move
+    policy's entropy, mean over steps and games. ``R`` is 1 for a catch, else 0, and
+    ``A_t = R - b_t`` (the paper) or GAE's (``gae_lambda < 1``, :func:`_advantage`). Returns the
+    terms and ``total = moves + baseline + reinforce_weight * reinforce - entropy_weight * T *
+    entropy``. With ``rollouts_per_image = K > 1`` the K games that start alike are each
+    other's baseline.
+    """
+    if batch.move_log_pi is None or batch.move_entropy is None:
+        raise ValueError("game_loss needs a game's rollout (its move_log_pi and move_entropy).")
+    advantage, baseline = _advantage(
+        batch.rewards, batch.baselines, rollouts_per_image, gae_lambda
+    )
+    moves = -(batch.move_log_pi * advantage).sum(dim=1).mean()
+    reinforce = -(batch.log_pi * advantage[:, : batch.log_pi.shape[1]]).sum(dim=1).mean()
+    entropy = batch.move_entropy.mean()
+    total = moves + baseline + reinforce_weight * reinforce
+    if entropy_weight > 0:
+        total = total - entropy_weight * batch.move_entropy.sum(dim=1).mean()
+    return {"total": total, "moves": moves, "baseline": baseline, "reinforce": reinforce,
+            "entropy": entropy}  # fmt: skip
+
+
+def _advantage(
+    final_reward: torch.Tensor,
+    baselines: torch.Tensor,
+    rollouts_per_image: int = 1,
+    gae_lambda: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """REINFORCE's advantage ``A_t`` ``(B, steps)`` (a constant) and the baseline's loss
+    ``sum_t (b_t - target_t)^2`` (mean over the batch), for final rewards ``(B,)`` and the
+    baseline network's ``b_t`` ``(B, steps)``.
+
+    ``A_t = R - b_t`` and ``target_t = R`` with ``gae_lambda = 1``. Below 1, GAE(lambda) with
+    the reward only at the end and no discount: ``delta_t = b_{t+1} - b_t`` (the last
+    ``R - b_T``), ``A_t = sum_k lambda^k delta_{t+k}``, ``target_t = A_t + b_t``. With
+    ``rollouts_per_image = K > 1``, ``A_t = R`` minus the mean ``R`` of the same image's other
+    K - 1 episodes, and ``target_t = R``.
+    """
+    reward = final_reward[:, None]  # (B, 1)
+    values = baselines.detach()
+    if rollouts_per_image > 1:
+        per_image = final_reward.view(-1, rollouts_per_image)  # (B / K, K)
+        others = (per_image.sum(1, keepdim=True) - per_image) / (rollouts_per_image - 1)
+        advantage = (reward - others.reshape(-1, 1)).expand_as(values)  # the same at every step
+    elif gae_lambda == 1.0:
+        advantage = reward - values
+    else:
+        delta = torch.cat([values[:, 1:], reward], dim=1) - values
+        advantage = torch.empty_like(delta)
+        running = torch.zeros_like(reward[:, 0])
+        for t in reversed(range(delta.shape[1])):
+            running = delta[:, t] + gae_lambda * running
+            advantage[:, t] = running
+    gae = rollouts_per_image == 1 and gae_lambda < 1
+    target = advantage + values if gae else reward
+    baseline = F.mse_loss(baselines, target.expand_as(baselines), reduction="none")
+    return advantage.detach(), baseline.sum(dim=1).mean()
 
 
 class RAMPolicy:

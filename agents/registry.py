@@ -206,7 +206,7 @@ AGENTS: dict[str, Agent] = {
             "ram", "the Recurrent Attention Model; REINFORCE learns where to look (Mnih et al.)",
             {"model": RAMConfig, "train": TrainConfig}, TASK_SETTINGS + SENSOR_SETTINGS,
             _train_epochs, _load_learner, _ram_learner,
-            fixed_env={"action_type": "continuous"}, check=_check_ram,
+            fixed_env={"action_type": "continuous"}, check=_check_ram, plays_games=True,
         ),
         _ppo("ppo", "a glimpse policy trained by PPO (SB3); memory from the glimpse history", True),
         _ppo("recurrent-ppo", "a glimpse policy with an LSTM, trained by RecurrentPPO", False),

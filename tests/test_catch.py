@@ -127,7 +127,7 @@ def test_trajectories_of_a_game_keep_the_screen_of_every_glimpse(tmp_path):
         assert gif.n_frames == 23
 
 
-@pytest.mark.parametrize("agent", ["ram", "soft", "deep-cnn"])
+@pytest.mark.parametrize("agent", ["soft", "deep-cnn"])
 def test_agents_that_name_a_class_refuse_the_game_and_name_those_that_play_it(
     agent, tmp_path, capsys
 ):
@@ -136,7 +136,7 @@ def test_agents_that_name_a_class_refuse_the_game_and_name_those_that_play_it(
     command = ["train", agent, "--env", "Glimpse/Catch-v0", "--runs-dir", str(tmp_path)]
     assert main(command) == 2
     error = " ".join(capsys.readouterr().err.split())
-    assert "does not play Catch" in error and "ppo, recurrent-ppo" in error
+    assert "does not play Catch" in error and "ram, ppo, recurrent-ppo" in error
     assert not any(tmp_path.iterdir())  # nothing made
 
 
@@ -161,3 +161,104 @@ def test_a_gaze_that_follows_the_ball_is_counted_on_the_ball_at_every_glimpse():
     assert not np.array_equal(result.target_boxes[:, 0], result.target_boxes[:, -1])  # it fell
     share = result.target_share(GlimpseSensor(6, 3, 2), 24, 24)
     assert share.per_step[1:] == [100.0] * 22 and share.last == 100.0
+
+
+def ram_in_a_game(config=None, batch: int = 16):
+    import torch
+
+    from glimpse.agents.ram import RAM, RAMConfig
+    from glimpse.envs.glimpse_env import make_episodes
+
+    torch.manual_seed(0)
+    episodes = make_episodes(batch, "train", False, {**CATCH, "action_type": "continuous"})
+    episodes.seed(np.arange(batch, dtype=np.uint64))
+    model = RAM(episodes.glimpse_shape, 3, config or RAMConfig(core="lstm", hidden_size=32))
+    return model, episodes
+
+
+def test_ram_in_a_game_plays_the_moves_it_sampled_and_is_paid_for_the_catch():
+    import torch
+
+    from glimpse.agents.ram import game_loss
+
+    model, episodes = ram_in_a_game()
+    with torch.no_grad():  # an action network that always moves left
+        model.classifier.linear.weight.zero_()
+        model.classifier.linear.bias.copy_(torch.tensor([30.0, 0.0, 0.0]))
+    batch = model(episodes)
+    assert batch.move_log_pi.shape == (16, 23) and batch.log_pi.shape == (16, 22)
+    assert batch.baselines.shape == (16, 23)  # one per move
+    assert (episodes.scene[:, 3] == 0).all()  # the paddle went left, to the wall
+    catches = episodes.task.caught(episodes.scene)
+    np.testing.assert_array_equal(batch.rewards.numpy(), catches)
+    assert torch.allclose(batch.move_log_pi, torch.zeros(()), atol=1e-6)  # log 1
+    terms = game_loss(batch)
+    assert set(terms) == {"total", "moves", "baseline", "reinforce", "entropy"}
+    assert terms["entropy"].item() < 1e-6  # a certain move
+
+
+def test_in_a_game_reinforce_on_the_moves_trains_the_core_and_the_action_network():
+    from glimpse.agents.ram import game_loss
+
+    model, episodes = ram_in_a_game()
+    batch = model(episodes)
+    batch.rewards[:8] = 1.0 - batch.rewards[:8]  # a non-zero advantage whatever was caught
+    game_loss(batch)["moves"].backward()
+    trained = {name for name, p in model.named_parameters() if p.grad is not None and
+               p.grad.abs().sum() > 0}  # fmt: skip
+    assert any(name.startswith("classifier.") for name in trained)
+    assert any(name.startswith("core.") for name in trained)
+    assert any(name.startswith("glimpse_network.") for name in trained)
+    assert not any(name.startswith(("locator.", "baseliner.")) for name in trained)
+
+
+def test_the_game_loss_is_reinforce_against_the_baseline_written_out():
+    import torch
+
+    from glimpse.agents.ram import Rollout, game_loss
+
+    torch.manual_seed(0)
+    moves, looks, baselines = torch.randn(4, 3), torch.randn(4, 2), torch.rand(4, 3)
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0])
+    entropy = torch.rand(4, 3)
+    batch = Rollout(torch.zeros(4, 3), torch.full((4,), -1), rewards, looks, baselines,
+                    move_log_pi=moves, move_entropy=entropy)  # fmt: skip
+    advantage = rewards[:, None] - baselines
+    terms = game_loss(batch, reinforce_weight=0.5)
+    torch.testing.assert_close(terms["moves"], -(moves * advantage).sum(1).mean())
+    torch.testing.assert_close(terms["reinforce"], -(looks * advantage[:, :2]).sum(1).mean())
+    torch.testing.assert_close(terms["baseline"], (advantage**2).sum(1).mean())
+    torch.testing.assert_close(
+        terms["total"], terms["moves"] + terms["baseline"] + 0.5 * terms["reinforce"])
+    explored = game_loss(batch, reinforce_weight=0.5, entropy_weight=0.1)
+    torch.testing.assert_close(explored["total"], terms["total"] - 0.1 * entropy.sum(1).mean())
+    paired = game_loss(batch, rollouts_per_image=2)  # games 0, 1 alike, and 2, 3
+    others = torch.tensor([0.0, 1.0, 1.0, 0.0])[:, None]
+    paired_advantage = rewards[:, None] - others
+    torch.testing.assert_close(paired["moves"], -(moves * paired_advantage).sum(1).mean())
+
+
+def test_ram_learner_plays_the_fixed_games_through_the_environment_and_refuses_still_options():
+    import torch
+
+    from glimpse.agents.learners import RAMLearner
+    from glimpse.agents.ram import RAMConfig
+
+    settings = {**CATCH, "val_size": 40}
+    config = RAMConfig(core="lstm", hidden_size=16)
+    learner = RAMLearner(settings, config, 8, 0, torch.device("cpu"), eval_episodes=20)
+    result, _ = learner.evaluate("val")
+    assert len(result.successes) == 40 and (result.labels == -1).all()
+    assert learner.validation_error() == result.error_percent
+    assert result.locations.shape == (40, 23, 2) and result.target_boxes.shape == (40, 23, 4)
+    assert np.isfinite(learner.loss(8)["total"].item())
+    for refused in (lambda: learner.predictor(), lambda: learner.evaluate("val", samples=3),
+                    lambda: learner.evaluate_locations("val", "random")):  # fmt: skip
+        with pytest.raises(ConfigError, match="game"):
+            refused()
+    for bad in (RAMConfig(reward="probability"), RAMConfig(early_answer_weight=0.5)):
+        with pytest.raises(ConfigError, match="In a game"):
+            RAMLearner(settings, bad, 8, 0, torch.device("cpu"))
+    still = {"task": "mnist", "glimpses": 2}
+    with pytest.raises(ConfigError, match="entropy-weight"):
+        RAMLearner(still, RAMConfig(entropy_weight=0.01), 8, 0, torch.device("cpu"))

@@ -21,6 +21,7 @@ from glimpse.agents.ram import (
 )
 from glimpse.envs.episodes import GlimpseEpisodes
 from glimpse.envs.glimpse_env import make_episodes
+from glimpse.errors import ConfigError
 
 PRODUCTS = [
     pytest.param(True, id="onednn", marks=pytest.mark.skipif(
@@ -500,3 +501,29 @@ def test_the_location_network_can_learn_at_its_own_rate(tmp_path):
     assert moved["core.linear.weight"] == pytest.approx(1e-3, rel=0.01)
     with pytest.raises(ConfigError, match="location_lr_factor"):
         RAMConfig(location_lr_factor=0.0)
+
+
+def test_gae_credits_each_step_with_the_change_in_the_baseline_and_lambda_one_is_the_paper():
+    from glimpse.agents.ram import _advantage
+
+    rewards = torch.tensor([1.0, 0.0])
+    baselines = torch.tensor([[0.2, 0.5, 0.9], [0.4, 0.1, 0.3]])
+    paper, paper_loss = _advantage(rewards, baselines)
+    torch.testing.assert_close(paper, rewards[:, None] - baselines)
+    torch.testing.assert_close(paper_loss, ((rewards[:, None] - baselines) ** 2).sum(1).mean())
+    gae, gae_loss = _advantage(rewards, baselines, gae_lambda=0.5)
+    delta = torch.tensor([[0.3, 0.4, 0.1], [-0.3, 0.2, -0.3]])  # b_{t+1} - b_t, then R - b_T
+    expected = torch.stack([delta[:, 0] + 0.5 * delta[:, 1] + 0.25 * delta[:, 2],
+                            delta[:, 1] + 0.5 * delta[:, 2], delta[:, 2]], dim=1)  # fmt: skip
+    torch.testing.assert_close(gae, expected)
+    torch.testing.assert_close(gae_loss, (expected**2).sum(1).mean())  # target A_t + b_t
+    with pytest.raises(ConfigError, match="choose one"):
+        RAMConfig(gae_lambda=0.9, rollouts_per_image=4)
+
+
+def test_baseline_core_lets_the_baselines_error_train_the_core_and_glimpse_networks():
+    model, episodes = small_model_and_episodes(RAMConfig(baseline_core=True))
+    hybrid_loss(model(episodes))["baseline"].backward()
+    assert all(grads_of(model.baseliner)) and any(grads_of(model.core))
+    assert any(grads_of(model.glimpse_network))
+    assert not any(grads_of(model.locator)) and not any(grads_of(model.classifier))

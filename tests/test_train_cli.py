@@ -407,9 +407,6 @@ def test_every_agent_trains_on_every_id_from_the_command_line(
         ["train", agent, "--env", env_id, *SMALLEST_BUDGET[agent], *data,
          "--eval-episodes", "500", "--no-progress", "--runs-dir", str(tmp_path), "--name", "r"]
     )  # fmt: skip
-    if "Catch" in env_id and agent == "ram":  # a game: RAM names a class, it cannot play
-        assert code == 2 and not (tmp_path / "r").exists()
-        return
     assert code == 0
     config = json.loads((tmp_path / "r/config.json").read_text())
     assert (config["agent"], config["env_id"]) == (agent, env_id)
