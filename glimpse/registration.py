@@ -32,10 +32,13 @@ ENVIRONMENTS: dict[str, dict[str, Any]] = {
     },
     "Glimpse/FashionMNIST-v0": {"task": "fashion-mnist", **_MNIST_SENSOR, "num_scales": 2},
     "Glimpse/ImageFolder-v0": {"task": "folder", "size": 64, **_CANVAS_SENSOR},
-    # The paper's game: 3 scales of 6 x 6 (the coarsest sees the whole 24 x 24 screen); a
-    # glimpse per step of the game (23 on 24 x 24, 31 on 64 x 64, see glimpse.catch)
-    "Glimpse/Catch-v0": {"task": "catch", "size": 24, **_CATCH_SENSOR, "glimpses": 23},
-    "Glimpse/Catch64-v0": {"task": "catch", "size": 64, **_CATCH_SENSOR, "glimpses": 31},
+    # The paper's game: 3 scales of 6 x 6 (the coarsest sees the whole 24 x 24 screen from the
+    # centre, where the first glimpse is taken); a glimpse per step of the game (23 on 24 x 24,
+    # 31 on 64 x 64, see glimpse.catch)
+    "Glimpse/Catch-v0": {"task": "catch", "size": 24, **_CATCH_SENSOR, "glimpses": 23,
+                         "first_location": "centre"},
+    "Glimpse/Catch64-v0": {"task": "catch", "size": 64, **_CATCH_SENSOR, "glimpses": 31,
+                           "first_location": "centre"},
 }  # fmt: skip
 
 
