@@ -183,6 +183,8 @@ def read_run_config(path: Path) -> dict[str, Any]:
     if not isinstance(config, dict) or "agent" not in config:
         raise ConfigError(f"{path} is not a glimpse run configuration (it names no agent).")
     agent(config["agent"])
+    if config.get("format") == FORMAT:
+        config = with_added_settings(config)
     check_complete(config, str(path))
     return config
 
@@ -300,6 +302,30 @@ without ``head_units`` predates the option: it ran with SB3's 64, the option's d
 the 256 that the old hyperparameter file gave later runs."""
 
 
+ADDED_SINCE_FORMAT_2: dict[tuple[str, str], Any] = {
+    ("model", "gae_lambda"): 1.0,
+    ("model", "baseline_core"): False,
+    ("model", "entropy_weight"): 0.0,
+}
+"""RAM's settings added after format 2, with the value that does what runs did before them
+(2026-12-05, for games): a format-2 configuration that lacks one ran so, and is read with it
+filled in (:func:`with_added_settings`), rather than refused or rewritten."""
+
+
+def with_added_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with each setting of :data:`ADDED_SINCE_FORMAT_2` that its agent has and
+    it lacks filled in with the value that reproduces the run (``config`` itself, not a copy,
+    where none is missing)."""
+    sections = _sections(config["agent"])
+    filled = config
+    for (section, key), value in ADDED_SINCE_FORMAT_2.items():
+        cls = sections.get(section)
+        known = cls is not None and key in {f.name for f in dataclasses.fields(cls)}
+        if known and section in filled and key not in filled[section]:
+            filled = {**filled, section: {**filled[section], key: value}}
+    return filled
+
+
 def migrate_config(config: dict[str, Any]) -> dict[str, Any]:
     """A format-1 configuration brought to format 2: every setting it ran with recorded.
 
@@ -310,7 +336,7 @@ def migrate_config(config: dict[str, Any]) -> dict[str, Any]:
     entries came with the keys' introduction or later, and a run records the values it used.
     """
     if config.get("format") == FORMAT:
-        return config
+        return with_added_settings(config)
     spec = agent(config["agent"])
     env, model, train = dict(config["env"]), dict(config["model"]), dict(config["train"])
     for (section, old), new in RENAMED.items():

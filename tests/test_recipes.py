@@ -96,6 +96,23 @@ def test_a_missing_setting_is_refused_not_filled_from_todays_defaults(tmp_path):
         read_run_config(tmp_path)
 
 
+def test_a_format_2_run_from_before_an_added_setting_reads_with_what_it_ran_with(tmp_path):
+    from glimpse.agents.runs import ADDED_SINCE_FORMAT_2
+
+    config = read_run_config(Path("results/mnist-6-ram-seed1"))
+    for section, key in ADDED_SINCE_FORMAT_2:
+        del config[section][key]
+    config["model"].pop("core")  # not an added setting: still refused
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="lacks core:"):
+        read_run_config(tmp_path)
+    config["model"]["core"] = "rnn"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    read = read_run_config(tmp_path)
+    assert [read[s][k] for s, k in ADDED_SINCE_FORMAT_2] == list(ADDED_SINCE_FORMAT_2.values())
+    assert migrate_config(config) == read
+
+
 def test_migration_writes_what_an_old_run_ran_with(tmp_path):
     """mnist-ppo-seed1 was trained before head_units existed, with SB3's 64-unit heads; the
     hyperparameter file of the time said 256 later. Its migrated config says 64."""
