@@ -14,7 +14,12 @@
 3. With ``--against REV`` (a git revision of this repository): the whole training step of the
    working tree and of REV's files (episodes, sensor, model, all of it), alternating
    measurements of ``--seconds`` in fresh processes, ``--rounds`` of each.
-4. With ``--to-error E``: a ``glimpse train`` run (``--epochs``, ``--glimpses``) that logs the
+4. With ``--port PATH`` (a checkout of the most used PyTorch RAM port, whose ``model.py`` and
+   ``modules.py`` are imported from PATH, never copied): its own model at our sizes and the
+   training step its trainer runs (the glimpse loop, its hybrid loss, Adam), fed MNIST images
+   already in memory, alternating 20-step measurements with ours (the products this machine
+   chose) in one process; prints both and the ratio.
+5. With ``--to-error E``: a ``glimpse train`` run (``--epochs``, ``--glimpses``) that logs the
    test error after every epoch (``--track-test``); prints the training time until it first
    reached E.
 
@@ -23,6 +28,7 @@
     python benchmarks/train_speed.py --threads 2 1 --baseline-bptt /tmp/bptt_before.py
     python benchmarks/train_speed.py --threads 2 1 --against 9f6f525 --rounds 5 --seconds 6
     python benchmarks/train_speed.py --to-error 1.5 --epochs 40 --glimpses 7 --threads 1
+    python benchmarks/train_speed.py --threads 2 1 --port ~/src/recurrent-visual-attention
 """
 
 from __future__ import annotations
@@ -42,16 +48,19 @@ from pathlib import Path
 
 import gymnasium
 import torch
+from torch.nn import functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 import glimpse
 import glimpse.agents.bptt
 import glimpse.agents.ram
+from glimpse.agents.bptt import choose_products
 from glimpse.agents.learners import RAMLearner
 from glimpse.agents.ram import RAMConfig
 from glimpse.agents.runs import resolve_config, train_run
 from glimpse.agents.trainer import adam_kwargs
+from glimpse.tasks import TaskConfig, make_task
 
 ENV_ID = "Glimpse/MNIST-v0"
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -138,6 +147,79 @@ def against_baseline(threads: int, batch_size: int, baseline: Path, rounds: int)
     for name, values in rates.items():
         print(f"{threads} thread(s), {name}: {statistics.median(values):,.0f} images/s "
               f"(median of {rounds} alternating 20-step measurements)")  # fmt: skip
+
+
+def port_training_step(port: Path, batch_size: int) -> Callable[[], None]:
+    """One training step of the port at ``port`` (its ``RecurrentAttention`` at our sizes:
+    MNIST's sensor, 128 + 128 glimpse units, 256 core units, sigma 0.05), as its trainer runs
+    it: a zero state and a uniform first location, ``model(x, l_t, h_t)`` for each glimpse
+    (``last=True`` at the end), then ``nll + mse(baselines, R) + 0.01 * reinforce`` and Adam,
+    on MNIST images already in memory (no data loader)."""
+    if not (port / "model.py").is_file() or not (port / "modules.py").is_file():
+        raise SystemExit(
+            f"{port} has no model.py and modules.py: pass a checkout of the port, for example "
+            "`git clone https://github.com/kevinzakka/recurrent-visual-attention`."
+        )
+    sys.path.insert(0, str(port))
+    try:
+        from model import RecurrentAttention  # the port's own module
+    finally:
+        sys.path.remove(str(port))
+    settings = gymnasium.spec(ENV_ID).kwargs
+    glimpses, k = settings["glimpses"], settings["num_scales"]
+    torch.manual_seed(0)
+    model = RecurrentAttention(g=settings["glimpse_size"], k=k, s=2, c=1, h_g=128, h_l=128,
+                               std=0.05, hidden_size=256, num_classes=10)  # fmt: skip
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
+    task = make_task(TaskConfig(task="mnist"))
+    fixed = task.fixed_canvases("val")
+    images = torch.tensor(fixed.images[: 16 * batch_size]).float().div_(255.0)  # a copy
+    labels = torch.from_numpy(fixed.labels[: 16 * batch_size])
+    batch_number = [0]
+
+    def step() -> None:
+        start = batch_number[0] % 16 * batch_size
+        batch_number[0] += 1
+        x, y = images[start : start + batch_size], labels[start : start + batch_size]
+        optimizer.zero_grad()
+        h_t = torch.zeros(batch_size, 256, requires_grad=True)
+        l_t = torch.empty(batch_size, 2).uniform_(-1, 1).requires_grad_()
+        log_pi, baselines = [], []
+        for _ in range(glimpses - 1):
+            h_t, l_t, b_t, p = model(x, l_t, h_t)
+            log_pi.append(p)
+            baselines.append(b_t)
+        h_t, l_t, b_t, log_probas, p = model(x, l_t, h_t, last=True)
+        log_pi.append(p)
+        baselines.append(b_t)
+        pis, bases = torch.stack(log_pi, dim=1), torch.stack(baselines, dim=1)
+        reward = (log_probas.argmax(1) == y).float()[:, None].expand_as(bases)
+        reinforce = (-pis * (reward - bases.detach())).sum(dim=1).mean()
+        loss = F.nll_loss(log_probas, y) + F.mse_loss(bases, reward) + 0.01 * reinforce
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def against_port(threads: int, batch_size: int, port: Path, rounds: int) -> None:
+    """Median images/s of our training step and the port's, alternating 20-step
+    measurements in one process, and their ratio."""
+    torch.set_num_threads(threads)
+    steps = {"glimpse": training_step(batch_size), "the port": port_training_step(port, batch_size)}
+    rates: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            for _ in range(3):  # warm-up after the switch
+                step()
+            start = time.perf_counter()
+            for _ in range(20):
+                step()
+            rates[name].append(20 * batch_size / (time.perf_counter() - start))
+    ours, theirs = (statistics.median(rates[name]) for name in steps)
+    print(f"{threads} thread(s): glimpse {ours:,.0f} images/s, the port {theirs:,.0f} "
+          f"({ours / theirs:.2f} times; medians of {rounds} alternating 20-step "
+          f"measurements each)")  # fmt: skip
 
 
 def against_revision(
@@ -257,6 +339,9 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=40, help="--baseline-bptt, --against: measurements of each"
     )
+    parser.add_argument(
+        "--port", type=Path, default=None, help="a checkout of the PyTorch RAM port to compare with"
+    )
     parser.add_argument("--rate-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--to-error", type=float, default=None, help="test error target in %%")
     parser.add_argument("--epochs", type=int, default=40, help="epochs of the --to-error run")
@@ -268,6 +353,11 @@ def main() -> None:
         print(rate, operations_per_step(args.batch_size))
         return
     print(f"torch {torch.__version__}, {ENV_ID}, RAM (paper sizes), batch {args.batch_size}\n")
+    print(f"Products: {choose_products().describe()}\n")
+    if args.port is not None:
+        for threads in args.threads:
+            against_port(threads, args.batch_size, args.port.expanduser(), min(args.rounds, 10))
+        return
     if args.baseline_bptt is not None:
         for threads in args.threads:
             against_baseline(threads, args.batch_size, args.baseline_bptt, args.rounds)
@@ -276,20 +366,25 @@ def main() -> None:
         for threads in args.threads:
             against_revision(threads, args.batch_size, args.against, args.rounds, args.seconds)
         return
+    choice = choose_products()
+    gflop, operations = training_gflop(args.batch_size), operations_per_step(args.batch_size)
     print(
-        "| threads | training images/s | the same with MKL's products | the same with "
-        "autograd's backward pass | float32 matmul GFLOP/s at RAM's shapes, MKL / oneDNN |"
+        "| threads | images/s, oneDNN's products | MKL's products | autograd's backward pass "
+        "| chosen | float32 matmul GFLOP/s at RAM's shapes, MKL / oneDNN | chosen, as a share "
+        "of the matmul limit |"
     )
-    print("|---|---|---|---|---|")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")  # fmt: skip
     for threads in args.threads:
         rate, mkl_rate, autograd_rate = (
             images_per_second(threads, args.batch_size, args.seconds, hand_written, onednn)
             for hand_written, onednn in ((True, True), (True, False), (False, False))
         )
         mkl, onednn = matmul_gflops(threads, False), matmul_gflops(threads, True)
+        chosen = rate if choice.onednn else mkl_rate
+        limit = max(mkl, onednn) / gflop * args.batch_size  # images/s if only products cost
         print(f"| {threads} | {rate:,.0f} | {mkl_rate:,.0f} | {autograd_rate:,.0f} "
-              f"| {mkl:.0f} / {onednn:.0f} |")  # fmt: skip
-    gflop, operations = training_gflop(args.batch_size), operations_per_step(args.batch_size)
+              f"| {'oneDNN' if choice.onednn else 'MKL'} | {mkl:.0f} / {onednn:.0f} "
+              f"| {100 * chosen / limit:.0f}% of {limit:,.0f} |")  # fmt: skip
     print(f"\nOne training step, batch {args.batch_size}: {gflop:.2f} GFLOP (forward and "
           f"backward), {operations:,} tensor operations (episodes, forward, backward, "
           f"Adam).")  # fmt: skip
