@@ -307,6 +307,10 @@ class FullViewLearner:
         predicted, labels = self.predictions(split)
         return 100.0 * float(np.mean(predicted != labels))
 
+    def error_and_looking(self, split: str, samples: int = 1) -> tuple[float, TargetShare | None]:
+        """:meth:`error` and :meth:`looking` (two passes: the weights are a second output)."""
+        return self.error(split, samples), self.looking(split)
+
     def draw(self, out: Path, n: int, split: str, title: str = "") -> None:
         """Soft attention: its weights over the first ``n`` canvases of ``split`` at each step.
         The CNN and FC attend to nothing: refused."""

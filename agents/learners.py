@@ -241,7 +241,17 @@ class RAMLearner:
 
     def error(self, split: str, samples: int = 1) -> float:
         """Test error in percent: wrong classes, or in a game the balls missed."""
+        return self._error(*self.evaluate(split, samples))
+
+    def error_and_looking(self, split: str, samples: int = 1) -> tuple[float, TargetShare]:
+        """:meth:`error` and :meth:`looking`; with ``samples=1`` from one pass."""
         result, probabilities = self.evaluate(split, samples)
+        mean_locations = result if samples == 1 else self.evaluate(split)[0]
+        sensor, (height, width) = self.train_episodes.sensor, self.task.canvas_shape[1:]
+        return self._error(result, probabilities), mean_locations.target_share(sensor, height,
+                                                                                width)  # fmt: skip
+
+    def _error(self, result: Evaluation, probabilities: np.ndarray) -> float:
         if self.game:
             return result.error_percent
         return 100.0 * float(np.mean(probabilities.argmax(axis=1) != result.labels))

@@ -543,9 +543,16 @@ class PPOAgent:
     def looking(self, split: str) -> TargetShare:
         """How often the finest patch of a glimpse overlapped the target (in a game, the ball
         where it was at that glimpse)."""
+        return self.error_and_looking(split)[1]
+
+    def error_and_looking(self, split: str, samples: int = 1) -> tuple[float, TargetShare]:
+        """:meth:`error` and :meth:`looking` from one pass over ``split``."""
+        if samples != 1:
+            raise ConfigError("--samples (Monte Carlo averaging) applies to RAM runs only.")
         episodes = evaluation_episodes(self.env_settings, split, self.eval_episodes)
         result = evaluate(self.policy(), episodes)
-        return result.target_share(episodes.sensor, *self.task.canvas_shape[1:])
+        looking = result.target_share(episodes.sensor, *self.task.canvas_shape[1:])
+        return result.error_percent, looking
 
     def draw(self, out: Path, n: int, split: str, title: str = "") -> Trajectories:
         """The glimpse trajectories on the first ``n`` canvases of ``split``."""

@@ -46,6 +46,10 @@ class TrainedAgent(Protocol):
         """How much of its looking fell on the target over the whole fixed ``split``; None
         for models that look at the whole canvas at once (the CNNs and the FC network)."""
 
+    def error_and_looking(self, split: str, samples: int = 1) -> tuple[float, TargetShare | None]:
+        """:meth:`error` and :meth:`looking` together, from one pass over ``split`` where
+        one gives both."""
+
     def draw(self, out: Path, n: int, split: str, title: str = "") -> Trajectories | None:
         """Draws what it did on the first ``n`` canvases of ``split`` into ``out``, headed by
         ``title``; returns the glimpse trajectories where it has them."""

@@ -414,8 +414,10 @@ def evaluate_run(
     images = trained.task.split_size(split)
     looking: TargetShare | None = None
     if locations == "learned":
-        error = trained.error(split, samples)
-        looking = trained.looking(split) if looking_at_target else None
+        if looking_at_target:
+            error, looking = trained.error_and_looking(split, samples)
+        else:
+            error = trained.error(split, samples)
     else:
         if not isinstance(trained, RAMLearner):
             raise ConfigError(

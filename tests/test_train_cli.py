@@ -66,6 +66,16 @@ def test_a_run_directory_has_everything(tiny_run):
     assert not (tiny_run / "checkpoints/previous.pt").exists()  # a finished run needs none
 
 
+def test_eval_takes_the_error_and_where_it_looked_from_one_pass_as_each_alone(tiny_run):
+    from glimpse.agents.runs import load_agent
+
+    trained = load_agent(tiny_run)
+    error, looking = trained.error_and_looking("val")
+    assert error == trained.error("val") and looking == trained.looking("val")
+    _, looking = trained.error_and_looking("val", samples=3)  # still the mean locations'
+    assert looking == trained.looking("val")
+
+
 def test_eval_reproduces_the_recorded_test_error(tiny_run, tmp_path, capsys):
     recorded = json.loads((tiny_run / "test.json").read_text())["test_error"]
     before = sorted(path.name for path in tiny_run.rglob("*"))
