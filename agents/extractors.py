@@ -3,7 +3,9 @@ them is RAM's, :class:`glimpse.agents.networks.GlimpseNetwork`).
 
 Plug them into SB3 by composition, through ``policy_kwargs`` (see :mod:`glimpse.envs.sb3` for an
 example): :class:`GlimpseFeaturesExtractor` for a recurrent policy, :class:`GlimpseHistoryExtractor`
-for plain PPO on the environment's ``history`` observation.
+for plain PPO on the environment's ``history`` observation, and :class:`ScreenExtractor`, a
+small CNN over the whole screen (the environment's ``screen`` observation), for the full-view
+policy that glimpse agents are compared with.
 """
 
 from __future__ import annotations
@@ -126,3 +128,29 @@ class GlimpseHistoryExtractor(BaseFeaturesExtractor):
         else:
             pooled = encoded.sum(1) / taken  # (N, features)
         return torch.relu(self.mix(torch.cat([current, pooled, step], dim=1)))
+
+
+class ScreenExtractor(BaseFeaturesExtractor):
+    """SB3 features from the whole screen: a full-view policy, the comparison for glimpses.
+
+    Reads ``screen`` (the canvas, which SB3 scales to [0, 1]) and ``step``. Convolutions of
+    3 x 3 with ReLU: one of 16 channels at full resolution, then 32 channels at stride 2 until
+    the side is at most 8 (24 -> 12 -> 6; 64 -> 32 -> 16 -> 8), flattened, so where the ball
+    and the paddle are is kept; one layer mixes it with the step into ``features_dim`` units.
+    A single screen does not show which way the ball moves: use it with a recurrent policy.
+    """
+
+    def __init__(self, observation_space: spaces.Dict, features_dim: int = 256) -> None:
+        super().__init__(observation_space, features_dim)
+        channels, side, _ = observation_space["screen"].shape
+        layers: list[nn.Module] = [nn.Conv2d(channels, 16, 3, padding=1), nn.ReLU()]
+        width = 16
+        while side > 8:
+            layers += [nn.Conv2d(width, 32, 3, stride=2, padding=1), nn.ReLU()]
+            width, side = 32, (side + 1) // 2
+        self.convolutions = nn.Sequential(*layers, nn.Flatten())
+        self.mix = nn.Linear(width * side * side + 1, features_dim)
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        seen = self.convolutions(observations["screen"].float())
+        return torch.relu(self.mix(torch.cat([seen, observations["step"]], dim=1)))

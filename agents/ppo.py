@@ -51,7 +51,11 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import LinearSchedule
 
 from glimpse.agents import distributed
-from glimpse.agents.extractors import GlimpseFeaturesExtractor, GlimpseHistoryExtractor
+from glimpse.agents.extractors import (
+    GlimpseFeaturesExtractor,
+    GlimpseHistoryExtractor,
+    ScreenExtractor,
+)
 from glimpse.agents.factored_ppo import (
     MINIBATCHES,
     MOVE_CREDITS,
@@ -153,9 +157,14 @@ class PPOConfig:
                 raise ConfigError(f"{name}={getattr(self, name)} must lie between 0 and 1.")
 
 
-def check_advantage(algorithm: str, config: PPOConfig, env: dict[str, Any]) -> None:
-    """Refuses a factored advantage (or its minibatches or move credit) where it does not
-    apply (before a run directory is made)."""
+def check_ppo_settings(algorithm: str, config: PPOConfig, env: dict[str, Any]) -> None:
+    """Refuses, before a run directory is made, the whole screen for a policy without memory,
+    and a factored advantage (or its minibatches or move credit) where it does not apply."""
+    if env.get("screen") and algorithm != "recurrent-ppo":
+        raise ConfigError(
+            "--screen gives the policy the whole screen, which does not show which way the ball "
+            "moves: train recurrent-ppo on it (its LSTM remembers the screens before)."
+        )
     if config.advantage == "shared":
         if config.minibatches != "steps":
             raise ConfigError(
@@ -220,7 +229,7 @@ def build_model(
         "tensorboard_log": tensorboard,
         "verbose": 0,
     }
-    kwargs = policy_kwargs(algorithm, config)
+    kwargs = policy_kwargs(algorithm, config, "screen" in env.observation_space.spaces)
     if algorithm == "recurrent-ppo":
         return cls("MultiInputLstmPolicy", env, policy_kwargs=kwargs, **common)
     if config.advantage == "factored":
@@ -229,9 +238,10 @@ def build_model(
     return cls("MultiInputPolicy", env, policy_kwargs=kwargs, **common)
 
 
-def policy_kwargs(algorithm: str, config: PPOConfig) -> dict[str, Any]:
-    """The SB3 policy's ``policy_kwargs`` for ``config``: our features extractor, the heads'
-    sizes, fused Adam."""
+def policy_kwargs(algorithm: str, config: PPOConfig, screen: bool = False) -> dict[str, Any]:
+    """The SB3 policy's ``policy_kwargs`` for ``config``: our features extractor (the whole
+    screen's, :class:`ScreenExtractor`, where the environment shows it), the heads' sizes,
+    fused Adam."""
     kwargs: dict[str, Any] = {
         "net_arch": {"pi": [config.head_units] * 2, "vf": [config.head_units] * 2},
         "optimizer_kwargs": adam_kwargs(),
@@ -239,7 +249,8 @@ def policy_kwargs(algorithm: str, config: PPOConfig) -> dict[str, Any]:
         "share_features_extractor": config.share_features_extractor,
     }
     if algorithm == "recurrent-ppo":
-        return {**kwargs, "features_extractor_class": GlimpseFeaturesExtractor,
+        extractor = ScreenExtractor if screen else GlimpseFeaturesExtractor
+        return {**kwargs, "features_extractor_class": extractor,
                 "features_extractor_kwargs": {"features_dim": config.features_dim},
                 "lstm_hidden_size": config.lstm_hidden_size}  # fmt: skip
     return {**kwargs, "features_extractor_class": GlimpseHistoryExtractor,
@@ -270,7 +281,7 @@ def load_model(
     policy = {"recurrent-ppo": "MultiInputLstmPolicy", "ppo": "MultiInputPolicy"}[algorithm]
     env = GlimpseVecEnv(None, 1, **env_settings)  # for its spaces
     rebuilt = {
-        "policy_kwargs": policy_kwargs(algorithm, config),
+        "policy_kwargs": policy_kwargs(algorithm, config, env_settings.get("screen", False)),
         "policy_class": (
             FactoredPolicy if config.advantage == "factored" else cls.policy_aliases[policy]
         ),

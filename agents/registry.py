@@ -179,9 +179,9 @@ def _load_ppo(spec: Agent, config: dict[str, Any], run_dir: Path, checkpoint: st
 
 
 def _check_ppo(config: dict[str, Any]) -> None:
-    from glimpse.agents.ppo import check_advantage
+    from glimpse.agents.ppo import check_ppo_settings
 
-    check_advantage(config["agent"], PPOConfig(**config["model"]), config["env"])
+    check_ppo_settings(config["agent"], PPOConfig(**config["model"]), config["env"])
 
 
 _PPO_ENV = tuple(s for s in TASK_SETTINGS + EPISODE_SETTINGS if s != "history")

@@ -306,21 +306,26 @@ ADDED_SINCE_FORMAT_2: dict[tuple[str, str], Any] = {
     ("model", "gae_lambda"): 1.0,
     ("model", "baseline_core"): False,
     ("model", "entropy_weight"): 0.0,
+    ("env", "screen"): False,
 }
-"""RAM's settings added after format 2, with the value that does what runs did before them
-(2026-12-05, for games): a format-2 configuration that lacks one ran so, and is read with it
-filled in (:func:`with_added_settings`), rather than refused or rewritten."""
+"""Settings added after format 2 (2026-12-05, for games: RAM's learning rule, the full-view
+observation), with the value that does what runs did before them: a format-2 configuration
+that lacks one ran so, and is read with it filled in (:func:`with_added_settings`), rather than
+refused or rewritten."""
 
 
 def with_added_settings(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` with each setting of :data:`ADDED_SINCE_FORMAT_2` that its agent has and
     it lacks filled in with the value that reproduces the run (``config`` itself, not a copy,
     where none is missing)."""
-    sections = _sections(config["agent"])
+    sections: dict[str, tuple[type, ...]] = {
+        "env": (TaskConfig, EpisodeConfig),
+        **{name: (cls,) for name, cls in _sections(config["agent"]).items()},
+    }
     filled = config
     for (section, key), value in ADDED_SINCE_FORMAT_2.items():
-        cls = sections.get(section)
-        known = cls is not None and key in {f.name for f in dataclasses.fields(cls)}
+        owners = sections.get(section, ())
+        known = any(key in {f.name for f in dataclasses.fields(cls)} for cls in owners)
         if known and section in filled and key not in filled[section]:
             filled = {**filled, section: {**filled[section], key: value}}
     return filled

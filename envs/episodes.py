@@ -79,6 +79,11 @@ class EpisodeConfig:
     history: bool = option(
         False, "Add every glimpse and location so far to the observation (memory for PPO)."
     )
+    screen: bool = option(
+        False, "Add the whole canvas (uint8, C x H x W) to the observation: what a full-view "
+        "policy reads (recurrent-ppo then reads it instead of the glimpses), the comparison "
+        "for glimpse agents in a game."
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -207,6 +212,8 @@ class GlimpseEpisodes:
             observation_spaces["history_locations"] = spaces.Box(
                 -1.0, 1.0, (horizon, 2), np.float32
             )
+        if config.screen:
+            observation_spaces["screen"] = spaces.Box(0, 255, task.canvas_shape, np.uint8)
         self.observation_space = spaces.Dict(observation_spaces)
         self.action_space = self._make_action_space()
         n = num_envs
@@ -343,6 +350,8 @@ class GlimpseEpisodes:
         if self.seen is not None:
             observations["history_glimpses"] = self.seen.copy()
             observations["history_locations"] = np.nan_to_num(self.visited)
+        if self.config.screen:
+            observations["screen"] = self.canvases.copy()
         return observations
 
     def decode_actions(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -262,3 +262,37 @@ def test_ram_learner_plays_the_fixed_games_through_the_environment_and_refuses_s
     still = {"task": "mnist", "glimpses": 2}
     with pytest.raises(ConfigError, match="entropy-weight"):
         RAMLearner(still, RAMConfig(entropy_weight=0.01), 8, 0, torch.device("cpu"))
+
+
+def test_the_screen_observation_is_the_canvas_and_recurrent_ppo_reads_it_through_a_cnn(tmp_path):
+    import torch
+    from gymnasium.utils.env_checker import check_env
+
+    from glimpse.agents.extractors import ScreenExtractor
+    from glimpse.agents.ppo import PPOConfig, build_model, load_model
+    from glimpse.cli import main
+    from glimpse.envs.sb3 import GlimpseVecEnv
+    from glimpse.registration import ENVIRONMENTS
+
+    env = gym.make("Glimpse/Catch64-v0", screen=True)
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, _ = env.reset(seed=0)
+    obs, *_ = env.step(env.action_space.sample())
+    np.testing.assert_array_equal(obs["screen"], env.unwrapped.episodes.canvases[0])
+    extractor = ScreenExtractor(env.observation_space, features_dim=32)
+    batch = {key: torch.as_tensor(value[None]).float() for key, value in obs.items()}
+    assert extractor(batch).shape == (1, 32)
+    assert extractor.mix.in_features == 32 * 8 * 8 + 1  # 64 -> 32 -> 16 -> 8
+    # recurrent-ppo builds its policy on the screen, trains, and loads back the same way
+    settings = {**ENVIRONMENTS["Glimpse/Catch-v0"], "screen": True}
+    config = PPOConfig(n_envs=8, n_steps=32, batch_size=128)
+    model = build_model("recurrent-ppo", GlimpseVecEnv(None, 8, **settings), config, 0, "cpu",
+                        None)  # fmt: skip
+    assert isinstance(model.policy.features_extractor, ScreenExtractor)
+    model.learn(256)
+    model.save(tmp_path / "full.zip")
+    loaded = load_model("recurrent-ppo", config, settings, tmp_path / "full.zip", "cpu")
+    assert isinstance(loaded.policy.features_extractor, ScreenExtractor)
+    plain = ["train", "ppo", "--env", "Glimpse/Catch-v0", "--screen", "--runs-dir",
+             str(tmp_path), "--name", "refused"]  # fmt: skip
+    assert main(plain) == 2 and not (tmp_path / "refused").exists()
