@@ -55,7 +55,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import glimpse
 import glimpse.agents.bptt
 import glimpse.agents.ram
-from glimpse.agents.bptt import choose_products
+from glimpse.agents.bptt import ProductsChoice, choose_products
 from glimpse.agents.learners import RAMLearner
 from glimpse.agents.ram import RAMConfig
 from glimpse.agents.runs import resolve_config, train_run
@@ -202,10 +202,20 @@ def port_training_step(port: Path, batch_size: int) -> Callable[[], None]:
     return step
 
 
+def products_now(threads: int) -> ProductsChoice:
+    """Which products our training step runs on ``threads`` threads, measured now (not read
+    from the cache, which may hold a measurement taken while the machine was busy), and
+    printed with the measurement behind it."""
+    torch.set_num_threads(threads)
+    choice = glimpse.agents.bptt._chosen = choose_products(measure=True)
+    print(f"{threads} thread(s), products: {choice.describe()}")
+    return choice
+
+
 def against_port(threads: int, batch_size: int, port: Path, rounds: int) -> None:
     """Median images/s of our training step and the port's, alternating 20-step
     measurements in one process, and their ratio."""
-    torch.set_num_threads(threads)
+    products_now(threads)
     steps = {"glimpse": training_step(batch_size), "the port": port_training_step(port, batch_size)}
     rates: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(rounds):
@@ -353,7 +363,6 @@ def main() -> None:
         print(rate, operations_per_step(args.batch_size))
         return
     print(f"torch {torch.__version__}, {ENV_ID}, RAM (paper sizes), batch {args.batch_size}\n")
-    print(f"Products: {choose_products().describe()}\n")
     if args.port is not None:
         for threads in args.threads:
             against_port(threads, args.batch_size, args.port.expanduser(), min(args.rounds, 10))
@@ -366,7 +375,7 @@ def main() -> None:
         for threads in args.threads:
             against_revision(threads, args.batch_size, args.against, args.rounds, args.seconds)
         return
-    choice = choose_products()
+    choices = {threads: products_now(threads) for threads in args.threads}
     gflop, operations = training_gflop(args.batch_size), operations_per_step(args.batch_size)
     print(
         "| threads | images/s, oneDNN's products | MKL's products | autograd's backward pass "
@@ -380,6 +389,7 @@ def main() -> None:
             for hand_written, onednn in ((True, True), (True, False), (False, False))
         )
         mkl, onednn = matmul_gflops(threads, False), matmul_gflops(threads, True)
+        choice = glimpse.agents.bptt._chosen = choices[threads]
         chosen = rate if choice.onednn else mkl_rate
         limit = max(mkl, onednn) / gflop * args.batch_size  # images/s if only products cost
         print(f"| {threads} | {rate:,.0f} | {mkl_rate:,.0f} | {autograd_rate:,.0f} "
