@@ -44,7 +44,7 @@ TINY_BUDGET = {
 # Benchmark scripts run with these arguments added (argparse keeps an option's last value).
 QUICK_BENCHMARK = {
     "train_speed.py": ["--seconds", "0.5"],
-    "env.py": ["--seconds", "0.3", "--ppo-steps", "2048"],
+    "env.py": ["--seconds", "0.3", "--ppo-steps", "2048", "--ppo-envs", "16", "--ppo-threads", "1"],
     "sensor.py": ["--seconds", "0.3"],
     "ppo_speed.py": ["--rounds", "1", "--rollouts", "1"],
     "tasks.py": [],
