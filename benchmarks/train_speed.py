@@ -116,6 +116,23 @@ def images_per_second(
         return batches * batch_size / (time.perf_counter() - start)
 
 
+def alternating_rates(
+    steps: dict[str, Callable[[], None]], batch_size: int, rounds: int
+) -> dict[str, list[float]]:
+    """Images/s of each training step, ``rounds`` times: in each round every step in turn,
+    3 warm-up steps after the switch, then 20 timed."""
+    rates: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            for _ in range(3):
+                step()
+            start = time.perf_counter()
+            for _ in range(20):
+                step()
+            rates[name].append(20 * batch_size / (time.perf_counter() - start))
+    return rates
+
+
 def against_baseline(threads: int, batch_size: int, baseline: Path, rounds: int) -> None:
     """Median images/s of the current ``agents/bptt.py`` and of ``baseline``, alternating."""
     torch.set_num_threads(threads)
@@ -126,22 +143,24 @@ def against_baseline(threads: int, batch_size: int, baseline: Path, rounds: int)
             f"`git show 5a9ae3d:agents/bptt.py > /tmp/bptt_before.py`."
         )
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     versions = {
         "current": glimpse.agents.ram.glimpse_core_sequence,
         str(baseline): module.glimpse_core_sequence,
     }
-    step, rates = training_step(batch_size), {name: [] for name in versions}
+    step = training_step(batch_size)
+
+    def with_sequence(sequence: Callable[..., torch.Tensor]) -> Callable[[], None]:
+        def run() -> None:
+            glimpse.agents.ram.glimpse_core_sequence = sequence  # what RAM.encode calls
+            step()
+
+        return run
+
     try:
-        for _ in range(rounds):
-            for name, sequence in versions.items():
-                glimpse.agents.ram.glimpse_core_sequence = sequence  # what RAM.encode calls
-                for _ in range(3):  # warm-up after the switch
-                    step()
-                start = time.perf_counter()
-                for _ in range(20):
-                    step()
-                rates[name].append(20 * batch_size / (time.perf_counter() - start))
+        steps = {name: with_sequence(sequence) for name, sequence in versions.items()}
+        rates = alternating_rates(steps, batch_size, rounds)
     finally:
         glimpse.agents.ram.glimpse_core_sequence = versions["current"]
     for name, values in rates.items():
@@ -217,15 +236,7 @@ def against_port(threads: int, batch_size: int, port: Path, rounds: int) -> None
     measurements in one process, and their ratio."""
     products_now(threads)
     steps = {"glimpse": training_step(batch_size), "the port": port_training_step(port, batch_size)}
-    rates: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, step in steps.items():
-            for _ in range(3):  # warm-up after the switch
-                step()
-            start = time.perf_counter()
-            for _ in range(20):
-                step()
-            rates[name].append(20 * batch_size / (time.perf_counter() - start))
+    rates = alternating_rates(steps, batch_size, rounds)
     ours, theirs = (statistics.median(rates[name]) for name in steps)
     print(f"{threads} thread(s): glimpse {ours:,.0f} images/s, the port {theirs:,.0f} "
           f"({ours / theirs:.2f} times; medians of {rounds} alternating 20-step "
