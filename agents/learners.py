@@ -236,8 +236,7 @@ class RAMLearner:
 
     def looking(self, split: str) -> TargetShare:
         """How often the finest patch of a glimpse (mean locations) overlapped the target."""
-        result, _ = self.evaluate(split)
-        return result.target_share(self.train_episodes.sensor, *self.task.canvas_shape[1:])
+        return self.error_and_looking(split)[1]
 
     def error(self, split: str, samples: int = 1) -> float:
         """Test error in percent: wrong classes, or in a game the balls missed."""
