@@ -74,12 +74,18 @@ def _sensor(trajectories: Trajectories) -> GlimpseSensor:
     return GlimpseSensor(g, k, s)
 
 
+def is_game(trajectories: Trajectories) -> bool:
+    """Whether the trajectories play a game (no labels: each episode is a catch or a miss)."""
+    return bool((trajectories.labels < 0).all())
+
+
 def panels_at(trajectories: Trajectories, step: int) -> list:
     """Every episode's :func:`glimpse.drawing.trajectory_panel` at ``step``."""
     sensor = _sensor(trajectories)
     height, width = trajectories.canvases.shape[-2:]
     correct = trajectories.successes
-    if (trajectories.labels < 0).all():  # a game: no class, a catch or a miss
+    game = is_game(trajectories)
+    if game:  # no class, a catch or a miss
         texts = ["caught" if caught else "missed" for caught in correct]
     else:
         texts = captions(
@@ -95,7 +101,7 @@ def panels_at(trajectories: Trajectories, step: int) -> list:
         panels.append(
             trajectory_panel(
                 canvas, locations, trajectories.glimpses[i], step, origins,
-                sensor.patch_sizes, texts[i], bool(correct[i]),
+                sensor.patch_sizes, texts[i], bool(correct[i]), mark_empty=not game,
             )
         )  # fmt: skip
     return panels
@@ -117,7 +123,7 @@ def draw_trajectories(
         steps = [panels_at(trajectories, t) for t in range(horizon)]
         rows = [panel for i in range(len(trajectories.labels)) for panel in (s[i] for s in steps)]
         grids = [tile(rows, horizon)]
-    key = trajectory_key(_sensor(trajectories).patch_sizes, grids[0].width)
+    key = trajectory_key(_sensor(trajectories).patch_sizes, grids[0].width, is_game(trajectories))
     frames = [with_header(grid, title, key) for grid in grids]
     if gif:
         _save_gif(frames, out)

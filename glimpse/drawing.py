@@ -98,14 +98,16 @@ def glimpse_frame(
     return image
 
 
-def glimpse_strip(glimpse: np.ndarray, width: int) -> Image.Image:
+def glimpse_strip(glimpse: np.ndarray, width: int, mark_empty: bool = True) -> Image.Image:
     """The ``k`` patches of one glimpse ``(k, C, g, g)`` in ``[0, 1]``, side by side, enlarged;
-    an empty patch (:func:`empty_patches`) says ``empty`` (or ``mostly empty``, with a stray
-    stroke) across its middle."""
+    with ``mark_empty``, an empty patch (:func:`empty_patches`) says ``empty`` (or ``mostly
+    empty``, with a stray stroke) across its middle. A game's screen is mostly blank by nature
+    (a ball and a paddle), so there the mark would only hide the ball: games draw without it."""
     k = glimpse.shape[0]
     side = (width - TILE_GAP * (k - 1)) // k
     strip = Image.new("RGB", (width, side), "white")
-    for i, (patch, empty) in enumerate(zip(glimpse, empty_patches(glimpse), strict=True)):
+    empties = empty_patches(glimpse) & mark_empty
+    for i, (patch, empty) in enumerate(zip(glimpse, empties, strict=True)):
         pixels = np.clip(patch * 255 + 0.5, 0, 255).astype(np.uint8)
         tile = canvas_to_rgb(pixels, side).resize((side, side), Image.Resampling.NEAREST)
         draw = ImageDraw.Draw(tile)
@@ -132,6 +134,7 @@ def trajectory_panel(
     answer: str,
     correct: bool,
     side: int = 180,
+    mark_empty: bool = True,
 ) -> Image.Image:
     """One episode at ``step``: canvas, path so far, boxes, the glimpse itself, a caption.
 
@@ -139,12 +142,13 @@ def trajectory_panel(
     (NaN rows after its end); ``patch_origins`` ``(T, k, 2)`` are the boxes' top-left pixels.
     The caption counts the steps; from the episode's last step on, when the agent gives it,
     it also shows ``answer`` on a band coloured by ``correct`` (:data:`ANSWER_COLOURS`).
+    ``mark_empty``: see :func:`glimpse_strip`.
     """
     taken = int(np.sum(~np.isnan(locations[:, 0])))
     t = min(step, taken - 1)
     frame = glimpse_frame(canvas, locations[: t + 1], patch_origins[t], patch_sizes, side)
     frame = frame.resize((side, side), Image.Resampling.NEAREST)
-    strip = glimpse_strip(glimpses[t], side)
+    strip = glimpse_strip(glimpses[t], side, mark_empty)
     top = side + TILE_GAP + strip.height
     panel = Image.new("RGB", (side, top + CAPTION_HEIGHT), "white")
     panel.paste(frame, (0, 0))
@@ -162,8 +166,9 @@ SWATCH = (22, 14)  # trajectory_key: width, height of the black square that show
 Mark = Callable[[ImageDraw.ImageDraw], None]
 
 
-def trajectory_key(patch_sizes: Sequence[int], width: int) -> Image.Image:
-    """What the marks of :func:`trajectory_panel` mean, in rows no wider than ``width``."""
+def trajectory_key(patch_sizes: Sequence[int], width: int, game: bool = False) -> Image.Image:
+    """What the marks of :func:`trajectory_panel` mean, in rows no wider than ``width``; for a
+    ``game``, the band says caught or missed and there is no ``empty`` mark."""
     w, h = SWATCH
 
     def box(colour: tuple[int, int, int]) -> Mark:
@@ -186,11 +191,14 @@ def trajectory_key(patch_sizes: Sequence[int], width: int) -> Image.Image:
          box(SCALE_COLOURS[i % len(SCALE_COLOURS)]))
         for i, side in enumerate(patch_sizes)
     ]  # fmt: skip
-    items += [
-        ("path of the glimpses so far", path),
-        ('"empty": the tile shows blank canvas', blank),
-        ("answer (label->answer), at the last step: green right, red wrong", bands),
-    ]
+    items.append(("path of the glimpses so far", path))
+    if game:
+        items.append(("at the last step: green caught, red missed", bands))
+    else:
+        items += [
+            ('"empty": the tile shows blank canvas', blank),
+            ("answer (label->answer), at the last step: green right, red wrong", bands),
+        ]
     line_h, gap = h + 4, 14
     placed: list[tuple[int, int, str, Mark]] = []  # x, row, text, mark
     x, row = TILE_GAP, 0

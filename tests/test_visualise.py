@@ -127,6 +127,23 @@ def test_a_glimpse_on_blank_canvas_is_marked_empty():
     assert (strip.min(axis=-1) > 100).sum() > 10
 
 
+def test_a_game_is_drawn_without_empty_marks_and_says_caught_or_missed(tmp_path):
+    played = trajectories([1, 2])
+    played.labels[:] = -1  # a game: no class
+    played.successes[:] = [True, False]
+    panels = panels_at(played, 2)
+    strip = np.asarray(panels_at(played, 0)[0])[180 + 4 + 4 : 180 + 4 + 180 - 4, 4:-4]
+    assert (strip.min(axis=-1) > 100).sum() == 0  # blank screen, and no "empty" over the ball
+    assert answer_pixels(panels[0]) > 0 and answer_pixels(panels[1]) > 0
+    draw_trajectories(played, tmp_path / "game.png")
+    draw_trajectories(trajectories([1, 2]), tmp_path / "digits.png")
+    game_key, digits_key = (
+        np.asarray(Image.open(tmp_path / name).convert("RGB"))[:40]
+        for name in ("game.png", "digits.png")
+    )
+    assert not np.array_equal(game_key, digits_key)  # the key says caught/missed, not answers
+
+
 def write_run(folder, lines: list[dict], test_error: float | None = None):
     folder.mkdir(parents=True)
     (folder / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
