@@ -173,6 +173,17 @@ def policy_inference(
     return lambda: record_trajectories(policy, episodes), episodes
 
 
+def flops_per_step(policy: Policy, env_settings: dict) -> float:
+    """FLOPs per step of ``policy`` playing the first test episode through the environment:
+    the PyTorch operations of the whole episode over the steps it took (in a game, where the
+    agent acts at every step, the cost of one step of play)."""
+    play, _ = policy_inference(policy, env_settings, 1)
+    trajectory: list[Trajectories] = []
+    flops = count_flops(lambda: trajectory.append(play()))
+    steps = int(np.sum(~np.isnan(trajectory[0].locations[0, :, 0])))
+    return flops / steps
+
+
 def ram_latency_ms(env_settings: dict, batch: int, config: RAMConfig | None = None) -> float:
     """CPU time per image of RAM's inference at ``batch`` (:func:`ram_inference`)."""
     return latency_ms(ram_inference(env_settings, batch, config), batch)

@@ -452,6 +452,11 @@ def evaluate_run(
     }
     if looking is not None:
         result["on_target"] = dataclasses.asdict(looking)
+    if result["game"]:  # what one step of play costs: the column beside the catch rate
+        from glimpse.agents.cost import flops_per_step
+
+        policy = trained.policy()  # type: ignore[attr-defined]  # RAM and PPO play games
+        result["flops_per_step"] = flops_per_step(policy, read_run_config(run_dir)["env"])
     if out is not None:
         atomic_write(out, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
     return result

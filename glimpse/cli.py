@@ -278,6 +278,8 @@ def _eval(args: argparse.Namespace) -> int:
         + f" (standard error {result['standard_error']:.2f}) on {result['images']:,} {what[1]} "
         f"({result['checkpoint']} checkpoint, {result['samples']} sample(s){told})"
     )
+    if "flops_per_step" in result:
+        print(f"inference: {result['flops_per_step'] / 1e6:.2f} M FLOPs per step of play")
     if "on_target" in result:
         looking = TargetShare(**result["on_target"])
         soft = result["agent"] == "soft"

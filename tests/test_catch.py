@@ -264,6 +264,23 @@ def test_ram_learner_plays_the_fixed_games_through_the_environment_and_refuses_s
         RAMLearner(still, RAMConfig(entropy_weight=0.01), 8, 0, torch.device("cpu"))
 
 
+def test_flops_per_step_are_one_step_of_play_not_the_whole_game():
+    import torch
+
+    from glimpse.agents.cost import count_flops, flops_per_step
+    from glimpse.agents.learners import RAMLearner
+    from glimpse.agents.ram import RAMConfig
+
+    learner = RAMLearner(CATCH, RAMConfig(core="lstm", hidden_size=16), 8, 0, torch.device("cpu"))
+    settings = {**CATCH, "action_type": "continuous"}  # RAM's, as its run config records
+    episodes = evaluation_episodes(settings, "test", 1)
+    episodes.reset(np.ones(1, bool))
+    model = learner.model
+    one_step = count_flops(lambda: model.step(episodes.observations(), None, False, False))
+    # the last step answers instead of choosing a location: a few FLOPs less, once in 23
+    assert flops_per_step(learner.policy(), settings) == pytest.approx(one_step, rel=1e-3)
+
+
 def test_the_screen_observation_is_the_canvas_and_recurrent_ppo_reads_it_through_a_cnn(tmp_path):
     import torch
     from gymnasium.utils.env_checker import check_env
