@@ -19,7 +19,11 @@
    training step its trainer runs (the glimpse loop, its hybrid loss, Adam), fed MNIST images
    already in memory, alternating 20-step measurements with ours (the products this machine
    chose) in one process; prints both and the ratio.
-5. With ``--to-error E``: a ``glimpse train`` run (``--epochs``, ``--glimpses``) that logs the
+5. With ``--canvases``: RAM's training step on cluttered 60, 100 and 200 px (each id's own
+   sensor), alternating 20-step measurements in one process: images/s, each as a share of
+   the 60 px rate, and the time each step spends in the episodes (new canvases and the
+   sensor's reads, which grow with the canvas; the networks do not).
+6. With ``--to-error E``: a ``glimpse train`` run (``--epochs``, ``--glimpses``) that logs the
    test error after every epoch (``--track-test``); prints the training time until it first
    reached E.
 
@@ -29,6 +33,7 @@
     python benchmarks/train_speed.py --threads 2 1 --against 9f6f525 --rounds 5 --seconds 6
     python benchmarks/train_speed.py --to-error 1.5 --epochs 40 --glimpses 7 --threads 1
     python benchmarks/train_speed.py --threads 2 1 --port ~/src/recurrent-visual-attention
+    python benchmarks/train_speed.py --threads 2 1 --canvases
 """
 
 from __future__ import annotations
@@ -66,12 +71,37 @@ ENV_ID = "Glimpse/MNIST-v0"
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 
-def training_step(batch_size: int, hand_written: bool = True) -> Callable[[], None]:
-    """One training step of a fresh RAM learner: episodes, forward, backward, Adam."""
-    settings = gymnasium.spec(ENV_ID).kwargs
+def training_step(
+    batch_size: int, hand_written: bool = True, env_id: str = ENV_ID
+) -> Callable[[], None]:
+    """One training step of a fresh RAM learner on ``env_id``: episodes, forward, backward,
+    Adam."""
+    return timed_training_step(batch_size, hand_written, env_id)[0]
+
+
+def timed_training_step(
+    batch_size: int, hand_written: bool = True, env_id: str = ENV_ID
+) -> tuple[Callable[[], None], list[float]]:
+    """:func:`training_step`, and a one-item list that adds up the seconds spent in the
+    episodes' own calls (new canvases, the paddle or nothing, glimpses read by the sensor):
+    what grows with the canvas, beside the networks that do not."""
+    settings = gymnasium.spec(env_id).kwargs
     learner = RAMLearner(settings, RAMConfig(), batch_size, seed=0, device=torch.device("cpu"))
     learner.model.hand_written_bptt = hand_written
     optimizer = torch.optim.Adam(learner.model.parameters(), lr=1e-3, **adam_kwargs())
+    in_episodes = [0.0]
+    episodes = learner.train_episodes
+    for name in ("reset", "step", "observations"):
+        method = getattr(episodes, name)
+
+        def timed(*args: object, _method: Callable[..., object] = method) -> object:
+            start = time.perf_counter()
+            try:
+                return _method(*args)
+            finally:
+                in_episodes[0] += time.perf_counter() - start
+
+        setattr(episodes, name, timed)  # on this instance only
 
     def step() -> None:
         loss = learner.loss(batch_size)["total"]
@@ -79,7 +109,7 @@ def training_step(batch_size: int, hand_written: bool = True) -> Callable[[], No
         loss.backward()
         optimizer.step()
 
-    return step
+    return step, in_episodes
 
 
 @contextlib.contextmanager
@@ -243,6 +273,32 @@ def against_port(threads: int, batch_size: int, port: Path, rounds: int) -> None
           f"measurements each)")  # fmt: skip
 
 
+CANVAS_IDS = ("Glimpse/ClutteredMNIST60-v0", "Glimpse/ClutteredMNIST100-v0",
+              "Glimpse/ClutteredMNIST200-v0")  # fmt: skip
+
+
+def across_canvases(threads: int, batch_size: int, rounds: int) -> None:
+    """RAM's training images/s on cluttered 60, 100 and 200 px (each id's own sensor: 3, 4
+    and 5 scales of 12 x 12, 8 glimpses), alternating 20-step measurements in one process,
+    with the share of each step spent in the episodes (canvases and sensor), and each rate
+    as a share of the 60 px one."""
+    torch.set_num_threads(threads)
+    timed = {env_id: timed_training_step(batch_size, env_id=env_id) for env_id in CANVAS_IDS}
+    steps = {env_id: step for env_id, (step, _) in timed.items()}
+    rates = alternating_rates(steps, batch_size, rounds)
+    first = statistics.median(rates[CANVAS_IDS[0]])
+    print(f"| threads | environment | images/s | share of {CANVAS_IDS[0]}'s | seconds in the "
+          "episodes per step (share of the step) |")  # fmt: skip
+    print("|---|---|---|---|---|")
+    for env_id in CANVAS_IDS:
+        rate = statistics.median(rates[env_id])
+        step_seconds = batch_size / rate
+        # every measured step also ran 3 warm-up steps after the switch: 23 steps a round
+        episode_seconds = timed[env_id][1][0] / (23 * rounds)
+        print(f"| {threads} | {env_id} | {rate:,.0f} | {100 * rate / first:.0f}% "
+              f"| {1000 * episode_seconds:.1f} ms ({100 * episode_seconds / step_seconds:.0f}%) |")
+
+
 def against_revision(
     threads: int, batch_size: int, revision: str, rounds: int, seconds: float
 ) -> None:
@@ -363,6 +419,9 @@ def main() -> None:
     parser.add_argument(
         "--port", type=Path, default=None, help="a checkout of the PyTorch RAM port to compare with"
     )
+    parser.add_argument(
+        "--canvases", action="store_true", help="RAM's rate on cluttered 60, 100 and 200 px"
+    )
     parser.add_argument("--rate-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--to-error", type=float, default=None, help="test error target in %%")
     parser.add_argument("--epochs", type=int, default=40, help="epochs of the --to-error run")
@@ -373,10 +432,15 @@ def main() -> None:
         rate = images_per_second(args.threads[0], args.batch_size, args.seconds, True)
         print(rate, operations_per_step(args.batch_size))
         return
-    print(f"torch {torch.__version__}, {ENV_ID}, RAM (paper sizes), batch {args.batch_size}\n")
+    what = "cluttered 60, 100, 200 px" if args.canvases else ENV_ID
+    print(f"torch {torch.__version__}, {what}, RAM (paper sizes), batch {args.batch_size}\n")
     if args.port is not None:
         for threads in args.threads:
             against_port(threads, args.batch_size, args.port.expanduser(), min(args.rounds, 10))
+        return
+    if args.canvases:
+        for threads in args.threads:
+            across_canvases(threads, args.batch_size, min(args.rounds, 10))
         return
     if args.baseline_bptt is not None:
         for threads in args.threads:
