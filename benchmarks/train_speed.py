@@ -23,7 +23,11 @@
    sensor), alternating 20-step measurements in one process: images/s, each as a share of
    the 60 px rate, and the time each step spends in the episodes (new canvases and the
    sensor's reads, which grow with the canvas; the networks do not).
-6. With ``--to-error E``: a ``glimpse train`` run (``--epochs``, ``--glimpses``) that logs the
+6. With ``--profile``: where an MNIST step's time goes: milliseconds per step, the part in
+   the episodes, the step at batch 8 (its products are small, so what is left is the fixed
+   cost of issuing the step's operations), and the products' time at the machine's matmul
+   speed.
+7. With ``--to-error E``: a ``glimpse train`` run (``--epochs``, ``--glimpses``) that logs the
    test error after every epoch (``--track-test``); prints the training time until it first
    reached E.
 
@@ -34,6 +38,7 @@
     python benchmarks/train_speed.py --to-error 1.5 --epochs 40 --glimpses 7 --threads 1
     python benchmarks/train_speed.py --threads 2 1 --port ~/src/recurrent-visual-attention
     python benchmarks/train_speed.py --threads 2 1 --canvases
+    python benchmarks/train_speed.py --threads 2 1 --profile
 """
 
 from __future__ import annotations
@@ -299,6 +304,29 @@ def across_canvases(threads: int, batch_size: int, rounds: int) -> None:
               f"| {1000 * episode_seconds:.1f} ms ({100 * episode_seconds / step_seconds:.0f}%) |")
 
 
+def where_the_time_goes(threads: int, batch_size: int, rounds: int) -> None:
+    """One MNIST step split into what it costs: milliseconds per step at ``batch_size`` and at
+    batch 8 (where the products are small: what remains is the fixed cost of issuing the
+    step's operations), the episodes' share, and the products' time at this machine's float32
+    matmul speed (the step's GFLOP at :func:`matmul_gflops`); alternating measurements."""
+    products_now(threads)
+    small = 8
+    timed = {batch: timed_training_step(batch) for batch in (batch_size, small)}
+    step_ms = {}
+    for batch, (step, in_episodes) in timed.items():
+        rates = alternating_rates({"step": step}, batch, rounds)["step"]
+        step_ms[batch] = 1000 * batch / statistics.median(rates)
+        in_episodes[0] /= 23 * rounds  # seconds per step (3 warm-up + 20 timed a round)
+    chosen = glimpse.agents.bptt._chosen
+    gflops = matmul_gflops(threads, onednn=chosen is not None and chosen.onednn)
+    products_ms = 1000 * training_gflop(batch_size) / gflops
+    episodes_ms = 1000 * timed[batch_size][1][0]
+    print(f"| {threads} | {step_ms[batch_size]:.2f} | {episodes_ms:.2f} | {step_ms[small]:.2f} "
+          f"({1000 * timed[small][1][0]:.2f} in the episodes) "
+          f"| {products_ms:.2f} ({gflops:.0f} GFLOP/s) "
+          f"| {step_ms[batch_size] - episodes_ms - products_ms:.2f} |")  # fmt: skip
+
+
 def against_revision(
     threads: int, batch_size: int, revision: str, rounds: int, seconds: float
 ) -> None:
@@ -422,6 +450,9 @@ def main() -> None:
     parser.add_argument(
         "--canvases", action="store_true", help="RAM's rate on cluttered 60, 100 and 200 px"
     )
+    parser.add_argument(
+        "--profile", action="store_true", help="where an MNIST step's time goes, per thread count"
+    )
     parser.add_argument("--rate-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--to-error", type=float, default=None, help="test error target in %%")
     parser.add_argument("--epochs", type=int, default=40, help="epochs of the --to-error run")
@@ -437,6 +468,14 @@ def main() -> None:
     if args.port is not None:
         for threads in args.threads:
             against_port(threads, args.batch_size, args.port.expanduser(), min(args.rounds, 10))
+        return
+    if args.profile:
+        print(f"| threads | ms per step, batch {args.batch_size} | of which in the episodes | ms "
+              "per step at batch 8 (fixed cost) | the products alone at the matmul speed "
+              "| the rest: issuing operations, element-wise work, Adam |")  # fmt: skip
+        print("|---|---|---|---|---|---|")
+        for threads in args.threads:
+            where_the_time_goes(threads, args.batch_size, min(args.rounds, 10))
         return
     if args.canvases:
         for threads in args.threads:

@@ -120,12 +120,14 @@ def action_array(actions: Any, space: spaces.Space[Any], num_envs: int | None = 
     type, a wrong shape, NaN). Infinite values pass: they are clipped like any out-of-range
     value. Whole-array checks only, so a batch costs no Python loop over its slots.
     """
-    if num_envs is None:
-        what, expected = "action", space.shape
-        wanted = f"{expected} for {space}"
-    else:
-        what, expected = "actions", (num_envs, *space.shape)
-        wanted = f"{expected}: one action of {space} for each of the {num_envs} environments"
+    what, expected = ("action", space.shape) if num_envs is None else (
+        "actions", (num_envs, *space.shape))  # fmt: skip
+
+    def wanted() -> str:  # formatted only for an error: a space's repr costs 30 us a step
+        if num_envs is None:
+            return f"{expected} for {space}"
+        return f"{expected}: one action of {space} for each of the {num_envs} environments"
+
     try:
         array = np.asarray(actions)
     except (ValueError, TypeError):  # ragged nesting: not numbers either, reported below
@@ -138,11 +140,11 @@ def action_array(actions: Any, space: spaces.Space[Any], num_envs: int | None = 
         )
         raise ValueError(
             f"{what} must be a numpy array or a sequence of numbers, got {given}; expected "
-            f"shape {wanted}."
+            f"shape {wanted()}."
         )
     if array.shape != expected:
         verb = "has" if num_envs is None else "have"
-        raise ValueError(f"{what} {verb} shape {array.shape}, expected {wanted}.")
+        raise ValueError(f"{what} {verb} shape {array.shape}, expected {wanted()}.")
     if array.dtype.kind == "f" and np.isnan(array).any():
         if num_envs is None:
             raise ValueError(f"action contains NaN: {array.tolist()}. Check the policy's output.")
