@@ -41,13 +41,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from glimpse.agents.bptt import Observe, glimpse_core_sequence
-from glimpse.agents.networks import GlimpseNetwork, glimpse_features
+from glimpse.agents.networks import ConvGlimpseNetwork, GlimpseNetwork, glimpse_features
 from glimpse.config import check_at_least, check_fields, check_positive, option
 from glimpse.envs.episodes import GlimpseEpisodes
 from glimpse.errors import ConfigError
 from glimpse.sensor import SLICED_READ_PATCHES, GlimpseSensor, IntegralImages, read_patches
 
 CORES = ("rnn", "lstm")
+GLIMPSE_ENCODERS = ("linear", "conv")
 REWARDS = ("correct", "probability", "log-likelihood")
 
 
@@ -57,6 +58,11 @@ class RAMConfig:
 
     core: str = option("rnn", "Core network: the paper's rectified RNN or an LSTM.", CORES)
     hidden_size: int = option(256, "Units of the core state h_t.")
+    glimpse_encoder: str = option(
+        "linear", "How the glimpse network reads the glimpse: the paper's linear map of the "
+        "flattened pixels, or conv: two 3x3 convolutions of 32 filters (the second of stride 2) "
+        "over the scales stacked as channels, then the linear map.", GLIMPSE_ENCODERS,
+    )  # fmt: skip
     glimpse_units: int = option(128, "Units of h_g (what) in the glimpse network.")
     location_units: int = option(128, "Units of h_l (where) in the glimpse network.")
     glimpse_out_units: int = option(256, "Units of g_t.")
@@ -275,7 +281,8 @@ class RAM(nn.Module):
     def __init__(self, glimpse_shape: tuple[int, ...], num_classes: int, config: RAMConfig) -> None:
         super().__init__()
         self.config, self.num_classes = config, num_classes
-        self.glimpse_network = GlimpseNetwork(
+        network = ConvGlimpseNetwork if config.glimpse_encoder == "conv" else GlimpseNetwork
+        self.glimpse_network = network(
             glimpse_shape,
             where_dim=2,
             what_units=config.glimpse_units,
@@ -374,9 +381,11 @@ class RAM(nn.Module):
 
         ``observe(h_{t-1})`` acts and returns the next glimpse (see :mod:`glimpse.agents.bptt`). The
         rectified core backpropagates through time by hand (:mod:`glimpse.agents.bptt`, the same
-        gradient, faster); the LSTM, or ``hand_written_bptt = False``, through autograd.
+        gradient, faster); the LSTM, the convolutional glimpse network, or
+        ``hand_written_bptt = False``, through autograd.
         """
-        if self.config.core == "rnn" and self.hand_written_bptt:
+        if self.config.core == "rnn" and self.config.glimpse_encoder == "linear" \
+                and self.hand_written_bptt:  # fmt: skip
             return glimpse_core_sequence(observe, horizon, self.glimpse_network, self.core.linear)
         state: tuple[torch.Tensor, ...] | None = None
         h = []
@@ -627,7 +636,9 @@ class RAMPredictor:
             location = torch.rand(batch, 2, generator=generator).mul_(2.0).sub_(1.0).to(device)
         few = batch * self.sensor.num_scales <= SLICED_READ_PATCHES and device.type == "cpu"
         compiled = compiled_episode() if few and self.compile and told is None else None
-        if compiled is not None and self.model.config.core == "rnn":
+        paper_networks = self.model.config.core == "rnn" and \
+            self.model.config.glimpse_encoder == "linear"  # fmt: skip
+        if compiled is not None and paper_networks:
             return self._compiled(compiled, table, location)
         model, visited = self.model, [location]
         state: tuple[torch.Tensor, ...] | None = None

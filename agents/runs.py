@@ -307,11 +307,12 @@ ADDED_SINCE_FORMAT_2: dict[tuple[str, str], Any] = {
     ("model", "baseline_core"): False,
     ("model", "entropy_weight"): 0.0,
     ("env", "screen"): False,
+    ("model", "glimpse_encoder"): "linear",
 }
-"""Settings added after format 2 (2026-12-05, for games: RAM's learning rule, the full-view
-observation), with the value that does what runs did before them: a format-2 configuration
-that lacks one ran so, and is read with it filled in (:func:`with_added_settings`), rather than
-refused or rewritten."""
+"""Settings added after format 2 (2026-12-05: for games, RAM's learning rule and the full-view
+observation; RAM's convolutional glimpse network), with the value that does what runs did
+before them: a format-2 configuration that lacks one ran so, and is read with it filled in
+(:func:`with_added_settings`), rather than refused or rewritten."""
 
 
 def with_added_settings(config: dict[str, Any]) -> dict[str, Any]:

@@ -146,3 +146,17 @@ def test_told_locations_replace_the_learned_ones_and_nothing_else():
     fixed_run = ram.evaluate_locations("val", "fixed")
     mean = ram.evaluate("val")[0].locations.mean(axis=0)  # its own mean path on validation
     np.testing.assert_allclose(fixed_run.locations, np.broadcast_to(mean, (60, 4, 2)))
+
+
+@pytest.mark.parametrize("core", ["rnn", "lstm"])
+def test_the_predictor_runs_the_convolutional_glimpse_network_as_the_environment_does(core):
+    settings = {"task": "cluttered", "size": 60, "glimpses": 4, "glimpse_size": 12,
+                "num_scales": 3, "val_size": 40}  # fmt: skip
+    config = RAMConfig(glimpse_encoder="conv", core=core)
+    ram = RAMLearner(settings, config, 8, 0, torch.device("cpu"), eval_episodes=40)
+    with torch.no_grad():
+        ram.model.locator.mean.weight.normal_(0.0, 0.3)
+    through_env = evaluate(ram.policy(), ram_episodes(ram))
+    in_model, _ = ram.evaluate("val")
+    np.testing.assert_array_equal(in_model.predictions, through_env.predictions)
+    np.testing.assert_array_equal(in_model.locations, through_env.locations)

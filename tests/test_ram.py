@@ -527,3 +527,23 @@ def test_baseline_core_lets_the_baselines_error_train_the_core_and_glimpse_netwo
     assert all(grads_of(model.baseliner)) and any(grads_of(model.core))
     assert any(grads_of(model.glimpse_network))
     assert not any(grads_of(model.locator)) and not any(grads_of(model.classifier))
+
+
+def test_the_convolutional_glimpse_network_reads_the_scales_as_channels_and_is_trained():
+    from glimpse.agents.networks import ConvGlimpseNetwork
+
+    config = RAMConfig(glimpse_encoder="conv", reinforce_core=True)
+    model, episodes = small_model_and_episodes(config)
+    network = model.glimpse_network
+    assert isinstance(network, ConvGlimpseNetwork) and network.image_shape == (1, 8, 8)
+    scales = ConvGlimpseNetwork((3, 1, 12, 12), what_units=16, channels=4)
+    assert scales.convolutions[0].in_channels == 3 and scales.what.in_features == 4 * 6 * 6
+    batch = model(episodes)
+    terms = hybrid_loss(batch)
+    terms["classification"].backward()  # the cross-entropy trains every convolution
+    assert all(grads_of(network.convolutions)) and all(grads_of(network.what))
+    model.zero_grad()
+    batch = model(episodes)
+    batch.rewards[:8] = 1.0
+    hybrid_loss(batch)["reinforce"].backward()  # with --reinforce-core, REINFORCE too
+    assert any(grads_of(network.convolutions)) and all(grads_of(model.locator))
