@@ -11,7 +11,8 @@ its glimpse budget, not on the canvas; a full-view model's grows with the canvas
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,9 +30,22 @@ from glimpse.sensor import GlimpseSensor
 from glimpse.tasks import Task
 
 
+def _lstm_layer_flops(
+    input_shape: Sequence[int], w_ih: Sequence[int], w_hh: Sequence[int], *args: Any,
+    batch_first: bool = False, **kwargs: Any,
+) -> int:  # fmt: skip
+    """FLOPs of ``aten.mkldnn_rnn_layer`` (what ``nn.LSTM`` runs on a CPU, which PyTorch's
+    counter does not know): the two products of every step, ``4H x in`` and ``4H x H``, as
+    ``nn.LSTMCell``'s are counted."""
+    steps = input_shape[0] * input_shape[1]  # sequence x batch, in either order
+    return 2 * steps * (w_ih[0] * w_ih[1] + w_hh[0] * w_hh[1])
+
+
 def count_flops(run: Callable[[], object]) -> int:
-    """FLOPs of the PyTorch operations ``run`` executes (numpy's are not counted)."""
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
+    """FLOPs of the PyTorch operations ``run`` executes (numpy's are not counted); products
+    and convolutions, as ``torch.utils.flop_counter`` counts them, and ``nn.LSTM`` layers."""
+    lstm = {torch.ops.aten.mkldnn_rnn_layer: _lstm_layer_flops}
+    with FlopCounterMode(display=False, custom_mapping=lstm) as counter, torch.no_grad():
         run()
     return int(counter.get_total_flops())
 

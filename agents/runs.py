@@ -409,13 +409,16 @@ def evaluate_run(
     With ``looking_at_target``, also where it looked (``on_target``, in percent): for glimpse
     agents how often the finest patch overlapped the target (with mean locations), for soft
     attention its weight on the target's cells (:meth:`TrainedAgent.looking`); nothing for the
-    models that read the whole canvas at once. ``locations`` other than ``"learned"`` make a
+    models that read the whole canvas at once (the full-view baselines, a policy on the
+    ``screen``). ``locations`` other than ``"learned"`` make a
     RAM model look where it is told (:meth:`RAMLearner.evaluate_locations`).
 
     The run folder is left as it is, so evaluating a published run keeps the repository clean.
     """
     if samples < 1:
         raise ConfigError(f"--samples {samples} must be at least 1.")
+    if read_run_config(run_dir)["env"].get("screen"):
+        looking_at_target = False  # it reads the whole screen: its glimpses go unread
     trained = load_agent(run_dir, checkpoint)
     images = trained.task.split_size(split)
     looking: TargetShare | None = None
@@ -529,8 +532,8 @@ def visualise_run(
 
     Hard attention (RAM, PPO): its glimpse trajectories, also kept beside the picture (the same
     name with ``.npz``). Soft attention: its attention weights at each step. The CNN and FC
-    baselines attend to nothing: refused. Returns the picture's path and the trajectories'
-    (None for soft attention).
+    baselines, and a policy on the whole ``screen``, attend to nothing: refused. Returns the
+    picture's path and the trajectories' (None for soft attention).
     """
     from glimpse.agents.visualise import run_title
 
@@ -538,6 +541,12 @@ def visualise_run(
         raise ConfigError(f"--n {n} must be at least 1.")
     out = run_dir / "trajectories.gif" if out is None else out
     config = read_run_config(run_dir)
+    if config["env"].get("screen"):
+        raise ConfigError(
+            f"{run_dir} plays from the whole screen (--screen): it reads no glimpses, so there "
+            "are none to draw. `glimpse eval` gives its catch rate; glimpse viz draws RAM and "
+            "PPO trajectories and soft attention maps."
+        )
     test_error = _recorded_test_error(run_dir) if checkpoint == "best" else None
     name = run_dir.name if checkpoint == "best" else f"{run_dir.name} ({checkpoint} checkpoint)"
     game = config["env"].get("task") == "catch"

@@ -281,6 +281,17 @@ def test_flops_per_step_are_one_step_of_play_not_the_whole_game():
     assert flops_per_step(learner.policy(), settings) == pytest.approx(one_step, rel=1e-3)
 
 
+def test_an_lstm_layer_is_counted_as_its_cells_products():
+    import torch
+
+    from glimpse.agents.cost import count_flops
+
+    torch.manual_seed(0)
+    layer, cell = torch.nn.LSTM(24, 16), torch.nn.LSTMCell(24, 16)
+    steps = count_flops(lambda: layer(torch.randn(5, 3, 24)))  # 5 steps of a batch of 3
+    assert steps == 5 * count_flops(lambda: cell(torch.randn(3, 24))) == 5 * 3 * 2 * 64 * 40
+
+
 def test_the_screen_observation_is_the_canvas_and_recurrent_ppo_reads_it_through_a_cnn(tmp_path):
     import torch
     from gymnasium.utils.env_checker import check_env
@@ -313,3 +324,22 @@ def test_the_screen_observation_is_the_canvas_and_recurrent_ppo_reads_it_through
     plain = ["train", "ppo", "--env", "Glimpse/Catch-v0", "--screen", "--runs-dir",
              str(tmp_path), "--name", "refused"]  # fmt: skip
     assert main(plain) == 2 and not (tmp_path / "refused").exists()
+
+
+def test_a_full_view_run_evaluates_with_its_flops_and_no_gaze_and_viz_refuses_it(tmp_path, capsys):
+    from glimpse.agents.runs import evaluate_run
+    from glimpse.cli import main
+
+    train = ["train", "recurrent-ppo", "--env", "Glimpse/Catch-v0", "--screen", "--val-size", "40",
+             "--total-steps", "256", "--n-envs", "8", "--n-steps", "32", "--batch-size", "64",
+             "--eval-every", "256", "--eval-episodes", "40", "--threads", "1", "--no-progress",
+             "--runs-dir", str(tmp_path), "--name", "full"]  # fmt: skip
+    assert main(train) == 0
+    result = evaluate_run(tmp_path / "full", "val")
+    assert result["game"] and "on_target" not in result  # its glimpses go unread
+    assert result["flops_per_step"] > 1_000_000  # the CNN and the LSTM's 4 x 256 x 512 products
+    capsys.readouterr()
+    assert main(["viz", str(tmp_path / "full")]) == 2
+    assert "reads no glimpses" in capsys.readouterr().err
+    assert not (tmp_path / "full" / "trajectories.gif").exists()
+
