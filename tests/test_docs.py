@@ -52,6 +52,7 @@ QUICK_BENCHMARK = {
     "latency.py": ["--seconds", "0.1", "--batches", "1"],
     "published.py": [],
     "ram_policy_limit.py": [],
+    "catch_table.py": [],
 }
 
 
