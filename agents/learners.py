@@ -9,7 +9,18 @@ import numpy as np
 import torch
 
 from glimpse.agents import distributed
-from glimpse.agents.ram import RAM, RAMConfig, RAMPolicy, RAMPredictor, game_loss, hybrid_loss
+from glimpse.agents.ram import (
+    RAM,
+    Collected,
+    EpisodeRecord,
+    RAMConfig,
+    RAMPolicy,
+    RAMPredictor,
+    collect,
+    game_loss,
+    hybrid_loss,
+    ppo_loss,
+)
 from glimpse.envs.episodes import GlimpseEpisodes
 from glimpse.envs.evaluation import (
     Evaluation,
@@ -76,6 +87,12 @@ class RAMLearner:
         if distributed.world_size() > 1:
             torch.manual_seed(seed + 7919 * distributed.rank())  # different location samples
         self._eval: dict[str, GlimpseEpisodes] = {}
+        self._collected: Collected | None = None  # --location-learner ppo: the last batch
+        if config.location_learner == "ppo" and distributed.world_size() > 1:
+            raise ConfigError(
+                "--location-learner ppo replays its episodes outside DistributedDataParallel: "
+                "train it in one process (leave out torchrun)."
+            )
 
     def _stream_keys(self) -> np.ndarray:
         """The training stream's slot keys: from the seed, and the process rank under torchrun."""
@@ -109,6 +126,8 @@ class RAMLearner:
     def loss(self, batch_size: int, progress: float = 0.0) -> dict[str, torch.Tensor]:
         config = self.model.config
         self.model.locator.std = config.location_std_at(progress)
+        if config.location_learner == "ppo":
+            return self._ppo_loss(config)
         batch = self.forward_model(self.train_episodes)
         if self.game:
             terms = game_loss(batch, config.reinforce_weight, self.rollouts_per_image,
@@ -124,6 +143,28 @@ class RAMLearner:
             )
         terms["accuracy"] = batch.rewards.mean()
         if config.location_std_start is not None:  # logged as train_location_std
+            terms["location_std"] = torch.tensor(self.model.locator.std)
+        return terms
+
+    def _ppo_loss(self, config: RAMConfig) -> dict[str, torch.Tensor]:
+        """``--location-learner ppo``: a new batch of episodes every ``ppo_epochs`` calls,
+        trained on by :func:`ppo_loss` at each (the first as played, then replayed)."""
+        collected = self._collected
+        if collected is None or collected.uses >= config.ppo_epochs:
+            record = EpisodeRecord()
+            batch = self.forward_model(self.train_episodes, record)
+            collected = collect(batch, record, config.reward, self.rollouts_per_image,
+                                config.gae_lambda)  # fmt: skip
+            collected.std = self.model.locator.std
+            self._collected = collected
+        else:
+            self.model.locator.std = collected.std  # the ratio is of the policy then
+            batch = self.model.replay(collected.record, collected.labels, collected.rewards)
+        collected.uses += 1
+        terms = ppo_loss(batch, collected, config.ppo_clip, config.reinforce_weight,
+                         config.early_answer_weight)  # fmt: skip
+        terms["accuracy"] = collected.rewards.mean()
+        if config.location_std_start is not None:
             terms["location_std"] = torch.tensor(self.model.locator.std)
         return terms
 
@@ -286,6 +327,11 @@ class RAMLearner:
 def _check_game_config(config: RAMConfig) -> None:
     """A game has no class to read early and its reward is the catch: refuse settings that
     would otherwise be ignored."""
+    if config.location_learner != "reinforce":
+        raise ConfigError(
+            "In a game RAM learns its moves and locations by REINFORCE: leave "
+            "--location-learner at reinforce."
+        )
     if config.reward != "correct" or config.early_answer_weight > 0:
         raise ConfigError(
             "In a game RAM's reward is the catch and there is no class to name: leave --reward "

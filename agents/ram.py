@@ -32,7 +32,7 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,7 @@ from glimpse.sensor import SLICED_READ_PATCHES, GlimpseSensor, IntegralImages, r
 
 CORES = ("rnn", "lstm")
 GLIMPSE_ENCODERS = ("linear", "conv")
+LOCATION_LEARNERS = ("reinforce", "ppo")
 REWARDS = ("correct", "probability", "log-likelihood")
 
 
@@ -113,6 +114,19 @@ class RAMConfig:
         0.0, "Games only: weight of a bonus for the entropy of the paddle's moves (summed over "
         "the steps), which keeps the paddle exploring; 0 is the paper."
     )  # fmt: skip
+    location_learner: str = option(
+        "reinforce", "What trains the location network: REINFORCE (the paper), or ppo: PPO's "
+        "clipped objective, each batch of episodes trained on --ppo-epochs times (replayed "
+        "from its glimpses), the classifier still by cross-entropy. Still tasks only.",
+        LOCATION_LEARNERS,
+    )  # fmt: skip
+    ppo_epochs: int = option(
+        4, "With --location-learner ppo: updates per batch of episodes (the first is "
+        "REINFORCE's; an epoch of --epoch-size images then holds 1/N as many new episodes)."
+    )  # fmt: skip
+    ppo_clip: float = option(
+        0.2, "With --location-learner ppo: the clip range of the probability ratio."
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -128,8 +142,8 @@ class RAMConfig:
                 "gae_lambda < 1 builds the advantage from the learned baseline, "
                 "rollouts_per_image > 1 from the image's other episodes: choose one."
             )
-        check_at_least(self, 1, "rollouts_per_image")
-        check_positive(self, "location_std", "location_lr_factor")
+        check_at_least(self, 1, "rollouts_per_image", "ppo_epochs")
+        check_positive(self, "location_std", "location_lr_factor", "ppo_clip")
         if self.location_std_start is not None and self.location_std_start <= 0:
             raise ConfigError(
                 f"location_std_start={self.location_std_start} must be positive; leave it out "
@@ -261,6 +275,15 @@ class BaselineNetwork(nn.Module):
 
 
 @dataclass
+class EpisodeRecord:
+    """What a batch of training episodes saw and did, kept to train on it again (PPO): the
+    glimpse and location observed at each step, the locations ``l_1 .. l_{T-1}`` moved to."""
+
+    observed: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    moves: list[torch.Tensor] = field(default_factory=list)
+
+
+@dataclass
 class Rollout:
     """A batch of training episodes: what the hybrid loss (or, in a game, the game loss)
     needs."""
@@ -318,15 +341,17 @@ class RAM(nn.Module):
         l_t, _ = self.locator(h_t, sample)
         return self._move_action(l_t, scores), state
 
-    def forward(self, episodes: GlimpseEpisodes) -> Rollout:
-        """Runs one episode in every slot of ``episodes``, sampling locations, and collects it.
+    def forward(self, episodes: GlimpseEpisodes, record: EpisodeRecord | None = None) -> Rollout:
+        """Runs one episode in every slot of ``episodes``, sampling locations, and collects it;
+        also into ``record`` where given (:meth:`replay` trains on it again).
 
         The core states ``h_1 .. h_T`` come from :meth:`encode`; the heads then read them all
         at once. (A training batch is a forward pass, so DistributedDataParallel can wrap it.)
         """
         episodes.reset(np.ones(episodes.num_envs, bool))
         game = episodes.dynamic
-        moves: list[torch.Tensor] = []  # l_1 .. l_{T-1}, as sent to the environment
+        kept = EpisodeRecord() if record is None else record
+        moves = kept.moves  # l_1 .. l_{T-1}, as sent to the environment
         played: list[torch.Tensor] = []  # a game's paddle moves a_1 .. a_T
 
         def observe(h_prev: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -336,13 +361,45 @@ class RAM(nn.Module):
                     scores = self._play(h_prev, played) if game else None
                 moves.append(l_t)
                 episodes.step(self._move_action(l_t, scores))
-            return self._observed(episodes.observations())
+            observed = self._observed(episodes.observations())
+            if record is not None:
+                record.observed.append(observed)
+            return observed
 
         h = self.encode(observe, episodes.config.glimpses)  # (T, B, hidden_size)
         log_probs = self.classifier(h[-1])  # (B, n_classes)
         with torch.no_grad():
             answer = self._play(h[-1], played) if game else log_probs
         rewards, _, infos = episodes.step(self._answer_action(answer))
+        labels = infos["label"] if "label" in infos else np.full(episodes.num_envs, -1)
+        rollout = self._read_heads(h, moves, torch.from_numpy(labels).to(h.device),
+                                   torch.from_numpy(rewards).to(h.device), game)  # fmt: skip
+        if game:
+            move_scores = self.classifier(h.flatten(0, 1)).view(*h.shape[:2], -1)
+            played_moves = torch.stack(played)[..., None]
+            rollout.move_log_pi = move_scores.gather(2, played_moves).squeeze(2).t()
+            rollout.move_entropy = -(move_scores.exp() * move_scores).sum(dim=2).t()
+        return rollout
+
+    def replay(self, record: EpisodeRecord, labels: torch.Tensor, rewards: torch.Tensor) -> Rollout:
+        """The rollout of episodes already played (a still task's), with today's weights: the
+        recorded glimpses read again, the recorded locations' log-probabilities under today's
+        location network (PPO's ratio needs them)."""
+        steps = iter(record.observed)
+        h = self.encode(lambda h_prev: next(steps), len(record.observed))
+        return self._read_heads(h, record.moves, labels, rewards, game=False)
+
+    def _read_heads(
+        self,
+        h: torch.Tensor,
+        moves: list[torch.Tensor],
+        labels: torch.Tensor,
+        rewards: torch.Tensor,
+        game: bool,
+    ) -> Rollout:
+        """The heads on the core states ``h`` ``(T, B, hidden)`` of episodes that moved to
+        ``moves``: the class, the locations' log-probabilities, the baselines."""
+        log_probs = self.classifier(h[-1])  # (B, n_classes)
         states = h[:-1]  # h_1 .. h_{T-1}, which chose l_1 .. l_{T-1}
         mu = self.locator.mu(states if self.config.reinforce_core else states.detach())
         # (T-1, B); with a single glimpse there is no move: empty, shape (0, B)
@@ -351,22 +408,14 @@ class RAM(nn.Module):
         if self.config.early_answer_weight > 0:
             early_log_probs = self.classifier(states.transpose(0, 1).flatten(0, 1))
             early_log_probs = early_log_probs.view(states.shape[1], states.shape[0], -1)
-        move_log_pi = move_entropy = None  # a game's (B, T), through the core
-        if game:
-            move_scores = self.classifier(h.flatten(0, 1)).view(*h.shape[:2], -1)
-            move_log_pi = move_scores.gather(2, torch.stack(played)[..., None]).squeeze(2).t()
-            move_entropy = -(move_scores.exp() * move_scores).sum(dim=2).t()
-        labels = infos["label"] if "label" in infos else np.full(episodes.num_envs, -1)
         valued = h if game else states  # a game's last move has a baseline too
         return Rollout(
             log_probs=log_probs,
-            labels=torch.from_numpy(labels).to(h.device),
-            rewards=torch.from_numpy(rewards).to(h.device),
+            labels=labels,
+            rewards=rewards,
             log_pi=log_pi.t(),  # (B, T-1)
             baselines=self.baseliner(valued if self.config.baseline_core else valued.detach()).t(),
             early_log_probs=early_log_probs,
-            move_log_pi=move_log_pi,
-            move_entropy=move_entropy,
         )
 
     def _play(self, h_t: torch.Tensor, played: list[torch.Tensor]) -> torch.Tensor:
@@ -450,19 +499,35 @@ def hybrid_loss(
     With ``gae_lambda < 1`` the advantage and the baseline's target are GAE's
     (:func:`_advantage`).
     """
-    if reward_kind in ("probability", "log-likelihood"):
-        final_reward = batch.log_probs.detach().gather(1, batch.labels[:, None]).squeeze(1)
-        if reward_kind == "probability":
-            final_reward = final_reward.exp()
-    else:
-        final_reward = batch.rewards
     advantage, baseline = _advantage(
-        final_reward, batch.baselines, rollouts_per_image, gae_lambda
+        final_reward(batch, reward_kind), batch.baselines, rollouts_per_image, gae_lambda
     )
-    classification = F.nll_loss(batch.log_probs, batch.labels)
     reinforce = -(batch.log_pi * advantage[:, : batch.log_pi.shape[1]]).sum(dim=1).mean()
-    total = classification + baseline + reinforce_weight * reinforce
-    terms = {"classification": classification, "baseline": baseline, "reinforce": reinforce}
+    return _with_answer_terms(
+        {"baseline": baseline, "reinforce": reinforce}, batch, reinforce_weight,
+        early_answer_weight,
+    )  # fmt: skip
+
+
+def final_reward(batch: Rollout, reward_kind: str) -> torch.Tensor:
+    """REINFORCE's reward ``R`` ``(B,)`` of each episode (see :func:`hybrid_loss`), a constant."""
+    if reward_kind in ("probability", "log-likelihood"):
+        reward = batch.log_probs.detach().gather(1, batch.labels[:, None]).squeeze(1)
+        return reward.exp() if reward_kind == "probability" else reward
+    return batch.rewards
+
+
+def _with_answer_terms(
+    terms: dict[str, torch.Tensor],
+    batch: Rollout,
+    reinforce_weight: float,
+    early_answer_weight: float,
+) -> dict[str, torch.Tensor]:
+    """``terms`` (``baseline``, ``reinforce``) with the class's cross-entropy (and the early
+    answers', with ``early_answer_weight > 0``) and their weighted ``total``."""
+    classification = F.nll_loss(batch.log_probs, batch.labels)
+    total = classification + terms["baseline"] + reinforce_weight * terms["reinforce"]
+    terms = {"classification": classification, **terms}
     early = batch.early_log_probs
     if early_answer_weight > 0 and early is None:
         raise ValueError("early_answer_weight > 0 needs the rollout's early_log_probs.")
@@ -472,6 +537,69 @@ def hybrid_loss(
         )
         total = total + early_answer_weight * terms["early_classification"]
     return {"total": total, **terms}
+
+
+@dataclass
+class Collected:
+    """What PPO keeps of a batch of episodes when it is played (:func:`ppo_loss`): the record
+    to replay, the labels and rewards, the locations' log-probabilities then (B, T-1), the
+    advantages and the baseline's targets (B, T-1), all constants, and how often it was used."""
+
+    record: EpisodeRecord
+    labels: torch.Tensor
+    rewards: torch.Tensor
+    old_log_pi: torch.Tensor
+    advantage: torch.Tensor
+    target: torch.Tensor
+    std: float = 0.0  # the location policy's sigma when they were played
+    uses: int = 0
+
+
+def collect(
+    batch: Rollout, record: EpisodeRecord, reward_kind: str, rollouts_per_image: int,
+    gae_lambda: float,
+) -> Collected:  # fmt: skip
+    """The :class:`Collected` of a batch of episodes just played (``batch``, ``record``)."""
+    reward = final_reward(batch, reward_kind)
+    advantage, target = advantage_and_target(reward, batch.baselines, rollouts_per_image,
+                                             gae_lambda)  # fmt: skip
+    steps = batch.log_pi.shape[1]
+    observed = [(glimpse.detach(), where.detach()) for glimpse, where in record.observed]
+    kept = EpisodeRecord(observed, [move.detach() for move in record.moves])
+    return Collected(
+        record=kept,
+        labels=batch.labels,
+        rewards=batch.rewards,
+        old_log_pi=batch.log_pi.detach(),
+        advantage=advantage[:, :steps],
+        target=target.expand_as(batch.baselines).detach(),
+    )
+
+
+def ppo_loss(
+    batch: Rollout,
+    collected: Collected,
+    clip: float = 0.2,
+    reinforce_weight: float = 1.0,
+    early_answer_weight: float = 0.0,
+) -> dict[str, torch.Tensor]:
+    """:func:`hybrid_loss` with PPO's clipped objective in REINFORCE's place, for ``batch``,
+    the episodes of ``collected`` played again with today's weights (:meth:`RAM.replay`).
+
+    ``reinforce = -sum_t min(r_t A_t, clip(r_t, 1 - clip, 1 + clip) A_t)``, mean over the
+    batch, with ``r_t = pi(l_t | h_t) / pi_then(l_t | h_t)`` and ``A_t`` the advantage when the
+    episodes were played; ``baseline = sum_t (b_t - target_t)^2`` against those targets. At the
+    first use ``r_t = 1``, and the gradient is REINFORCE's.
+    """
+    ratio = (batch.log_pi - collected.old_log_pi).exp()
+    advantage = collected.advantage
+    clipped = ratio.clamp(1.0 - clip, 1.0 + clip)
+    surrogate = torch.minimum(ratio * advantage, clipped * advantage)
+    baseline = F.mse_loss(batch.baselines, collected.target, reduction="none").sum(dim=1).mean()
+    terms = {"baseline": baseline, "reinforce": -surrogate.sum(dim=1).mean()}
+    terms = _with_answer_terms(terms, batch, reinforce_weight, early_answer_weight)
+    terms["clipped"] = ((ratio - 1.0).abs() > clip).float().mean()  # logged: how far it moved
+    return terms
 
 
 def game_loss(
@@ -524,6 +652,20 @@ def _advantage(
     ``rollouts_per_image = K > 1``, ``A_t = R`` minus the mean ``R`` of the same image's other
     K - 1 episodes, and ``target_t = R``.
     """
+    advantage, target = advantage_and_target(final_reward, baselines, rollouts_per_image,
+                                             gae_lambda)  # fmt: skip
+    baseline = F.mse_loss(baselines, target.expand_as(baselines), reduction="none")
+    return advantage, baseline.sum(dim=1).mean()
+
+
+def advantage_and_target(
+    final_reward: torch.Tensor,
+    baselines: torch.Tensor,
+    rollouts_per_image: int = 1,
+    gae_lambda: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_advantage`'s ``A_t`` ``(B, steps)`` and the baseline's targets (``(B, steps)``,
+    or ``(B, 1)`` where the same at every step), both constants."""
     reward = final_reward[:, None]  # (B, 1)
     values = baselines.detach()
     if rollouts_per_image > 1:
@@ -541,8 +683,7 @@ def _advantage(
             advantage[:, t] = running
     gae = rollouts_per_image == 1 and gae_lambda < 1
     target = advantage + values if gae else reward
-    baseline = F.mse_loss(baselines, target.expand_as(baselines), reduction="none")
-    return advantage.detach(), baseline.sum(dim=1).mean()
+    return advantage.detach(), target.detach()
 
 
 class RAMPolicy:

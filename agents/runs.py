@@ -308,11 +308,14 @@ ADDED_SINCE_FORMAT_2: dict[tuple[str, str], Any] = {
     ("model", "entropy_weight"): 0.0,
     ("env", "screen"): False,
     ("model", "glimpse_encoder"): "linear",
+    ("model", "location_learner"): "reinforce",
+    ("model", "ppo_epochs"): 4,
+    ("model", "ppo_clip"): 0.2,
 }
 """Settings added after format 2 (2026-12-05: for games, RAM's learning rule and the full-view
-observation; RAM's convolutional glimpse network), with the value that does what runs did
-before them: a format-2 configuration that lacks one ran so, and is read with it filled in
-(:func:`with_added_settings`), rather than refused or rewritten."""
+observation; RAM's convolutional glimpse network and PPO learner), with the value that does
+what runs did before them: a format-2 configuration that lacks one ran so, and is read with it
+filled in (:func:`with_added_settings`), rather than refused or rewritten."""
 
 
 def with_added_settings(config: dict[str, Any]) -> dict[str, Any]:

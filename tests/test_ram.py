@@ -547,3 +547,74 @@ def test_the_convolutional_glimpse_network_reads_the_scales_as_channels_and_is_t
     batch.rewards[:8] = 1.0
     hybrid_loss(batch)["reinforce"].backward()  # with --reinforce-core, REINFORCE too
     assert any(grads_of(network.convolutions)) and all(grads_of(model.locator))
+
+
+def test_ppo_replays_a_batch_exactly_and_its_first_update_is_reinforces():
+    from glimpse.agents.ram import EpisodeRecord, collect, ppo_loss
+
+    model, episodes = small_model_and_episodes(RAMConfig(reinforce_core=True))
+    with torch.no_grad():
+        model.locator.mean.weight.normal_(0.0, 0.3)
+    record = EpisodeRecord()
+    played = model(episodes, record)
+    collected = collect(played, record, "correct", 1, 1.0)
+    again = model.replay(collected.record, collected.labels, collected.rewards)
+    for name in ("log_probs", "log_pi", "baselines"):  # the same weights: the same numbers
+        torch.testing.assert_close(getattr(again, name), getattr(played, name))
+    # at the first use the ratio is 1: PPO's gradient is REINFORCE's, term by term
+    ppo = ppo_loss(again, collected)
+    reinforce = hybrid_loss(played)
+    for term in ("reinforce", "baseline", "classification", "total"):
+        model.zero_grad()
+        ppo[term].backward(retain_graph=True)
+        ours = [p.grad.clone() if p.grad is not None else None for p in model.parameters()]
+        model.zero_grad()
+        reinforce[term].backward(retain_graph=True)
+        for a, p in zip(ours, model.parameters(), strict=True):
+            if a is None:
+                assert p.grad is None or not p.grad.any()
+            else:
+                torch.testing.assert_close(a, p.grad)
+
+
+def test_ppo_stops_pushing_a_location_whose_ratio_left_the_clip_range():
+    from glimpse.agents.ram import EpisodeRecord, collect, ppo_loss
+
+    model, episodes = small_model_and_episodes(RAMConfig())
+    record = EpisodeRecord()
+    collected = collect(model(episodes, record), record, "correct", 1, 1.0)
+    collected.advantage = torch.ones_like(collected.advantage)  # every look paid for
+    collected.old_log_pi = collected.old_log_pi - 1.0  # as if the policy had since moved e-fold
+    batch = model.replay(collected.record, collected.labels, collected.rewards)
+    terms = ppo_loss(batch, collected, clip=0.2)
+    assert terms["clipped"] == 1.0
+    terms["reinforce"].backward()
+    assert not any(grads_of(model.locator))  # clipped: no gradient left to push it further
+    collected.old_log_pi = collected.old_log_pi + 1.0  # inside the range again
+    model.zero_grad()
+    ppo_loss(model.replay(collected.record, collected.labels, collected.rewards),
+             collected)["reinforce"].backward()  # fmt: skip
+    assert all(grads_of(model.locator))
+
+
+def test_the_ppo_learner_plays_new_episodes_every_ppo_epochs_updates(monkeypatch):
+    from glimpse.agents.learners import RAMLearner
+
+    settings = {"task": "mnist", "glimpses": 3}
+    learner = RAMLearner(settings, RAMConfig(location_learner="ppo", ppo_epochs=3), 8, 0,
+                         torch.device("cpu"))  # fmt: skip
+    played = []
+    forward = learner.forward_model
+    monkeypatch.setattr(learner, "forward_model", lambda *a: played.append(1) or forward(*a))
+    optimizer = torch.optim.Adam(learner.model.parameters(), lr=1e-3)
+    for _ in range(7):
+        terms = learner.loss(8)
+        optimizer.zero_grad()
+        terms["total"].backward()
+        optimizer.step()
+    assert len(played) == 3  # updates 1, 4 and 7 play new episodes; the others replay
+    assert set(terms) >= {"total", "classification", "baseline", "reinforce", "clipped"}
+    game = {"task": "catch", "glimpses": 23, "glimpse_size": 6, "num_scales": 3}
+    with pytest.raises(ConfigError, match="location-learner"):
+        RAMLearner(game, RAMConfig(core="lstm", location_learner="ppo"), 8, 0,
+                   torch.device("cpu"))  # fmt: skip
