@@ -32,19 +32,29 @@ from glimpse.tasks import Task
 
 def _lstm_layer_flops(
     input_shape: Sequence[int], w_ih: Sequence[int], w_hh: Sequence[int], *args: Any,
-    batch_first: bool = False, **kwargs: Any,
+    **kwargs: Any,
 ) -> int:  # fmt: skip
-    """FLOPs of ``aten.mkldnn_rnn_layer`` (what ``nn.LSTM`` runs on a CPU, which PyTorch's
-    counter does not know): the two products of every step, ``4H x in`` and ``4H x H``, as
-    ``nn.LSTMCell``'s are counted."""
+    """FLOPs of ``aten.mkldnn_rnn_layer`` (what ``nn.LSTM`` runs on a CPU, one call per layer
+    and direction, which PyTorch's counter does not know): the two products of every step,
+    ``4H x in`` and ``4H x H``, as ``nn.LSTMCell``'s are counted."""
     steps = input_shape[0] * input_shape[1]  # sequence x batch, in either order
     return 2 * steps * (w_ih[0] * w_ih[1] + w_hh[0] * w_hh[1])
+
+
+def _cudnn_lstm_flops(
+    input_shape: Sequence[int], weights: Sequence[Sequence[int]], *args: Any, **kwargs: Any
+) -> int:
+    """FLOPs of ``aten._cudnn_rnn`` (``nn.LSTM`` on a GPU): every layer's and direction's two
+    products per step, from its weight matrices (the biases are 1-D)."""
+    steps = input_shape[0] * input_shape[1]
+    return 2 * steps * sum(w[0] * w[1] for w in weights if len(w) == 2)
 
 
 def count_flops(run: Callable[[], object]) -> int:
     """FLOPs of the PyTorch operations ``run`` executes (numpy's are not counted); products
     and convolutions, as ``torch.utils.flop_counter`` counts them, and ``nn.LSTM`` layers."""
-    lstm = {torch.ops.aten.mkldnn_rnn_layer: _lstm_layer_flops}
+    lstm = {torch.ops.aten.mkldnn_rnn_layer: _lstm_layer_flops,
+            torch.ops.aten._cudnn_rnn: _cudnn_lstm_flops}  # fmt: skip
     with FlopCounterMode(display=False, custom_mapping=lstm) as counter, torch.no_grad():
         run()
     return int(counter.get_total_flops())

@@ -83,16 +83,16 @@ class RAMLearner:
             )
         self.horizon = self.train_episodes.config.glimpses
         self.model = RAM(self.train_episodes.glimpse_shape, task.num_classes, config).to(device)
-        self.forward_model = distributed.wrap(self.model, device)
-        if distributed.world_size() > 1:
-            torch.manual_seed(seed + 7919 * distributed.rank())  # different location samples
-        self._eval: dict[str, GlimpseEpisodes] = {}
-        self._collected: Collected | None = None  # --location-learner ppo: the last batch
         if config.location_learner == "ppo" and distributed.world_size() > 1:
             raise ConfigError(
                 "--location-learner ppo replays its episodes outside DistributedDataParallel: "
                 "train it in one process (leave out torchrun)."
             )
+        self.forward_model = distributed.wrap(self.model, device)
+        if distributed.world_size() > 1:
+            torch.manual_seed(seed + 7919 * distributed.rank())  # different location samples
+        self._eval: dict[str, GlimpseEpisodes] = {}
+        self._collected: Collected | None = None  # --location-learner ppo: the last batch
 
     def _stream_keys(self) -> np.ndarray:
         """The training stream's slot keys: from the seed, and the process rank under torchrun."""
@@ -310,11 +310,15 @@ class RAMLearner:
 
     def data_state(self) -> dict[str, Any]:
         """Every slot's key and episode count, as lists of ints: a checkpoint of plain data
-        loads without unpickling numpy's classes."""
-        return {
+        loads without unpickling numpy's classes; with ``--location-learner ppo`` also the
+        batch of episodes being trained on (tensors), so a resumed run replays it."""
+        state: dict[str, Any] = {
             "keys": self.train_episodes.keys.tolist(),
             "episode_numbers": self.train_episodes.episode_numbers.tolist(),
         }
+        if self._collected is not None:
+            state["collected"] = self._collected.state()
+        return state
 
     def load_data_state(self, state: dict[str, Any]) -> None:
         """Restores :meth:`data_state` (or the numpy arrays that older checkpoints hold)."""
@@ -322,6 +326,8 @@ class RAMLearner:
         keys = state["keys"] if distributed.rank() == 0 else self._stream_keys()
         self.train_episodes.seed(np.asarray(keys, np.uint64))
         self.train_episodes.episode_numbers[:] = np.asarray(state["episode_numbers"], np.uint64)
+        collected = state.get("collected")
+        self._collected = None if collected is None else Collected.from_state(collected)
 
 
 def _check_game_config(config: RAMConfig) -> None:

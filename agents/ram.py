@@ -3,7 +3,9 @@
 One ``nn.Module`` per component of the paper, with the paper's symbols:
 
 * glimpse network ``g_t = f_g(x_t, l_{t-1})``
-  (:class:`glimpse.agents.networks.GlimpseNetwork`, shared with the PPO features extractor);
+  (:class:`glimpse.agents.networks.GlimpseNetwork`, shared with the PPO features extractor;
+  ``glimpse_encoder="conv"`` reads the pixels with two convolutions first,
+  :class:`glimpse.agents.networks.ConvGlimpseNetwork`);
 * core network ``h_t = f_h(h_{t-1}, g_t)``: the paper's rectified RNN or an LSTM;
 * location network ``l_t ~ N(f_l(h_t), sigma^2 I)``: a Gaussian with fixed ``sigma``;
 * action network ``a = softmax(f_a(h_T))``: the class, read after the last glimpse;
@@ -25,6 +27,10 @@ In a game (``Glimpse/Catch-v0``, :mod:`glimpse.catch`) there is no class to name
 the action network's softmax is a policy over the paddle's moves, sampled in training, and the
 reward is 1 for a catch at the end (:func:`game_loss`). REINFORCE on the moves then takes the
 classifier's place: it trains the action, core and glimpse networks (the paper's LSTM agent).
+
+With ``location_learner="ppo"`` PPO's clipped objective takes REINFORCE's place on a still
+task (:func:`ppo_loss`): each batch of episodes is played once (:class:`EpisodeRecord`) and
+trained on ``ppo_epochs`` times, replayed from its glimpses (:meth:`RAM.replay`).
 """
 
 from __future__ import annotations
@@ -367,9 +373,8 @@ class RAM(nn.Module):
             return observed
 
         h = self.encode(observe, episodes.config.glimpses)  # (T, B, hidden_size)
-        log_probs = self.classifier(h[-1])  # (B, n_classes)
-        with torch.no_grad():
-            answer = self._play(h[-1], played) if game else log_probs
+        with torch.no_grad():  # the answer sent (the heads below read h again, with gradients)
+            answer = self._play(h[-1], played) if game else self.classifier(h[-1])
         rewards, _, infos = episodes.step(self._answer_action(answer))
         labels = infos["label"] if "label" in infos else np.full(episodes.num_envs, -1)
         rollout = self._read_heads(h, moves, torch.from_numpy(labels).to(h.device),
@@ -554,6 +559,25 @@ class Collected:
     std: float = 0.0  # the location policy's sigma when they were played
     uses: int = 0
 
+    def state(self) -> dict[str, Any]:
+        """Tensors and numbers only, for a checkpoint (``--resume`` replays the same batch)."""
+        glimpses, locations = zip(*self.record.observed, strict=True)
+        tensors = {name: getattr(self, name) for name in _COLLECTED_TENSORS}
+        return {
+            "glimpses": torch.stack(glimpses), "locations": torch.stack(locations),
+            "moves": list(self.record.moves), **tensors, "std": self.std, "uses": self.uses,
+        }  # fmt: skip
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Collected:
+        observed = list(zip(state["glimpses"], state["locations"], strict=True))
+        record = EpisodeRecord(observed, list(state["moves"]))
+        tensors = {name: state[name] for name in _COLLECTED_TENSORS}
+        return cls(record=record, **tensors, std=state["std"], uses=state["uses"])
+
+
+_COLLECTED_TENSORS = ("labels", "rewards", "old_log_pi", "advantage", "target")
+
 
 def collect(
     batch: Rollout, record: EpisodeRecord, reward_kind: str, rollouts_per_image: int,
@@ -591,7 +615,9 @@ def ppo_loss(
     episodes were played; ``baseline = sum_t (b_t - target_t)^2`` against those targets. At the
     first use ``r_t = 1``, and the gradient is REINFORCE's.
     """
-    ratio = (batch.log_pi - collected.old_log_pi).exp()
+    # exp of a log-ratio clamped to +-20: with sigma 0.05 a mean that moved 0.7 would give
+    # exp(100), inf in float32 (and inf * 0 = NaN); past the clip range its value is moot
+    ratio = (batch.log_pi - collected.old_log_pi).clamp(-20.0, 20.0).exp()
     advantage = collected.advantage
     clipped = ratio.clamp(1.0 - clip, 1.0 + clip)
     surrogate = torch.minimum(ratio * advantage, clipped * advantage)
@@ -714,7 +740,7 @@ class RAMPredictor:
     operations on the same numbers; ``tests/test_predict.py`` checks answers and locations),
     without the environment's bookkeeping or the copies to and from numpy at each glimpse.
 
-    A few images at a time (batch x scales at most 8, the paper's rectified core, a CPU) run
+    A few images at a time (batch x scales at most 8, the paper's networks, a CPU) run
     through the same functions compiled by TorchScript (:func:`compiled_episode`): a glimpse
     is some 25 small tensor operations, and at batch 1 their cost in Python, not their
     arithmetic, was most of the episode's time. ``compile = False`` turns that off.

@@ -2,7 +2,7 @@
 per step, as docs/environments.md shows it.
 
 Two players that need no training are played here: a paddle that never moves and one that
-moves at random (both looking at the centre). Each published Catch run (a recipe in
+moves at random (both looking at the middle of the screen). Each published Catch run (a recipe in
 ``agents/recipes.toml`` whose id is a Catch id, ``runs = [...]``) is read from the
 ``eval-test.json`` that ``glimpse eval RUN --out RUN/eval-test.json`` wrote beside it: its misses
 and its FLOPs per step of play (``glimpse.agents.cost.flops_per_step``).
@@ -30,8 +30,8 @@ STAY = 1  # the move "stay" (glimpse.catch.MOVES)
 
 
 class Paddle:
-    """A player without a model: the paddle stays, or moves at random (seeded); it looks at the
-    centre of the screen at every step."""
+    """A player without a model: the paddle stays, or moves at random (seeded); after the
+    first glimpse (at the centre) it looks at grid cell ``(g/2, g/2)``, next to the centre."""
 
     def __init__(self, moves: str, grid_size: int) -> None:
         self.moves, self.centre = moves, grid_size // 2

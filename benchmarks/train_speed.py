@@ -308,7 +308,8 @@ def where_the_time_goes(threads: int, batch_size: int, rounds: int) -> None:
     """One MNIST step split into what it costs: milliseconds per step at ``batch_size`` and at
     batch 8 (where the products are small: what remains is the fixed cost of issuing the
     step's operations), the episodes' share, and the products' time at this machine's float32
-    matmul speed (the step's GFLOP at :func:`matmul_gflops`); alternating measurements."""
+    matmul speed (the step's GFLOP at :func:`matmul_gflops`); each batch size measured in
+    ``rounds`` 20-step measurements (medians), one batch size after the other."""
     products_now(threads)
     small = 8
     timed = {batch: timed_training_step(batch) for batch in (batch_size, small)}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -618,3 +620,22 @@ def test_the_ppo_learner_plays_new_episodes_every_ppo_epochs_updates(monkeypatch
     with pytest.raises(ConfigError, match="location-learner"):
         RAMLearner(game, RAMConfig(core="lstm", location_learner="ppo"), 8, 0,
                    torch.device("cpu"))  # fmt: skip
+
+
+def test_a_resumed_ppo_learner_replays_the_batch_it_was_training_on():
+    from glimpse.agents.learners import RAMLearner
+
+    def learner() -> RAMLearner:
+        config = RAMConfig(location_learner="ppo", ppo_epochs=3)
+        return RAMLearner({"task": "mnist", "glimpses": 3}, config, 8, 0, torch.device("cpu"))
+
+    first = learner()
+    first.loss(8)  # plays a batch: two replays of it are still to come
+    buffer = io.BytesIO()
+    torch.save(first.data_state(), buffer)  # as the checkpoint keeps it
+    buffer.seek(0)
+    resumed = learner()
+    resumed.model.load_state_dict(first.model.state_dict())
+    resumed.load_data_state(torch.load(buffer, weights_only=True))
+    assert resumed._collected is not None and resumed._collected.uses == 1
+    torch.testing.assert_close(resumed.loss(8)["total"], first.loss(8)["total"])
