@@ -373,8 +373,9 @@ class RAM(nn.Module):
             return observed
 
         h = self.encode(observe, episodes.config.glimpses)  # (T, B, hidden_size)
-        with torch.no_grad():  # the answer sent (the heads below read h again, with gradients)
-            answer = self._play(h[-1], played) if game else self.classifier(h[-1])
+        last = h[-1].detach()  # the answer sent; the heads below read h again, with gradients
+        with torch.no_grad():
+            answer = self._play(last, played) if game else self.classifier(last)
         rewards, _, infos = episodes.step(self._answer_action(answer))
         labels = infos["label"] if "label" in infos else np.full(episodes.num_envs, -1)
         rollout = self._read_heads(h, moves, torch.from_numpy(labels).to(h.device),

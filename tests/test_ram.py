@@ -639,3 +639,14 @@ def test_a_resumed_ppo_learner_replays_the_batch_it_was_training_on():
     resumed.load_data_state(torch.load(buffer, weights_only=True))
     assert resumed._collected is not None and resumed._collected.uses == 1
     torch.testing.assert_close(resumed.loss(8)["total"], first.loss(8)["total"])
+
+
+def test_a_training_step_runs_under_pytorchs_flop_counter():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from glimpse.agents.learners import RAMLearner
+
+    learner = RAMLearner({"task": "mnist", "glimpses": 3}, RAMConfig(), 8, 0, torch.device("cpu"))
+    with FlopCounterMode(display=False) as counter:  # its module hooks see every tensor
+        learner.loss(8)["total"].backward()
+    assert counter.get_total_flops() > 0
