@@ -16,6 +16,7 @@ from glimpse.agents.ram import (
     RAMConfig,
     RAMPolicy,
     RAMPredictor,
+    Rollout,
     collect,
     game_loss,
     hybrid_loss,
@@ -127,12 +128,13 @@ class RAMLearner:
         config = self.model.config
         self.model.locator.std = config.location_std_at(progress)
         if config.location_learner == "ppo":
-            return self._ppo_loss(config)
-        batch = self.forward_model(self.train_episodes)
-        if self.game:
+            batch, terms = self._ppo_terms(config)
+        elif self.game:
+            batch = self.forward_model(self.train_episodes)
             terms = game_loss(batch, config.reinforce_weight, self.rollouts_per_image,
                               config.gae_lambda, config.entropy_weight)  # fmt: skip
         else:
+            batch = self.forward_model(self.train_episodes)
             terms = hybrid_loss(
                 batch,
                 config.reinforce_weight,
@@ -146,7 +148,7 @@ class RAMLearner:
             terms["location_std"] = torch.tensor(self.model.locator.std)
         return terms
 
-    def _ppo_loss(self, config: RAMConfig) -> dict[str, torch.Tensor]:
+    def _ppo_terms(self, config: RAMConfig) -> tuple[Rollout, dict[str, torch.Tensor]]:
         """``--location-learner ppo``: a new batch of episodes every ``ppo_epochs`` calls,
         trained on by :func:`ppo_loss` at each (the first as played, then replayed)."""
         collected = self._collected
@@ -154,8 +156,7 @@ class RAMLearner:
             record = EpisodeRecord()
             batch = self.forward_model(self.train_episodes, record)
             collected = collect(batch, record, config.reward, self.rollouts_per_image,
-                                config.gae_lambda)  # fmt: skip
-            collected.std = self.model.locator.std
+                                config.gae_lambda, self.model.locator.std)  # fmt: skip
             self._collected = collected
         else:
             self.model.locator.std = collected.std  # the ratio is of the policy then
@@ -163,10 +164,7 @@ class RAMLearner:
         collected.uses += 1
         terms = ppo_loss(batch, collected, config.ppo_clip, config.reinforce_weight,
                          config.early_answer_weight)  # fmt: skip
-        terms["accuracy"] = collected.rewards.mean()
-        if config.location_std_start is not None:
-            terms["location_std"] = torch.tensor(self.model.locator.std)
-        return terms
+        return batch, terms
 
     def policy(self, sample: bool = False) -> RAMPolicy:
         """The model as an evaluation policy: mean locations, or sampled ones."""

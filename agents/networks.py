@@ -61,15 +61,15 @@ def glimpse_features(
     return F.linear(torch.cat([h_g, h_l], dim=1), combine_weight, combine_bias).relu_()
 
 
-class ConvGlimpseNetwork(nn.Module):
+class ConvGlimpseNetwork(GlimpseNetwork):
     """A convolutional glimpse network: :class:`GlimpseNetwork` with ``h_g`` read by two
     convolutions instead of one linear map of the flattened glimpse.
 
     The ``k`` scales of a glimpse are patches of the same ``g x g`` size around one point, so
     they are stacked as ``k C`` channels of one image: ``h_g = ReLU(W_g flatten(conv_2(conv_1(
     x))))`` with 3 x 3 convolutions of ``channels`` filters (the second of stride 2), each
-    followed by a ReLU. ``h_l`` and ``g_t`` are as in the paper. Its ``forward`` takes the
-    flattened glimpse ``(B, k C g g)`` like :class:`GlimpseNetwork`, so RAM runs either.
+    followed by a ReLU; ``W_g`` and the rest are :class:`GlimpseNetwork`'s, on the
+    convolutions' output. Its ``forward`` takes the flattened glimpse ``(B, k C g g)`` too.
     """
 
     def __init__(
@@ -81,8 +81,9 @@ class ConvGlimpseNetwork(nn.Module):
         out_units: int = 256,
         channels: int = 32,
     ) -> None:
-        super().__init__()
         *stacked, height, width = glimpse_shape
+        after = channels * ((height + 1) // 2) * ((width + 1) // 2)
+        super().__init__((after,), where_dim, what_units, where_units, out_units)
         self.image_shape = (int(np.prod(stacked)), height, width)
         self.convolutions = nn.Sequential(
             nn.Conv2d(self.image_shape[0], channels, 3, padding=1),
@@ -91,15 +92,6 @@ class ConvGlimpseNetwork(nn.Module):
             nn.ReLU(inplace=True),
             nn.Flatten(),
         )
-        after = channels * ((height + 1) // 2) * ((width + 1) // 2)
-        self.what = nn.Linear(after, what_units)  # W_g, on the convolutions' output
-        self.where = nn.Linear(where_dim, where_units)  # W_l
-        self.combine = nn.Linear(what_units + where_units, out_units)  # [W_hg W_hl]
-        self.out_units = out_units
 
     def forward(self, glimpse: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
-        features = self.convolutions(glimpse.reshape(-1, *self.image_shape))
-        return glimpse_features(
-            features, where, self.what.weight, self.what.bias, self.where.weight,
-            self.where.bias, self.combine.weight, self.combine.bias,
-        )  # fmt: skip
+        return super().forward(self.convolutions(glimpse.reshape(-1, *self.image_shape)), where)

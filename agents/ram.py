@@ -325,6 +325,9 @@ class RAM(nn.Module):
         self.classifier = ActionNetwork(config.hidden_size, num_classes)
         self.baseliner = BaselineNetwork(config.hidden_size)
         self.hand_written_bptt = True  # see encode()
+        # the rectified core on the linear glimpse network: what the hand-written backward
+        # pass (encode) and the compiled inference episode (RAMPredictor) are written for
+        self.paper_networks = config.core == "rnn" and config.glimpse_encoder == "linear"
 
     def step(
         self,
@@ -373,13 +376,13 @@ class RAM(nn.Module):
             return observed
 
         h = self.encode(observe, episodes.config.glimpses)  # (T, B, hidden_size)
-        last = h[-1].detach()  # the answer sent; the heads below read h again, with gradients
+        log_probs = self.classifier(h[-1])  # (B, n_classes)
         with torch.no_grad():
-            answer = self._play(last, played) if game else self.classifier(last)
+            answer = self._play(h[-1].detach(), played) if game else log_probs.detach()
         rewards, _, infos = episodes.step(self._answer_action(answer))
         labels = infos["label"] if "label" in infos else np.full(episodes.num_envs, -1)
-        rollout = self._read_heads(h, moves, torch.from_numpy(labels).to(h.device),
-                                   torch.from_numpy(rewards).to(h.device), game)  # fmt: skip
+        labels_t, rewards_t = (torch.from_numpy(a).to(h.device) for a in (labels, rewards))
+        rollout = self._read_heads(h, moves, labels_t, rewards_t, game, log_probs)
         if game:
             move_scores = self.classifier(h.flatten(0, 1)).view(*h.shape[:2], -1)
             played_moves = torch.stack(played)[..., None]
@@ -402,10 +405,13 @@ class RAM(nn.Module):
         labels: torch.Tensor,
         rewards: torch.Tensor,
         game: bool,
+        log_probs: torch.Tensor | None = None,
     ) -> Rollout:
         """The heads on the core states ``h`` ``(T, B, hidden)`` of episodes that moved to
-        ``moves``: the class, the locations' log-probabilities, the baselines."""
-        log_probs = self.classifier(h[-1])  # (B, n_classes)
+        ``moves``: the class (``log_probs``, where already read), the locations'
+        log-probabilities, the baselines."""
+        if log_probs is None:
+            log_probs = self.classifier(h[-1])  # (B, n_classes)
         states = h[:-1]  # h_1 .. h_{T-1}, which chose l_1 .. l_{T-1}
         mu = self.locator.mu(states if self.config.reinforce_core else states.detach())
         # (T-1, B); with a single glimpse there is no move: empty, shape (0, B)
@@ -439,8 +445,7 @@ class RAM(nn.Module):
         gradient, faster); the LSTM, the convolutional glimpse network, or
         ``hand_written_bptt = False``, through autograd.
         """
-        if self.config.core == "rnn" and self.config.glimpse_encoder == "linear" \
-                and self.hand_written_bptt:  # fmt: skip
+        if self.paper_networks and self.hand_written_bptt:
             return glimpse_core_sequence(observe, horizon, self.glimpse_network, self.core.linear)
         state: tuple[torch.Tensor, ...] | None = None
         h = []
@@ -557,7 +562,7 @@ class Collected:
     old_log_pi: torch.Tensor
     advantage: torch.Tensor
     target: torch.Tensor
-    std: float = 0.0  # the location policy's sigma when they were played
+    std: float  # the location policy's sigma when they were played
     uses: int = 0
 
     def state(self) -> dict[str, Any]:
@@ -582,9 +587,10 @@ _COLLECTED_TENSORS = ("labels", "rewards", "old_log_pi", "advantage", "target")
 
 def collect(
     batch: Rollout, record: EpisodeRecord, reward_kind: str, rollouts_per_image: int,
-    gae_lambda: float,
+    gae_lambda: float, std: float,
 ) -> Collected:  # fmt: skip
-    """The :class:`Collected` of a batch of episodes just played (``batch``, ``record``)."""
+    """The :class:`Collected` of a batch of episodes just played (``batch``, ``record``) with
+    the location policy's sigma ``std``."""
     reward = final_reward(batch, reward_kind)
     advantage, target = advantage_and_target(reward, batch.baselines, rollouts_per_image,
                                              gae_lambda)  # fmt: skip
@@ -598,6 +604,7 @@ def collect(
         old_log_pi=batch.log_pi.detach(),
         advantage=advantage[:, :steps],
         target=target.expand_as(batch.baselines).detach(),
+        std=std,
     )
 
 
@@ -804,9 +811,7 @@ class RAMPredictor:
             location = torch.rand(batch, 2, generator=generator).mul_(2.0).sub_(1.0).to(device)
         few = batch * self.sensor.num_scales <= SLICED_READ_PATCHES and device.type == "cpu"
         compiled = compiled_episode() if few and self.compile and told is None else None
-        paper_networks = self.model.config.core == "rnn" and \
-            self.model.config.glimpse_encoder == "linear"  # fmt: skip
-        if compiled is not None and paper_networks:
+        if compiled is not None and self.model.paper_networks:
             return self._compiled(compiled, table, location)
         model, visited = self.model, [location]
         state: tuple[torch.Tensor, ...] | None = None

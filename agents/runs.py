@@ -420,7 +420,8 @@ def evaluate_run(
     """
     if samples < 1:
         raise ConfigError(f"--samples {samples} must be at least 1.")
-    if read_run_config(run_dir)["env"].get("screen"):
+    config = read_run_config(run_dir)
+    if config["env"].get("screen"):
         looking_at_target = False  # it reads the whole screen: its glimpses go unread
     trained = load_agent(run_dir, checkpoint)
     images = trained.task.split_size(split)
@@ -434,7 +435,7 @@ def evaluate_run(
         if not isinstance(trained, RAMLearner):
             raise ConfigError(
                 f"--locations {locations} makes a trained RAM model look elsewhere; "
-                f"{run_dir} is a {read_run_config(run_dir)['agent']} run: leave --locations out."
+                f"{run_dir} is a {config['agent']} run: leave --locations out."
             )
         if samples != 1:
             raise ConfigError(
@@ -447,7 +448,7 @@ def evaluate_run(
             sensor = trained.train_episodes.sensor
             looking = told.target_share(sensor, *trained.task.canvas_shape[1:])
     result: dict[str, Any] = {
-        "agent": read_run_config(run_dir)["agent"],
+        "agent": config["agent"],
         "game": isinstance(trained.task, Catch),  # the error is then the share of misses
         "split": split,
         "checkpoint": checkpoint,
@@ -463,7 +464,7 @@ def evaluate_run(
         from glimpse.agents.cost import flops_per_step
 
         policy = trained.policy()  # type: ignore[attr-defined]  # RAM and PPO play games
-        result["flops_per_step"] = flops_per_step(policy, read_run_config(run_dir)["env"])
+        result["flops_per_step"] = flops_per_step(policy, config["env"])
     if out is not None:
         atomic_write(out, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
     return result

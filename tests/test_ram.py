@@ -559,7 +559,7 @@ def test_ppo_replays_a_batch_exactly_and_its_first_update_is_reinforces():
         model.locator.mean.weight.normal_(0.0, 0.3)
     record = EpisodeRecord()
     played = model(episodes, record)
-    collected = collect(played, record, "correct", 1, 1.0)
+    collected = collect(played, record, "correct", 1, 1.0, model.locator.std)
     again = model.replay(collected.record, collected.labels, collected.rewards)
     for name in ("log_probs", "log_pi", "baselines"):  # the same weights: the same numbers
         torch.testing.assert_close(getattr(again, name), getattr(played, name))
@@ -584,7 +584,7 @@ def test_ppo_stops_pushing_a_location_whose_ratio_left_the_clip_range():
 
     model, episodes = small_model_and_episodes(RAMConfig())
     record = EpisodeRecord()
-    collected = collect(model(episodes, record), record, "correct", 1, 1.0)
+    collected = collect(model(episodes, record), record, "correct", 1, 1.0, model.locator.std)
     collected.advantage = torch.ones_like(collected.advantage)  # every look paid for
     collected.old_log_pi = collected.old_log_pi - 1.0  # as if the policy had since moved e-fold
     batch = model.replay(collected.record, collected.labels, collected.rewards)
