@@ -108,10 +108,13 @@ def _train_epochs(
     settings = RunConfig(**config["run"])
     device = resolve_device(settings.device)
     distributed.setup(device)
-    trainer = Trainer(spec.learner(config, device), TrainConfig(**config["train"]), run, config,
-                      progress, settings.track_test)  # fmt: skip
+    train = TrainConfig(**config["train"])
+    trainer = Trainer(spec.learner(config, device), train, run, config, progress,
+                      settings.track_test)  # fmt: skip
     if resume:
         trainer.resume()
+    elif train.init_from is not None:
+        trainer.start_from(train.init_from)
     return trainer.train()
 
 

@@ -18,6 +18,13 @@ step's weights on the same validation canvases, so one run compares the two epoc
 from the batch where it stopped, so an interrupted run ends with the same metrics as an
 uninterrupted one. Ctrl-C or SIGTERM checkpoints the current batch and exits; a non-finite loss
 stops the run without overwriting the last good checkpoint.
+
+``--init-from RUN`` starts a new run from another run's trained weights (its ``best.pt``) instead
+of a random initialisation: a curriculum, such as RAM trained on translated canvases before
+cluttered ones. Only the weights come over (the optimiser, the schedule and the epochs start
+afresh), so the two models must have the same shapes; their other settings (the reward, the
+learning rate) may differ. The source is recorded in the run's ``config.json`` like any setting,
+and ``--resume`` continues from the run's own checkpoint, not from the source.
 """
 
 from __future__ import annotations
@@ -83,6 +90,12 @@ class TrainConfig:
         "of the last step."
     )  # fmt: skip
 
+    init_from: str | None = option(
+        None, "Start from the weights of another run instead of a random initialisation (a "
+        "curriculum): its folder (its checkpoints/best.pt) or a .pt checkpoint; the models must "
+        "have the same shapes."
+    )  # fmt: skip
+
     def __post_init__(self) -> None:
         check_fields(self)
         check_at_least(self, 1, "epochs", "epoch_size", "batch_size")
@@ -126,15 +139,20 @@ class Learner(Protocol):
         """Restores :meth:`data_state`."""
 
 
-def load_model_weights(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
-    """Loads weights, turning a shape or key mismatch into a clear error."""
+def load_model_weights(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    source: Path,
+    fix: str = "Use the config.json saved with that checkpoint.",
+) -> None:
+    """Loads weights, turning a shape or key mismatch into a clear error that ends with
+    ``fix``."""
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
         raise TrainingError(
             f"The weights in {source} do not fit the model built from the configuration "
-            f"(different sizes or parts). Use the config.json saved with that checkpoint. "
-            f"Details: {str(error).splitlines()[0]}"
+            f"(different sizes or parts). {fix} Details: {str(error).splitlines()[0]}"
         ) from error
 
 
@@ -284,6 +302,25 @@ class Trainer:
             f"{self.batches_per_epoch}"
         )
         self.run.resuming(where, damaged, ".pt")
+
+    def start_from(self, source: str) -> None:
+        """Loads the weights of another run (``source``: its folder, whose ``best.pt`` is
+        read, or a ``.pt`` checkpoint) into the model before the first step."""
+        path = Path(source)
+        if path.is_dir():
+            path = path / "checkpoints" / "best.pt"
+        fix = (
+            "Check --init-from: it names a run folder (its checkpoints/best.pt is read) or a .pt "
+            "checkpoint, relative to the folder you run glimpse from."
+        )
+        load_model_weights(
+            self.model, load_checkpoint(path, fix)["model"], path,
+            "Start from a run with the same networks, glimpse shape and classes.",
+        )  # fmt: skip
+        if self.average is not None:  # the average starts from the weights it now holds
+            self.average = WeightAverage(self.model, self.config.ema_decay)
+        if distributed.is_main():
+            print(f"glimpse: starting from the weights of {path}")
 
     def _check_settings(self, stored: dict[str, Any] | None, source: Path) -> None:
         """Refuses a checkpoint saved with settings that change what the run learns."""

@@ -160,6 +160,46 @@ def test_a_setting_the_model_refuses_leaves_no_run_folder(tmp_path, capsys):
     assert not (tmp_path / "bad").exists()
 
 
+# -- starting from another run's weights ------------------------------------------------------
+
+
+def test_init_from_starts_a_run_from_another_runs_trained_weights(tmp_path, capsys):
+    runs = ["--runs-dir", str(tmp_path)]
+    assert main(["train", *TINY, "--epochs", "1", *runs, "--name", "source"]) == 0
+    source = tmp_path / "source"
+    # a learning rate too small to move the weights: the new run validates the source's model
+    args = [*TINY, "--epochs", "1", "--lr", "1e-12", *runs, "--name", "next"]
+    assert main(["train", *args, "--init-from", str(source)]) == 0
+    assert f"starting from the weights of {source}/checkpoints/best.pt" in capsys.readouterr().out
+    assert metrics(tmp_path / "next")[0]["val_error"] == metrics(source)[0]["val_error"]
+    before = load_checkpoint(source / "checkpoints/best.pt")["model"]
+    after = load_checkpoint(tmp_path / "next/checkpoints/best.pt")["model"]
+    assert all(torch.allclose(before[k].float(), after[k].float()) for k in before)
+    config = json.loads((tmp_path / "next/config.json").read_text())
+    assert config["train"]["init_from"] == str(source)  # recorded like every setting
+    # without it, the same command starts elsewhere
+    assert main(["train", *args[:-1], "fresh"]) == 0
+    assert metrics(tmp_path / "fresh")[0]["val_error"] != metrics(source)[0]["val_error"]
+
+
+def test_init_from_a_missing_or_misfitting_run_is_a_clear_error_and_leaves_no_folder(
+    tmp_path, capsys
+):
+    runs = ["--runs-dir", str(tmp_path)]
+    assert main(["train", *TINY, "--epochs", "1", *runs, "--name", "source"]) == 0
+    capsys.readouterr()
+    missing = tmp_path / "no-such-run"
+    assert main(["train", *TINY, *runs, "--name", "a", "--init-from", str(missing)]) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert "does not exist" in error and "Check --init-from" in error
+    assert "Traceback" not in error and not (tmp_path / "a").exists()
+    wider = ["--hidden-size", "64", "--init-from", str(tmp_path / "source")]
+    assert main(["train", *TINY, *runs, "--name", "b", *wider]) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert "do not fit the model" in error and "same networks, glimpse shape" in error
+    assert "Traceback" not in error and not (tmp_path / "b").exists()
+
+
 # -- loading runs no code ----------------------------------------------------------------------
 
 
