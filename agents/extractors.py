@@ -134,17 +134,24 @@ class ScreenExtractor(BaseFeaturesExtractor):
     """SB3 features from the whole screen: a full-view policy, the comparison for glimpses.
 
     Reads ``screen`` (the canvas, which SB3 scales to [0, 1]) and ``step``. Convolutions of
-    3 x 3 with ReLU: one of 16 channels at full resolution, then 32 channels at stride 2 until
-    the side is at most 8 (24 -> 12 -> 6; 64 -> 32 -> 16 -> 8), flattened, so where the ball
-    and the paddle are is kept; one layer mixes it with the step into ``features_dim`` units.
-    A single screen does not show which way the ball moves: use it with a recurrent policy.
+    3 x 3 with ReLU: one of 16 channels, at full resolution on a screen of at most 32 pixels
+    and at stride 2 on a larger one (a 3 x 3 kernel at stride 2 still reads every pixel; on
+    64 x 64 this cuts the network from 17.6 to 4.9 M FLOPs, and a training step about 5
+    times), then 32 channels at stride 2 until the side is at most 8 (24 -> 24 -> 12 -> 6;
+    64 -> 32 -> 16 -> 8), flattened, so where the ball and the paddle are is kept; one layer
+    mixes it with the step into ``features_dim`` units. A single screen does not show which way
+    the ball moves: use it with a recurrent policy.
     """
 
     def __init__(self, observation_space: spaces.Dict, features_dim: int = 256) -> None:
         super().__init__(observation_space, features_dim)
         channels, side, _ = observation_space["screen"].shape
-        layers: list[nn.Module] = [nn.Conv2d(channels, 16, 3, padding=1), nn.ReLU()]
-        width = 16
+        first_stride = 1 if side <= 32 else 2
+        layers: list[nn.Module] = [
+            nn.Conv2d(channels, 16, 3, stride=first_stride, padding=1),
+            nn.ReLU(),
+        ]
+        width, side = 16, (side + first_stride - 1) // first_stride
         while side > 8:
             layers += [nn.Conv2d(width, 32, 3, stride=2, padding=1), nn.ReLU()]
             width, side = 32, (side + 1) // 2

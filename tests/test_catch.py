@@ -311,12 +311,16 @@ def test_the_screen_observation_is_the_canvas_and_recurrent_ppo_reads_it_through
     batch = {key: torch.as_tensor(value[None]).float() for key, value in obs.items()}
     assert extractor(batch).shape == (1, 32)
     assert extractor.mix.in_features == 32 * 8 * 8 + 1  # 64 -> 32 -> 16 -> 8
+    strides = [layer.stride[0] for layer in extractor.convolutions if hasattr(layer, "stride")]
+    assert strides == [2, 2, 2]  # above 32 pixels even the first convolution halves the side
     # recurrent-ppo builds its policy on the screen, trains, and loads back the same way
     settings = {**ENVIRONMENTS["Glimpse/Catch-v0"], "screen": True}
     config = PPOConfig(n_envs=8, n_steps=32, batch_size=128)
     model = build_model("recurrent-ppo", GlimpseVecEnv(None, 8, **settings), config, 0, "cpu",
                         None)  # fmt: skip
     assert isinstance(model.policy.features_extractor, ScreenExtractor)
+    convolutions = model.policy.features_extractor.convolutions
+    assert [layer.stride[0] for layer in convolutions if hasattr(layer, "stride")] == [1, 2, 2]
     model.learn(256)
     model.save(tmp_path / "full.zip")
     loaded = load_model("recurrent-ppo", config, settings, tmp_path / "full.zip", "cpu")
