@@ -102,6 +102,14 @@ def baseline_flops(name: str, env_settings: dict, config: BaselineConfig | None 
     return count_flops(lambda: model(canvas))
 
 
+def recipe_flops(agent: str, config: dict[str, Any]) -> int:
+    """Inference FLOPs per image of a run or recipe of RAM or a full-view baseline, from its
+    configuration (``env`` and ``model`` sections, as in a run's ``config.json``)."""
+    if agent == "ram":
+        return ram_flops(config["env"], RAMConfig(**config["model"]))
+    return baseline_flops(agent, config["env"], BaselineConfig(**config["model"]))
+
+
 def pixels_read(locations: np.ndarray, sensor: GlimpseSensor, canvas: int) -> float:
     """Mean number of distinct canvas pixels under any patch of any glimpse of an episode.
 

@@ -21,9 +21,14 @@ import json
 import shutil
 import statistics
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
+from glimpse.agents.baselines import BASELINES
+from glimpse.agents.compare import NAMES
+from glimpse.agents.cost import recipe_flops
 from glimpse.agents.recipes import Recipe, load_recipes
+from glimpse.agents.runs import resolve_config
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 MAX_CHECKPOINT_BYTES = 4 * 2**20  # larger checkpoints stay out of the repository
@@ -45,19 +50,50 @@ def over_seeds(errors: list[float]) -> str:
 
 
 def ram_table() -> str:
-    """The paper's rows: RAM recipes that name the paper's figure."""
-    lines = ["| task | our test error % | the paper | epochs | training time (2 CPU cores) "
-             "| recipe |", "|---|---|---|---|---|---|"]  # fmt: skip
-    for recipe in load_recipes().values():
-        if recipe.agent != "ram" or not recipe.paper:
-            continue
+    """The paper's rows: RAM recipes that name the paper's figure and have published runs, each
+    with its inference FLOPs per image and, where one is published on the same task, the most
+    accurate full-view model's error and FLOPs."""
+    lines = ["| task | our test error % | the paper | FLOPs per image | best full view: test "
+             "error %, FLOPs | epochs | training time (2 CPU cores) | recipe |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    recipes = load_recipes()
+    for recipe in recipes.values():
         runs = summaries(recipe)
+        if recipe.agent != "ram" or not recipe.paper or not runs:
+            continue
         errors = [s["test_error"] for s in runs]
-        epochs = str(runs[0]["epochs"]) if runs else "-"
-        minutes = f"{runs[0]['train_seconds'] / 60:.0f} min" if runs else "-"
-        lines.append(f"| {recipe.description} | {over_seeds(errors)} | {recipe.paper} | {epochs} "
-                     f"| {minutes} | `glimpse train --recipe {recipe.name}` |")  # fmt: skip
+        epochs, minutes = str(runs[0]["epochs"]), f"{runs[0]['train_seconds'] / 60:.0f} min"
+        full_view = best_full_view(recipe, recipes.values())
+        lines.append(f"| {recipe.description} | {over_seeds(errors)} | {recipe.paper} "
+                     f"| {millions(flops_of(recipe))} | {full_view} | {epochs} | {minutes} "
+                     f"| `glimpse train --recipe {recipe.name}` |")  # fmt: skip
     return "\n".join(lines)
+
+
+def flops_of(recipe: Recipe) -> int:
+    """Inference FLOPs per image of the model ``recipe`` trains."""
+    config = resolve_config(recipe.agent, recipe.env_id, [recipe.layer()], recipe.name)
+    return recipe_flops(recipe.agent, config)
+
+
+def millions(flops: float) -> str:
+    return f"{flops / 1e6:.1f} M"
+
+
+def best_full_view(ram: Recipe, recipes: Iterable[Recipe]) -> str:
+    """The full-view recipe with published runs on ``ram``'s environment and the lowest mean
+    test error: ``name: mean ± std (seeds), FLOPs``; ``-`` where none is published."""
+    candidates = []
+    for recipe in recipes:
+        errors = [s["test_error"] for s in summaries(recipe)]
+        if recipe.agent in BASELINES and recipe.env_id == ram.env_id and errors:
+            candidates.append((statistics.mean(errors), recipe, errors))
+    if not candidates:
+        return "-"
+    mean, recipe, errors = min(candidates, key=lambda candidate: candidate[0])
+    spread = f" ± {statistics.stdev(errors):.2f}" if len(errors) > 1 else ""
+    return (f"{NAMES[recipe.agent]}: {mean:.2f}{spread} ({len(errors)} seeds), "
+            f"{millions(flops_of(recipe))}")  # fmt: skip
 
 
 def ppo_table() -> str:
@@ -66,7 +102,8 @@ def ppo_table() -> str:
     lines = ["| task | agent | reward | test accuracy % | env steps | training time | recipe |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
     recipes = load_recipes()
-    chosen = [r for r in recipes.values() if r.agent in ("ppo", "recurrent-ppo")]
+    chosen = [r for r in recipes.values()  # classifiers: the games have their own table
+              if r.agent in ("ppo", "recurrent-ppo") and not r.env_id.startswith("Glimpse/Catch")]
     for recipe in [*chosen, *(recipes[name] for name in RAM_REFERENCE)]:
         for run in recipe.runs:
             if not (RESULTS / run / "test.json").is_file():
