@@ -21,20 +21,40 @@ from glimpse.agents.networks import GlimpseNetwork
 class GlimpseFeaturesExtractor(BaseFeaturesExtractor):
     """SB3 features from a glimpse observation: the paper's glimpse network.
 
-    Reads ``glimpse``, ``location`` and ``step`` and returns ``g_t`` (``features_dim`` units).
-    It has no memory of earlier glimpses: use it with a recurrent policy (sb3-contrib
-    ``RecurrentPPO``) or give it an observation that carries the history.
+    Reads ``glimpse``, ``location`` and ``step`` and returns ``g_t`` (``features_dim`` units);
+    each scale ``k`` of the glimpse is first multiplied by ``scale_gain ** k`` (1: as the
+    sensor gives it; see :func:`scale_gains`). It has no memory of earlier glimpses: use it
+    with a recurrent policy (sb3-contrib ``RecurrentPPO``) or give it an observation that
+    carries the history.
     """
 
-    def __init__(self, observation_space: spaces.Dict, features_dim: int = 256) -> None:
+    def __init__(
+        self, observation_space: spaces.Dict, features_dim: int = 256, scale_gain: float = 1.0
+    ) -> None:
         super().__init__(observation_space, features_dim)
         glimpse_shape = observation_space["glimpse"].shape
         where_dim = observation_space["location"].shape[0] + observation_space["step"].shape[0]
         self.network = GlimpseNetwork(glimpse_shape, where_dim, out_units=features_dim)
+        self.register_buffer("gains", scale_gains(glimpse_shape, scale_gain), persistent=False)
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         where = torch.cat([observations["location"], observations["step"]], dim=1)
-        return self.network(observations["glimpse"], where)
+        return self.network(observations["glimpse"] * self.gains, where)
+
+
+def scale_gains(glimpse_shape: tuple[int, ...], scale_gain: float) -> torch.Tensor:
+    """Per-scale input multipliers ``scale_gain ** k`` for a glimpse ``(k, C, g, g)``, shaped to
+    broadcast over a batch of them.
+
+    With the sensor's scale factor ``s``, ``scale_gain = s ** 2`` turns each patch's cell means
+    into sums (``--glimpse-scales sum``): one lit pixel then reads 1 at every scale, where the
+    mean reads it as ``1 / s ** 2k`` (1/16 in the coarsest of three scales), too faint for a
+    freshly initialised network to tell from nothing. The same function of the pixels, read
+    with larger first-layer weights for the coarse scales.
+    """
+    num_scales = glimpse_shape[0]
+    gains = torch.tensor([float(scale_gain) ** k for k in range(num_scales)])
+    return gains.view(num_scales, *([1] * (len(glimpse_shape) - 1)))
 
 
 class GlimpseHistoryExtractor(BaseFeaturesExtractor):
@@ -62,7 +82,11 @@ class GlimpseHistoryExtractor(BaseFeaturesExtractor):
     POOLINGS = ("mean", "max", "concat", "rnn")
 
     def __init__(
-        self, observation_space: spaces.Dict, features_dim: int = 256, pooling: str = "mean"
+        self,
+        observation_space: spaces.Dict,
+        features_dim: int = 256,
+        pooling: str = "mean",
+        scale_gain: float = 1.0,
     ) -> None:
         super().__init__(observation_space, features_dim)
         if "history_glimpses" not in observation_space.spaces:
@@ -74,7 +98,9 @@ class GlimpseHistoryExtractor(BaseFeaturesExtractor):
             raise ValueError(f"pooling must be one of {self.POOLINGS}, not {pooling!r}.")
         self.pooling = pooling
         self.horizon = observation_space["history_glimpses"].shape[0]
-        self.network = GlimpseNetwork(observation_space["glimpse"].shape, out_units=features_dim)
+        glimpse_shape = observation_space["glimpse"].shape
+        self.network = GlimpseNetwork(glimpse_shape, out_units=features_dim)
+        self.register_buffer("gains", scale_gains(glimpse_shape, scale_gain), persistent=False)
         if pooling == "rnn":
             self.core = nn.RNN(features_dim, features_dim, nonlinearity="relu", batch_first=True)
         history_units = features_dim * (self.horizon if pooling == "concat" else 1)
@@ -111,7 +137,7 @@ class GlimpseHistoryExtractor(BaseFeaturesExtractor):
         else:  # each history row as far as the furthest sample reading it
             furthest = taken.new_zeros(len(glimpses)).scatter_reduce(0, source, taken[:, 0], "amax")
             rows_seen = slots < furthest[:, None]  # (S, T)
-        features = self.network(glimpses[rows_seen], locations[rows_seen])
+        features = self.network(glimpses[rows_seen] * self.gains, locations[rows_seen])
         encoded = features.new_zeros(*rows_seen.shape, features.shape[1])
         encoded = encoded.index_put((rows_seen,), features)  # (S, T, features), zero if not seen
         if source is not None:  # each sample's own prefix of its row

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.utils import LinearSchedule
 
 from glimpse.agents import distributed
@@ -85,6 +86,7 @@ from glimpse.errors import ConfigError
 ALGORITHMS = ("ppo", "recurrent-ppo")
 ADVANTAGES = ("shared", "factored")
 LR_SCHEDULES = ("constant", "linear")
+GLIMPSE_SCALES = ("mean", "sum")
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,12 @@ class PPOConfig:
         "(their elementwise maximum), concat (the glimpses' slots side by side, so the policy "
         "knows which came when), or rnn (the paper's rectified core run over them in order).",
         GlimpseHistoryExtractor.POOLINGS,
+    )  # fmt: skip
+    glimpse_scales: str = option(
+        "mean", "How the policy's glimpse network reads the coarser scales: mean (as the sensor "
+        "gives them: a cell of scale k is the mean of s^2k pixels), or sum (scale k multiplied "
+        "by s^2k, so one lit pixel reads 1 at every scale; in Catch the mean shows the ball at "
+        "1/16 in the coarsest patch).", GLIMPSE_SCALES,
     )  # fmt: skip
     lstm_hidden_size: int = option(256, "recurrent-ppo: LSTM units.")
     head_units: int = option(
@@ -158,12 +166,18 @@ class PPOConfig:
 
 
 def check_ppo_settings(algorithm: str, config: PPOConfig, env: dict[str, Any]) -> None:
-    """Refuses, before a run directory is made, the whole screen for a policy without memory,
-    and a factored advantage (or its minibatches or move credit) where it does not apply."""
+    """Refuses, before a run directory is made, the whole screen for a policy without memory
+    or with a setting of the glimpse network, and a factored advantage (or its minibatches or
+    move credit) where it does not apply."""
     if env.get("screen") and algorithm != "recurrent-ppo":
         raise ConfigError(
             "--screen gives the policy the whole screen, which does not show which way the ball "
             "moves: train recurrent-ppo on it (its LSTM remembers the screens before)."
+        )
+    if env.get("screen") and config.glimpse_scales != "mean":
+        raise ConfigError(
+            "--glimpse-scales says how the glimpse network reads the glimpse; with --screen the "
+            "policy reads the whole screen instead: leave --glimpse-scales out."
         )
     if config.advantage == "shared":
         if config.minibatches != "steps":
@@ -211,8 +225,15 @@ def learning_rate(config: PPOConfig) -> float | LinearSchedule:
 
 
 def build_model(
-    algorithm: str, env: Any, config: PPOConfig, seed: int, device: str, tensorboard: str | None
+    algorithm: str,
+    env: Any,
+    config: PPOConfig,
+    seed: int,
+    device: str,
+    tensorboard: str | None,
+    scale_factor: int = 2,
 ) -> BaseAlgorithm:
+    """A new SB3 model of ``algorithm`` on ``env`` (whose sensor has ``scale_factor``)."""
     cls = model_class(algorithm, config.advantage)
     common = {
         "n_steps": config.n_steps,
@@ -229,7 +250,9 @@ def build_model(
         "tensorboard_log": tensorboard,
         "verbose": 0,
     }
-    kwargs = policy_kwargs(algorithm, config, "screen" in env.observation_space.spaces)
+    kwargs = policy_kwargs(
+        algorithm, config, "screen" in env.observation_space.spaces, scale_factor
+    )
     if algorithm == "recurrent-ppo":
         return cls("MultiInputLstmPolicy", env, policy_kwargs=kwargs, **common)
     if config.advantage == "factored":
@@ -238,10 +261,14 @@ def build_model(
     return cls("MultiInputPolicy", env, policy_kwargs=kwargs, **common)
 
 
-def policy_kwargs(algorithm: str, config: PPOConfig, screen: bool = False) -> dict[str, Any]:
+def policy_kwargs(
+    algorithm: str, config: PPOConfig, screen: bool = False, scale_factor: int = 2
+) -> dict[str, Any]:
     """The SB3 policy's ``policy_kwargs`` for ``config``: our features extractor (the whole
-    screen's, :class:`ScreenExtractor`, where the environment shows it), the heads' sizes,
-    fused Adam."""
+    screen's, :class:`ScreenExtractor`, where the environment shows it; a glimpse one reading
+    the scales as ``config.glimpse_scales`` says, with the sensor's ``scale_factor``), the
+    heads' sizes, fused Adam."""
+    scale_gain = float(scale_factor**2) if config.glimpse_scales == "sum" else 1.0
     kwargs: dict[str, Any] = {
         "net_arch": {"pi": [config.head_units] * 2, "vf": [config.head_units] * 2},
         "optimizer_kwargs": adam_kwargs(),
@@ -249,13 +276,18 @@ def policy_kwargs(algorithm: str, config: PPOConfig, screen: bool = False) -> di
         "share_features_extractor": config.share_features_extractor,
     }
     if algorithm == "recurrent-ppo":
-        extractor = ScreenExtractor if screen else GlimpseFeaturesExtractor
+        extractor: type[BaseFeaturesExtractor] = GlimpseFeaturesExtractor
+        extractor_kwargs: dict[str, Any] = {"features_dim": config.features_dim,
+                                            "scale_gain": scale_gain}  # fmt: skip
+        if screen:
+            extractor, extractor_kwargs = ScreenExtractor, {"features_dim": config.features_dim}
         return {**kwargs, "features_extractor_class": extractor,
-                "features_extractor_kwargs": {"features_dim": config.features_dim},
+                "features_extractor_kwargs": extractor_kwargs,
                 "lstm_hidden_size": config.lstm_hidden_size}  # fmt: skip
     return {**kwargs, "features_extractor_class": GlimpseHistoryExtractor,
             "features_extractor_kwargs": {"features_dim": config.features_dim,
-                                          "pooling": config.history_pooling}}  # fmt: skip
+                                          "pooling": config.history_pooling,
+                                          "scale_gain": scale_gain}}  # fmt: skip
 
 
 def load_model(
@@ -281,7 +313,12 @@ def load_model(
     policy = {"recurrent-ppo": "MultiInputLstmPolicy", "ppo": "MultiInputPolicy"}[algorithm]
     env = GlimpseVecEnv(None, 1, **env_settings)  # for its spaces
     rebuilt = {
-        "policy_kwargs": policy_kwargs(algorithm, config, env_settings.get("screen", False)),
+        "policy_kwargs": policy_kwargs(
+            algorithm,
+            config,
+            env_settings.get("screen", False),
+            env_settings.get("scale_factor", 2),
+        ),
         "policy_class": (
             FactoredPolicy if config.advantage == "factored" else cls.policy_aliases[policy]
         ),
@@ -501,7 +538,8 @@ def train_ppo(
         model.tensorboard_log = tensorboard  # where the run now lies, not where it was saved
         run.resuming(f"step {model.num_timesteps:,} of {ppo.total_steps:,}", damaged, ".zip")
     else:
-        model = build_model(algorithm, vec_env, ppo, settings.seed, device, tensorboard)
+        model = build_model(algorithm, vec_env, ppo, settings.seed, device, tensorboard,
+                            env["scale_factor"])  # fmt: skip
     run.start(config)
     remaining = ppo.total_steps - model.num_timesteps
     with interrupt_requests() as stop_requests:  # Ctrl-C or SIGTERM: stop after this step

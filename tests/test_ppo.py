@@ -13,7 +13,7 @@ import pytest
 import torch
 from gymnasium import spaces
 
-from glimpse.agents.extractors import GlimpseHistoryExtractor
+from glimpse.agents.extractors import GlimpseFeaturesExtractor, GlimpseHistoryExtractor
 from glimpse.agents.ppo import PPOConfig, ValidationCallback, load_model, ppo_env_settings
 from glimpse.cli import main
 from glimpse.envs.sb3 import make_sb3_env
@@ -139,6 +139,34 @@ def test_resume_continues_from_the_saved_step_count(tmp_path, monkeypatch):
     model = _load(tmp_path / "run", device="cpu")
     assert model.learning_rate(0.5) == pytest.approx(5e-4)
     assert model.policy.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 512 / 3072)
+
+
+def test_glimpse_scales_sum_reads_each_scale_times_its_area(tmp_path, capsys):
+    """--glimpse-scales sum: the extractors see scale k multiplied by s^2k (one lit pixel reads
+    1 at every scale); the option reaches the policy of either agent, and a screen policy, which
+    has no glimpse network, refuses it."""
+    space = spaces.Dict({
+        "glimpse": spaces.Box(0, 1, (3, 1, 2, 2), np.float32),
+        "location": spaces.Box(-1, 1, (2,), np.float32),
+        "step": spaces.Box(0, 1, (1,), np.float32),
+    })  # fmt: skip
+    mean, summed = (GlimpseFeaturesExtractor(space, 8, scale_gain=gain) for gain in (1.0, 4.0))
+    summed.load_state_dict(mean.state_dict())
+    obs = {k: torch.as_tensor(v.sample())[None] for k, v in space.spaces.items()}
+    scaled = dict(obs, glimpse=obs["glimpse"] * torch.tensor([1.0, 4.0, 16.0]).view(3, 1, 1, 1))
+    assert torch.allclose(summed(obs), mean(scaled))
+    assert not torch.allclose(summed(obs), mean(obs))
+    for agent in ("ppo", "recurrent-ppo"):
+        args = ["train", agent, *SMALL, "--total-steps", "1024", "--num-scales", "2",
+                "--scale-factor", "3", "--glimpse-scales", "sum", "--runs-dir", str(tmp_path),
+                "--name", agent, "--no-progress"]  # fmt: skip
+        assert main(args) == 0
+        extractor = _load(tmp_path / agent).policy.features_extractor
+        assert extractor.gains.flatten().tolist() == [1.0, 9.0]
+    screen = ["train", "recurrent-ppo", "--env", "Glimpse/Catch-v0", "--screen", "--glimpse-scales",
+              "sum", "--runs-dir", str(tmp_path), "--name", "screen"]  # fmt: skip
+    assert main(screen) == 2 and "leave --glimpse-scales out" in capsys.readouterr().err
+    assert not (tmp_path / "screen").exists()
 
 
 @pytest.mark.parametrize("pooling", GlimpseHistoryExtractor.POOLINGS)
