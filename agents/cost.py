@@ -21,11 +21,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
-from glimpse.agents.baselines import BaselineConfig, make_baseline
+from glimpse.agents.baselines import BASELINES, BaselineConfig, make_baseline
 from glimpse.agents.ram import RAM, RAMConfig, RAMPredictor
 from glimpse.envs.episodes import GlimpseEpisodes
 from glimpse.envs.evaluation import Policy, Trajectories, evaluation_episodes, record_trajectories
 from glimpse.envs.glimpse_env import make_episodes, task_of
+from glimpse.errors import ConfigError
 from glimpse.sensor import GlimpseSensor
 from glimpse.tasks import Task
 
@@ -107,6 +108,11 @@ def recipe_flops(agent: str, config: dict[str, Any]) -> int:
     configuration (``env`` and ``model`` sections, as in a run's ``config.json``)."""
     if agent == "ram":
         return ram_flops(config["env"], RAMConfig(**config["model"]))
+    if agent not in BASELINES:
+        raise ConfigError(
+            f"recipe_flops counts RAM and the full-view baselines ({', '.join(BASELINES)}), not "
+            f"{agent}; a policy's FLOPs come from its trained run (flops_per_step, count_flops)."
+        )
     return baseline_flops(agent, config["env"], BaselineConfig(**config["model"]))
 
 

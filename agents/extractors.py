@@ -77,6 +77,9 @@ class GlimpseHistoryExtractor(BaseFeaturesExtractor):
     * ``"rnn"``: the paper's rectified core, ``h_i = ReLU(W_hh h_{i-1} + W_gh g_i)``, run over
       the glimpses in order, and its state after the current one: RAM's memory, recomputed
       from the history at every step (the empty slots come after it, so they cannot reach it).
+
+    Each scale ``k`` of every glimpse is first multiplied by ``scale_gain ** k`` (1: as the
+    sensor gives it; see :func:`scale_gains`).
     """
 
     POOLINGS = ("mean", "max", "concat", "rnn")
@@ -162,8 +165,8 @@ class ScreenExtractor(BaseFeaturesExtractor):
     Reads ``screen`` (the canvas, which SB3 scales to [0, 1]) and ``step``. Convolutions of
     3 x 3 with ReLU: one of 16 channels, at full resolution on a screen of at most 32 pixels
     and at stride 2 on a larger one (a 3 x 3 kernel at stride 2 still reads every pixel; on
-    64 x 64 this cuts the network from 17.6 to 4.9 M FLOPs, and a training step about 5
-    times), then 32 channels at stride 2 until the side is at most 8 (24 -> 24 -> 12 -> 6;
+    64 x 64 this cuts the network from 17.6 to 4.9 M FLOPs, and makes a training step about 5
+    times faster), then 32 channels at stride 2 until the side is at most 8 (24 -> 24 -> 12 -> 6;
     64 -> 32 -> 16 -> 8), flattened, so where the ball and the paddle are is kept; one layer
     mixes it with the step into ``features_dim`` units. A single screen does not show which way
     the ball moves: use it with a recurrent policy.

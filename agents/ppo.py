@@ -166,9 +166,9 @@ class PPOConfig:
 
 
 def check_ppo_settings(algorithm: str, config: PPOConfig, env: dict[str, Any]) -> None:
-    """Refuses, before a run directory is made, the whole screen for a policy without memory
-    or with a setting of the glimpse network, and a factored advantage (or its minibatches or
-    move credit) where it does not apply."""
+    """Refuses, before a run directory is made, the whole screen for a policy without memory,
+    a screen policy with ``--glimpse-scales`` other than mean (it has no glimpse network), and a
+    factored advantage (or its minibatches or move credit) where it does not apply."""
     if env.get("screen") and algorithm != "recurrent-ppo":
         raise ConfigError(
             "--screen gives the policy the whole screen, which does not show which way the ball "
@@ -225,15 +225,10 @@ def learning_rate(config: PPOConfig) -> float | LinearSchedule:
 
 
 def build_model(
-    algorithm: str,
-    env: Any,
-    config: PPOConfig,
-    seed: int,
-    device: str,
-    tensorboard: str | None,
-    scale_factor: int = 2,
+    algorithm: str, env: Any, config: PPOConfig, seed: int, device: str, tensorboard: str | None
 ) -> BaseAlgorithm:
-    """A new SB3 model of ``algorithm`` on ``env`` (whose sensor has ``scale_factor``)."""
+    """A new SB3 model of ``algorithm`` on ``env`` (a :class:`GlimpseVecEnv`, or SB3 wrappers
+    around one)."""
     cls = model_class(algorithm, config.advantage)
     common = {
         "n_steps": config.n_steps,
@@ -250,9 +245,7 @@ def build_model(
         "tensorboard_log": tensorboard,
         "verbose": 0,
     }
-    kwargs = policy_kwargs(
-        algorithm, config, "screen" in env.observation_space.spaces, scale_factor
-    )
+    kwargs = policy_kwargs(algorithm, config, env)
     if algorithm == "recurrent-ppo":
         return cls("MultiInputLstmPolicy", env, policy_kwargs=kwargs, **common)
     if config.advantage == "factored":
@@ -261,13 +254,16 @@ def build_model(
     return cls("MultiInputPolicy", env, policy_kwargs=kwargs, **common)
 
 
-def policy_kwargs(
-    algorithm: str, config: PPOConfig, screen: bool = False, scale_factor: int = 2
-) -> dict[str, Any]:
-    """The SB3 policy's ``policy_kwargs`` for ``config``: our features extractor (the whole
-    screen's, :class:`ScreenExtractor`, where the environment shows it; a glimpse one reading
-    the scales as ``config.glimpse_scales`` says, with the sensor's ``scale_factor``), the
-    heads' sizes, fused Adam."""
+def policy_kwargs(algorithm: str, config: PPOConfig, env: Any) -> dict[str, Any]:
+    """The SB3 policy's ``policy_kwargs`` for ``config`` on ``env`` (a :class:`GlimpseVecEnv`,
+    or SB3 wrappers around one): our features extractor (the whole screen's,
+    :class:`ScreenExtractor`, where the environment shows it, else a glimpse one reading the
+    scales as ``config.glimpse_scales`` says, with the sensor's scale factor), the heads'
+    sizes, fused Adam."""
+    while not isinstance(env, GlimpseVecEnv):  # SB3's wrappers keep the env they wrap
+        env = env.venv
+    screen = "screen" in env.observation_space.spaces
+    scale_factor = env.venv.episodes.sensor.scale_factor
     scale_gain = float(scale_factor**2) if config.glimpse_scales == "sum" else 1.0
     kwargs: dict[str, Any] = {
         "net_arch": {"pi": [config.head_units] * 2, "vf": [config.head_units] * 2},
@@ -277,10 +273,11 @@ def policy_kwargs(
     }
     if algorithm == "recurrent-ppo":
         extractor: type[BaseFeaturesExtractor] = GlimpseFeaturesExtractor
-        extractor_kwargs: dict[str, Any] = {"features_dim": config.features_dim,
-                                            "scale_gain": scale_gain}  # fmt: skip
+        extractor_kwargs: dict[str, Any] = {"features_dim": config.features_dim}
         if screen:
-            extractor, extractor_kwargs = ScreenExtractor, {"features_dim": config.features_dim}
+            extractor = ScreenExtractor
+        else:
+            extractor_kwargs["scale_gain"] = scale_gain
         return {**kwargs, "features_extractor_class": extractor,
                 "features_extractor_kwargs": extractor_kwargs,
                 "lstm_hidden_size": config.lstm_hidden_size}  # fmt: skip
@@ -313,12 +310,7 @@ def load_model(
     policy = {"recurrent-ppo": "MultiInputLstmPolicy", "ppo": "MultiInputPolicy"}[algorithm]
     env = GlimpseVecEnv(None, 1, **env_settings)  # for its spaces
     rebuilt = {
-        "policy_kwargs": policy_kwargs(
-            algorithm,
-            config,
-            env_settings.get("screen", False),
-            env_settings.get("scale_factor", 2),
-        ),
+        "policy_kwargs": policy_kwargs(algorithm, config, env),
         "policy_class": (
             FactoredPolicy if config.advantage == "factored" else cls.policy_aliases[policy]
         ),
@@ -538,8 +530,7 @@ def train_ppo(
         model.tensorboard_log = tensorboard  # where the run now lies, not where it was saved
         run.resuming(f"step {model.num_timesteps:,} of {ppo.total_steps:,}", damaged, ".zip")
     else:
-        model = build_model(algorithm, vec_env, ppo, settings.seed, device, tensorboard,
-                            env["scale_factor"])  # fmt: skip
+        model = build_model(algorithm, vec_env, ppo, settings.seed, device, tensorboard)
     run.start(config)
     remaining = ppo.total_steps - model.num_timesteps
     with interrupt_requests() as stop_requests:  # Ctrl-C or SIGTERM: stop after this step

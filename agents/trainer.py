@@ -72,7 +72,8 @@ def adam_kwargs() -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How long and how RAM and the full-view baselines train: epochs, batches, optimiser."""
+    """How long and how RAM and the full-view baselines train: epochs, batches, optimiser,
+    and the weights they start from."""
 
     epochs: int = option(100, "Training epochs.")
     epoch_size: int | None = option(None, "Episodes per epoch; default: the train split's size.")

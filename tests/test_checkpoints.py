@@ -179,7 +179,13 @@ def test_init_from_starts_a_run_from_another_runs_trained_weights(tmp_path, caps
     assert config["train"]["init_from"] == str(source)  # recorded like every setting
     # without it, the same command starts elsewhere
     assert main(["train", *args[:-1], "fresh"]) == 0
-    assert metrics(tmp_path / "fresh")[0]["val_error"] != metrics(source)[0]["val_error"]
+    fresh = load_checkpoint(tmp_path / "fresh/checkpoints/best.pt")["model"]
+    assert not all(torch.allclose(before[k].float(), fresh[k].float()) for k in before)
+    # --resume continues from the run's own checkpoint: the source is not read again
+    shutil.rmtree(source)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "next"), "--no-progress"]) == 0
+    assert "starting from the weights" not in capsys.readouterr().out
 
 
 def test_init_from_a_missing_or_misfitting_run_is_a_clear_error_and_leaves_no_folder(

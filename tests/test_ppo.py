@@ -156,6 +156,19 @@ def test_glimpse_scales_sum_reads_each_scale_times_its_area(tmp_path, capsys):
     scaled = dict(obs, glimpse=obs["glimpse"] * torch.tensor([1.0, 4.0, 16.0]).view(3, 1, 1, 1))
     assert torch.allclose(summed(obs), mean(scaled))
     assert not torch.allclose(summed(obs), mean(obs))
+    history = spaces.Dict({
+        **space.spaces,
+        "history_glimpses": spaces.Box(0, 1, (4, 3, 1, 2, 2), np.float32),
+        "history_locations": spaces.Box(-1, 1, (4, 2), np.float32),
+    })  # fmt: skip
+    mean, summed = (GlimpseHistoryExtractor(history, 8, scale_gain=gain) for gain in (1.0, 4.0))
+    summed.load_state_dict(mean.state_dict())
+    obs = {k: torch.as_tensor(v.sample())[None] for k, v in history.spaces.items()}
+    obs["step"] = torch.tensor([[0.5]])  # three glimpses taken
+    gains = torch.tensor([1.0, 4.0, 16.0]).view(3, 1, 1, 1)
+    scaled = dict(obs, history_glimpses=obs["history_glimpses"] * gains)
+    assert torch.allclose(summed(obs), mean(scaled))
+    assert not torch.allclose(summed(obs), mean(obs))
     for agent in ("ppo", "recurrent-ppo"):
         args = ["train", agent, *SMALL, "--total-steps", "1024", "--num-scales", "2",
                 "--scale-factor", "3", "--glimpse-scales", "sum", "--runs-dir", str(tmp_path),
