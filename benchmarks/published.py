@@ -92,7 +92,8 @@ def best_full_view(ram: Recipe, recipes: Iterable[Recipe]) -> str:
         return "-"
     mean, recipe, errors = min(candidates, key=lambda candidate: candidate[0])
     spread = f" ± {statistics.stdev(errors):.2f}" if len(errors) > 1 else ""
-    return (f"{NAMES[recipe.agent]}: {mean:.2f}{spread} ({len(errors)} seeds), "
+    seeds = f"{len(errors)} seed{'s' if len(errors) > 1 else ''}"
+    return (f"{NAMES[recipe.agent]}: {mean:.2f}{spread} ({seeds}), "
             f"{millions(flops_of(recipe))}")  # fmt: skip
 
 
