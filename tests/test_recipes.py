@@ -96,20 +96,27 @@ def test_a_missing_setting_is_refused_not_filled_from_todays_defaults(tmp_path):
         read_run_config(tmp_path)
 
 
-def test_a_format_2_run_from_before_an_added_setting_reads_with_what_it_ran_with(tmp_path):
+@pytest.mark.parametrize(
+    ("run", "kept"), [("mnist-6-ram-seed1", "core"), ("catch-full-view-seed1", "lstm_hidden_size")]
+)
+def test_a_format_2_run_from_before_an_added_setting_reads_with_what_it_ran_with(
+    tmp_path, run, kept
+):
     from glimpse.agents.runs import ADDED_SINCE_FORMAT_2
 
-    config = read_run_config(Path("results/mnist-6-ram-seed1"))
-    for section, key in ADDED_SINCE_FORMAT_2:
+    config = read_run_config(Path("results") / run)
+    added = [(s, k) for s, k in ADDED_SINCE_FORMAT_2 if k in config.get(s, {})]
+    assert ("env", "screen") in added  # every agent has some; each has those of its sections
+    for section, key in added:
         del config[section][key]
-    config["model"].pop("core")  # not an added setting: still refused
+    value = config["model"].pop(kept)  # not an added setting: still refused
     (tmp_path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ConfigError, match="lacks core:"):
+    with pytest.raises(ConfigError, match=f"lacks {kept}:"):
         read_run_config(tmp_path)
-    config["model"]["core"] = "rnn"
+    config["model"][kept] = value
     (tmp_path / "config.json").write_text(json.dumps(config))
     read = read_run_config(tmp_path)
-    assert [read[s][k] for s, k in ADDED_SINCE_FORMAT_2] == list(ADDED_SINCE_FORMAT_2.values())
+    assert [read[s][k] for s, k in added] == [ADDED_SINCE_FORMAT_2[s, k] for s, k in added]
     assert migrate_config(config) == read
 
 
