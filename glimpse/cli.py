@@ -335,9 +335,12 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _print_error(prog: str, message: str) -> None:
     """``prog: error: message`` on stderr, wrapped to a readable width; a command quoted in
-    backticks stays on one line, so that it can be copied."""
+    backticks and a path longer than the width stay on one line, so that they can be copied."""
     unbroken = re.sub(r"`[^`]*`", lambda quoted: quoted[0].replace(" ", "\0"), message)
-    text = textwrap.fill(f"{prog}: error: {unbroken}", MESSAGE_WIDTH, break_on_hyphens=False)
+    text = textwrap.fill(
+        f"{prog}: error: {unbroken}", MESSAGE_WIDTH, break_on_hyphens=False,
+        break_long_words=False,
+    )  # fmt: skip
     print(text.replace("\0", " "), file=sys.stderr)
 
 

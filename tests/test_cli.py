@@ -50,3 +50,15 @@ def test_user_errors_exit_2_with_one_paragraph_and_no_traceback(tmp_path):
     lines = result.stderr.splitlines()  # one paragraph, wrapped to a readable width
     assert all(line.strip() for line in lines)
     assert all(len(line) <= 90 or " " not in line.strip() for line in lines)
+
+
+def test_a_path_longer_than_the_message_width_stays_whole(tmp_path):
+    root = tmp_path / ("a_folder_name_long_enough_to_pass_the_width_" * 3) / "missing"
+    result = subprocess.run(
+        [sys.executable, "-m", "glimpse.cli", "data", "show", "--task", "folder", "--root",
+         str(root)],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert str(root) in result.stderr.split()  # one word on one line, as the shell can take it
