@@ -90,6 +90,10 @@ class TrainConfig:
         "after every step with this decay (0.999: about the last 1,000 steps); 0: the weights "
         "of the last step."
     )  # fmt: skip
+    max_grad_norm: float = option(
+        0.0, "Clip the gradients' global norm to this before each step (torch's "
+        "clip_grad_norm_, as SB3's max_grad_norm; tfRAM clips at 5); 0: no clipping."
+    )  # fmt: skip
 
     init_from: str | None = option(
         None, "Start from the weights of another run instead of a random initialisation (a "
@@ -100,7 +104,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_fields(self)
         check_at_least(self, 1, "epochs", "epoch_size", "batch_size")
-        check_at_least(self, 0, "momentum", "final_lr_fraction")
+        check_at_least(self, 0, "momentum", "final_lr_fraction", "max_grad_norm")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(
                 f"ema_decay={self.ema_decay} must be at least 0 and below 1 (0.999: an average "
@@ -421,6 +425,8 @@ class Trainer:
             )
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
+        if self.config.max_grad_norm:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         if self.average is not None:

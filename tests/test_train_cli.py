@@ -274,6 +274,22 @@ def test_ema_decay_validates_keeps_and_tests_the_average_of_the_weights(tmp_path
     assert json.loads((run / "test.json").read_text())["best_val_error"] == row["val_error"]
 
 
+def test_max_grad_norm_clips_the_step(tiny_run, tmp_path):
+    """Plain SGD from the tiny run's weights: clipped to a norm of 1e-7, 16 steps at lr 0.1
+    move the weights by at most 1.6e-7 in all; unclipped, by far more."""
+
+    def distance(name: str, *extra: str) -> float:
+        sgd = ["--optimizer", "sgd", "--momentum", "0", "--lr", "0.1", "--lr-schedule", "constant"]
+        start_from = ["--epochs", "1", "--init-from", str(tiny_run)]
+        assert train(tmp_path, name, *start_from, *sgd, *extra) == 0
+        start = load_checkpoint(tiny_run / "checkpoints/best.pt")["model"]
+        end = load_checkpoint(tmp_path / name / "checkpoints/last.pt")["model"]
+        return sum(float((end[k].double() - start[k].double()).norm() ** 2) for k in start) ** 0.5
+
+    assert distance("clipped", "--max-grad-norm", "1e-7") < 1e-5
+    assert distance("unclipped") > 1e-2
+
+
 def test_resume_refuses_settings_that_would_change_what_the_run_learns(tiny_run, capsys):
     assert main(["train", "--resume", str(tiny_run), "--epochs", "5", "--seed", "3"]) == 2
     error = paragraph(capsys.readouterr().err)
