@@ -190,8 +190,12 @@ def compose(
     ``uniforms`` ``(n, draws_per_canvas(distractors))`` in ``[0, 1)`` decide everything random,
     so a caller with one random stream per canvas gets the same canvas whatever the batch.
     Per distractor: which other image (never the canvas's own), the crop's top and left, the
-    crop's position; then the image's position. Vectorised over canvases: each paste is one
-    gather and one scatter-add on flat indices (one patch per canvas, so no index repeats).
+    crop's position; then the image's position. Overlapping pixels add up to at most 255.
+    Vectorised over canvases: each paste is one gather, a saturating add and one scatter on flat
+    indices (one patch per canvas, so no index repeats). Saturating at every paste gives what
+    one clip after all of them would, as every layer is non-negative, and touches only the
+    pasted pixels (composing 128 canvases of 200 px took a quarter to 40% less time than with
+    a clip of the whole batch at the end; see the experiment log's Speed section).
     """
     n = len(indices)
     source = images.images
@@ -203,27 +207,31 @@ def compose(
             f"them); choose a larger --size or a smaller --distractor-size."
         )
     plane = size * size
-    canvas = np.zeros(n * channels * plane, dtype=np.uint16)
+    canvas = np.zeros(n * channels * plane, dtype=np.uint8)
+
+    def paste(flat: np.ndarray, layer: np.ndarray) -> None:
+        canvas[flat] = np.minimum(canvas[flat] + layer.astype(np.uint16), 255)
+
     canvas_starts = np.arange(n) * channels * plane
     source_flat = source.reshape(-1)
     source_starts = np.arange(len(source)) * channels * h * w
     crop_offsets = _flat_offsets(channels, d, d, (h, w))
     crop_paste_offsets = _flat_offsets(channels, d, d, (size, size))
-    u = uniforms
+    draws = uniforms[:, : 5 * distractors].reshape(n, distractors, 5)  # (n, D, 5)
+    others = (indices[:, None] + 1 + _scaled(draws[..., 0], max(len(source) - 1, 1))) % len(source)
+    crop_starts = source_starts[others] + _scaled(draws[..., 1], h - d + 1) * w
+    crop_starts += _scaled(draws[..., 2], w - d + 1)
+    crops = source_flat[crop_starts[..., None] + crop_offsets]  # (n, D, crop pixels)
+    paste_starts = canvas_starts[:, None] + _scaled(draws[..., 3], size - d + 1) * size
+    paste_starts += _scaled(draws[..., 4], size - d + 1)
+    paste_index = paste_starts[..., None] + crop_paste_offsets
     for j in range(distractors):
-        c = 5 * j
-        others = (indices + 1 + _scaled(u[:, c], max(len(source) - 1, 1))) % len(source)
-        crop_starts = source_starts[others] + _scaled(u[:, c + 1], h - d + 1) * w
-        crop_starts += _scaled(u[:, c + 2], w - d + 1)
-        crops = source_flat[crop_starts[:, None] + crop_offsets]
-        tops, lefts = _scaled(u[:, c + 3], size - d + 1), _scaled(u[:, c + 4], size - d + 1)
-        canvas[(canvas_starts + tops * size + lefts)[:, None] + crop_paste_offsets] += crops
-    tops, lefts = image_positions(u, distractors, size, h, w)
+        paste(paste_index[:, j], crops[:, j])
+    tops, lefts = image_positions(uniforms, distractors, size, h, w)
     starts = canvas_starts + tops * size + lefts
-    canvas[starts[:, None] + _flat_offsets(channels, h, w, (size, size))] += source[
-        indices
-    ].reshape(n, -1)
-    return np.minimum(canvas, 255).astype(np.uint8).reshape(n, channels, size, size)
+    image_offsets = _flat_offsets(channels, h, w, (size, size))
+    paste(starts[:, None] + image_offsets, source[indices].reshape(n, -1))
+    return canvas.reshape(n, channels, size, size)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -54,6 +54,29 @@ def test_cluttered_adds_distractors_clipped_to_255():
     assert extra.max() <= 4 * 64 * 255
 
 
+def test_compose_is_the_clipped_sum_of_its_layers_canvas_by_canvas():
+    """The vectorised composition against a plain loop over canvases and layers: every layer
+    (the distractors, then the digit) added in integers, the sum clipped to 255 once."""
+    images = make_task(TaskConfig(task="mnist")).images["test"]
+    n, size, distractors, d = 64, 40, 12, 8  # dense clutter: many overlaps
+    indices = np.random.default_rng(2).integers(0, len(images.images), n)
+    uniforms = np.random.default_rng(3).random((n, 5 * distractors + 2))
+    canvases = compose(images, indices, size, distractors, d, uniforms)
+    count = len(images.images)
+    for b in range(n):
+        expected = np.zeros((size, size), np.int64)
+        for j in range(distractors):
+            u = uniforms[b, 5 * j : 5 * j + 5]
+            other = (indices[b] + 1 + int(u[0] * (count - 1))) % count
+            top, left = int(u[1] * (28 - d + 1)), int(u[2] * (28 - d + 1))
+            row, col = int(u[3] * (size - d + 1)), int(u[4] * (size - d + 1))
+            expected[row : row + d, col : col + d] += images.images[other, 0, top : top + d,
+                                                                    left : left + d]  # fmt: skip
+        row, col = (int(u * (size - 28 + 1)) for u in uniforms[b, -2:])
+        expected[row : row + 28, col : col + 28] += images.images[indices[b], 0]
+        np.testing.assert_array_equal(canvases[b, 0], np.minimum(expected, 255))
+
+
 def test_cluttered_defaults_follow_the_paper():
     assert TaskConfig(task="cluttered").num_distractors == 4
     assert TaskConfig(task="cluttered", size=100).num_distractors == 8
