@@ -54,7 +54,7 @@ def ram_table() -> str:
     with its inference FLOPs per image and, where one is published on the same task, the most
     accurate full-view model's error and FLOPs."""
     lines = ["| task | our test error % | the paper | FLOPs per image | best full view: test "
-             "error %, FLOPs | epochs | training time (2 CPU cores) | recipe |",
+             "error %, FLOPs | epochs | seed 1's training time (1 thread) | recipe |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     recipes = load_recipes()
     for recipe in recipes.values():

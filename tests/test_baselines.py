@@ -256,3 +256,8 @@ def test_last_fifth_gain_says_whether_training_was_still_improving(tmp_path):
     flat = [9, 5, 3, 2, 1.0, 1.1, 1.05, 1.2, 1.0, 1.02]  # the best came early
     assert last_fifth_gain(run(flat)) == pytest.approx(0.0)
     assert np.isnan(last_fifth_gain(run([4.0])))
+    # two runs that each gained 5 of 5,000 validation canvases gain the same, 0.1: not under it
+    # (1.0 - 0.9 and 2.02 - 1.92 differ in binary: 0.0999... and 0.1000...1)
+    on_the_line = [last_fifth_gain(run([9, 8, 7, 6, 5, 4, 3, best, 5.0, best - 0.1]))
+                   for best in (1.0, 2.02)]  # fmt: skip
+    assert on_the_line == [0.1, 0.1]
