@@ -1,12 +1,17 @@
 """Is a trained RAM held back by where it looks, or by what it makes of what it sees?
 
-1. The error on training images with the evaluation policy (mean locations), next to the test
+1. The test error split by how many of an episode's glimpses had their finest patch on the
+   digit (its box, as ``glimpse eval`` counts them): if the episodes that never looked at the
+   digit hold most of the errors, finding the digit is what limits the model; if the errors
+   are spread over episodes that looked at it, reading it is.
+2. The error on training images with the evaluation policy (mean locations), next to the test
    error: if they are close, the model does not even fit its training set.
-2. Then it trains the glimpse, core and action networks further by cross-entropy alone, with
+3. Then it trains the glimpse, core and action networks further by cross-entropy alone, with
    the location network frozen (the same looks), and reports both errors after every epoch.
    If they stay where they were, the glimpses the policy takes are what limits the model.
 
     python benchmarks/ram_policy_limit.py results/mnist-6-ram-seed1 --epochs 6 --lr 1e-4
+    python benchmarks/ram_policy_limit.py results/cluttered-60-ram-seed1 --epochs 0
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from glimpse.agents.ram import hybrid_loss
 from glimpse.agents.run_directory import set_threads
 from glimpse.agents.runs import load_agent
 from glimpse.agents.trainer import adam_kwargs
+from glimpse.envs.evaluation import finest_patch_on_target
 from glimpse.envs.glimpse_env import make_episodes
 
 
@@ -41,6 +47,25 @@ def training_error(learner: RAMLearner, images: int, seed: int = 0) -> float:
     return 100.0 * wrong / (images // 1000 * 1000)
 
 
+def errors_by_looks(learner: RAMLearner) -> str:
+    """A markdown table: the test canvases grouped by how many glimpses' finest patch overlapped
+    the digit, with each group's share of the canvases, its error and its share of the errors."""
+    result, _ = learner.evaluate("test")
+    height, width = learner.train_episodes.task.canvas_shape[1:]
+    hits = finest_patch_on_target(result.locations, result.target_boxes,
+                                  learner.train_episodes.sensor, height, width)  # fmt: skip
+    on_digit = np.nan_to_num(hits).sum(axis=1).astype(int)  # (N,) glimpses on the digit
+    wrong = ~result.successes
+    lines = ["| glimpses on the digit | canvases % | error % | share of the errors % |",
+             "|---|---|---|---|"]  # fmt: skip
+    for count in range(int(on_digit.max()) + 1):
+        group = on_digit == count
+        if group.any():
+            lines.append(f"| {count} | {100 * group.mean():.1f} | {100 * wrong[group].mean():.2f} "
+                         f"| {100 * wrong[group].sum() / max(wrong.sum(), 1):.1f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a RAM run directory")
@@ -53,6 +78,8 @@ def main() -> None:
     learner = load_agent(args.run)
     assert isinstance(learner, RAMLearner), f"{args.run} is not a RAM run"
     model = learner.model
+    print(f"{args.run}: the test error by how many glimpses looked at the digit\n")
+    print(errors_by_looks(learner) + "\n")
     print(f"{args.run}: training error {training_error(learner, args.images):.2f}%, "
           f"test error {learner.test_error():.2f}% (mean locations)")  # fmt: skip
     reader = [*model.glimpse_network.parameters(), *model.core.parameters()]
