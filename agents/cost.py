@@ -133,17 +133,28 @@ def pixels_read(locations: np.ndarray, sensor: GlimpseSensor, canvas: int) -> fl
     return float(np.mean(counts))
 
 
-def latency_ms(run: Callable[[], object], batch: int, repeats: int = 5) -> float:
-    """Milliseconds per image of ``run`` (one batch), best of ``repeats`` after a warm-up."""
+def latency_ms(
+    run: Callable[[], object], batch: int, repeats: int = 5, min_seconds: float = 0.5
+) -> float:
+    """Milliseconds per image of ``run`` (one batch): the best call after two warm-up calls,
+    over at least ``repeats`` calls and at least ``min_seconds`` of them.
+
+    Two warm-ups, because TorchScript (RAM's compiled episode) optimises a function on its
+    second call. At batch 1 a call takes under a millisecond, and five of them were not
+    enough: the same RAM timed 0.63 and 1.15 ms in one report (2026-12-06); the best of half
+    a second of calls does not move so."""
     import time
 
-    run()
-    best = float("inf")
-    for _ in range(repeats):
+    with torch.no_grad():
+        run()
+        run()
+    best, calls, started = float("inf"), 0, time.perf_counter()
+    while calls < repeats or time.perf_counter() - started < min_seconds:
         start = time.perf_counter()
         with torch.no_grad():
             run()
         best = min(best, time.perf_counter() - start)
+        calls += 1
     return 1000.0 * best / batch
 
 
