@@ -14,6 +14,8 @@ Each recipe's runs are its published ones (``runs`` in ``recipes.toml``, found i
   canvas), CPU time and peak memory of the tensors inference creates, per image at batch 1
   and 256 (RAM as deployed, :class:`RAMPredictor`);
 * the frontier: test error against FLOPs and against batch-1 time, every recipe and seed;
+  RAM recipes that differ only in their glimpse budget (a sweep) are joined by a line and
+  get a table of their own, so hard attention has a frontier, not a point;
 * where each looks: RAM's share of glimpses whose finest patch overlaps the digit, soft
   attention's share of attention weight on the digit's cells, step by step; and the same RAM
   models looking at random and at a fixed sequence of locations, so that what learning where
@@ -172,6 +174,7 @@ def measure(recipe: Recipe, runs: list[Path]) -> dict[str, Any]:
     row: dict[str, Any] = {
         "recipe": recipe.name,
         "agent": recipe.agent,
+        "glimpses": config["env"].get("glimpses"),  # soft attention: its steps
         "runs": [run.name for run in runs],
         "errors": errors,
         "error_mean": statistics.mean(errors),
@@ -314,14 +317,64 @@ def plot_scaling(rows: list[dict[str, Any]], out: Path) -> None:
     plt.close(figure)
 
 
-def plot_frontier(rows: list[dict[str, Any]], env_id: str, out: Path) -> None:
+def _without_budget(recipe: Recipe) -> str:
+    """The recipe's agent, environment and settings with its glimpse budget left out."""
+    settings = {section: {key: value for key, value in values.items()
+                          if (section, key) != ("env", "glimpses")}
+                for section, values in recipe.settings.items()}  # fmt: skip
+    kept = {section: values for section, values in settings.items() if values}
+    return json.dumps([recipe.agent, recipe.env_id, kept], sort_keys=True)
+
+
+def budget_sweeps(
+    recipes: Sequence[Recipe], rows: list[dict[str, Any]]
+) -> list[list[dict[str, Any]]]:
+    """The RAM rows whose recipes differ only in their glimpse budget, grouped, each group in
+    order of glimpses: hard attention's frontier. Groups of one budget are left out."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for recipe, row in zip(recipes, rows, strict=True):
+        if recipe.agent == "ram":
+            groups.setdefault(_without_budget(recipe), []).append(row)
+    return [sorted(group, key=lambda row: row["glimpses"]) for group in groups.values()
+            if len({row["glimpses"] for row in group}) > 1]  # fmt: skip
+
+
+def _tick_label(value: float, _position: object = None) -> str:
+    """A log axis's tick as 2, 0.5, 30 k or 4 M; minor ticks only at 2 and 5 x 10^n."""
+    if value <= 0:
+        return ""
+    leading = value / 10 ** np.floor(np.log10(value) + 1e-9)
+    if round(leading) not in (1, 2, 5) or abs(leading - round(leading)) > 1e-6:
+        return ""
+    for unit, suffix in ((1e6, " M"), (1e3, " k")):
+        if value >= unit:
+            return f"{value / unit:g}{suffix}"
+    return f"{value:g}"
+
+
+def plot_frontier(
+    rows: list[dict[str, Any]],
+    env_id: str,
+    out: Path,
+    sweeps: Sequence[Sequence[dict[str, Any]]] = (),
+) -> None:
     """Test error against FLOPs per image and against batch-1 CPU time: every seed a dot,
-    each recipe's mean a marker with its name."""
+    each recipe's mean a marker with its name, each glimpse-budget sweep a line through its
+    recipes' means."""
     plt = _pyplot()
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    from matplotlib.ticker import FuncFormatter
+
+    legend_rows = (len(rows) + len(sweeps) + 1) // 2
+    legend_inches = 0.2 * legend_rows + 0.1  # under the plots, two columns
+    height = 4.6 + legend_inches
+    figure, axes = plt.subplots(1, 2, figsize=(12, height))
     markers = {"ram": "o", "ppo": "P", "soft": "s", "deep-cnn": "D", "cnn": "^", "fc": "v"}
     for axis, key, label in ((axes[0], "flops", "inference FLOPs per image"),
                              (axes[1], "ms_batch1", "CPU ms per image, batch 1")):  # fmt: skip
+        for sweep in sweeps:
+            budgets = ", ".join(str(row["glimpses"]) for row in sweep)
+            axis.plot([row[key] for row in sweep], [row["error_mean"] for row in sweep], "--",
+                      color="0.4", linewidth=1, label=f"RAM with {budgets} glimpses")  # fmt: skip
         for index, row in enumerate(rows):
             colour = f"C{index % 10}"
             x = row[key]
@@ -330,13 +383,17 @@ def plot_frontier(rows: list[dict[str, Any]], env_id: str, out: Path) -> None:
                          color=colour, label=f"{NAMES[row['agent']]}: {row['recipe']}")  # fmt: skip
         axis.set_xscale("log")
         axis.set_yscale("log")  # errors from about 1% to over 50%
+        for ticks in (axis.xaxis, axis.yaxis):
+            ticks.set_major_formatter(FuncFormatter(_tick_label))
+            ticks.set_minor_formatter(FuncFormatter(_tick_label))
         axis.set_xlabel(label)
         axis.set_ylabel("test error (%, log scale)")
         axis.grid(alpha=0.3, which="both")
     axes[0].set_title(f"{env_id}: accuracy against compute")
     axes[1].set_title("accuracy against latency")
-    axes[1].legend(fontsize=7, loc="upper right")
-    figure.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    figure.tight_layout(rect=(0.0, legend_inches / height, 1.0, 1.0))
     figure.savefig(out, dpi=120)
     plt.close(figure)
 
@@ -381,13 +438,14 @@ def compare(
             runs[recipe.name] = [train_or_reuse(recipe, seed, runs_dir, progress, budget)
                                  for seed in range(1, seeds + 1)]  # fmt: skip
         rows.append(measure(recipe, runs[recipe.name]))
-    plot_frontier(rows, env_id, out_dir / "frontier.png")
+    sweeps = budget_sweeps(recipes, rows)
+    plot_frontier(rows, env_id, out_dir / "frontier.png", sweeps)
     settings = read_run_config(runs[recipes[0].name][0])["env"]
     scaled = scaling(settings, scaling_sizes)
     plot_scaling(scaled, out_dir / "scaling.png")
     pictures = _pictures(recipes, runs, out_dir)
     report = out_dir / "report.md"
-    report.write_text(render_report(env_id, rows, scaled, pictures))
+    report.write_text(render_report(env_id, rows, scaled, pictures, sweeps))
     (out_dir / "results.json").write_text(json.dumps({"rows": rows, "scaling": scaled}, indent=2))
     return report
 
@@ -432,6 +490,7 @@ def render_report(
     rows: list[dict[str, Any]],
     scaled: list[dict[str, Any]],
     pictures: tuple[Path, Path] | None,
+    sweeps: Sequence[Sequence[dict[str, Any]]] = (),
 ) -> str:
     import datetime
 
@@ -482,7 +541,25 @@ def render_report(
             f"{pixels} | {r['ms_batch1']:.2f} | {r['ms_batch256']:.3f} | {r['kb_batch1']:,.0f} "
             f"| {r['kb_batch256']:,.1f} |"
         )
-    lines += ["", "![frontier](frontier.png)", "", "## Where each looks", "",
+    lines += ["", "![frontier](frontier.png)", ""]
+    if sweeps:
+        lines += ["## Hard attention's glimpse budget", "",
+                  "The same RAM recipe with fewer glimpses (the paper's tables have 4, 6 and 8): "
+                  "test error against what the episode costs. On target: the share of "
+                  "glimpses whose finest patch overlaps the digit.", "",
+                  "| glimpses | recipe | seeds | test error % | FLOPs | pixels read "
+                  "| ms (batch 1) | on target % |",
+                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for sweep in sweeps:
+            for r in sweep:
+                pixels = "-" if r["pixels"] is None else f"{r['pixels']:,.0f}"
+                looked = "-" if r["on_target"] is None else f"{r['on_target']['overall']:.1f}"
+                lines.append(
+                    f"| {r['glimpses']} | `{r['recipe']}` | {len(r['errors'])} | {_error(r)} | "
+                    f"{r['flops']:,} | {pixels} | {r['ms_batch1']:.2f} | {looked} |"
+                )
+        lines.append("")
+    lines += ["## Where each looks", "",
               "RAM: the share of glimpses whose finest patch overlaps the digit (the target "
               "box, the digit's ink on the canvas), with its learned, mean locations. Soft "
               "attention: the share of its attention weight on the feature cells over the "

@@ -143,6 +143,9 @@ def test_compare_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
         Recipe("tiny-ram", "ram", env_id, {"model": {"location_std": 0.1},
                                            "train": {**tiny, "epochs": 2}}),
         *(Recipe(f"tiny-{a}", a, env_id, {"train": tiny}) for a in ("soft", "cnn", "fc")),
+        Recipe("tiny-ram-2g", "ram", env_id, {"model": {"location_std": 0.1},
+                                              "train": {**tiny, "epochs": 2},
+                                              "env": {"glimpses": 2}}),
     ]  # fmt: skip
     report = compare(recipes, out, 2, str(runs), progress=False, scaling_sizes=(60, 120))
     ram_config = json.loads((runs / "tiny-ram-seed1" / "config.json").read_text())
@@ -154,7 +157,14 @@ def test_compare_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     for picture in ("frontier.png", "scaling.png", "hard-trajectories.png", "soft-attention.png"):
         assert (out / picture).is_file() and picture in text
     results = json.loads((out / "results.json").read_text())
-    rows = {r["agent"]: r for r in results["rows"]}
+    # The two RAM recipes differ only in their glimpse budget: a sweep, its own table.
+    sweep = text[text.index("## Hard attention's glimpse budget") :].split("\n\n")[2]
+    names = [line.split(" | ")[1] for line in sweep.splitlines()[2:]]
+    assert names == ["`tiny-ram-2g`", "`tiny-ram`"]
+    two, eight = (next(r for r in results["rows"] if r["recipe"] == name)
+                  for name in ("tiny-ram-2g", "tiny-ram"))  # fmt: skip
+    assert (two["glimpses"], eight["glimpses"]) == (2, 8) and 3 * two["flops"] < eight["flops"]
+    rows = {r["agent"]: r for r in results["rows"] if r["recipe"] != "tiny-ram-2g"}
     assert {agent: r["epochs"] for agent, r in rows.items()} == {
         "ram": 2, "soft": 1, "cnn": 1, "fc": 1
     }  # fmt: skip
@@ -169,10 +179,10 @@ def test_compare_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     assert rows["ram"]["pixels"] < rows["soft"]["pixels"] == 3600
     ram, soft = results["scaling"]
     assert ram["ram_flops"] == soft["ram_flops"] and soft["soft_flops"] > ram["soft_flops"]
-    assert len(list(runs.iterdir())) == 8  # 4 recipes x 2 seeds, reused next time
+    assert len(list(runs.iterdir())) == 10  # 5 recipes x 2 seeds, reused next time
     # Again (two of the recipes, to keep the test short): nothing trains.
     compare(recipes[:2], out, 2, str(runs), progress=False, scaling_sizes=(60,))
-    assert len(list(runs.iterdir())) == 8
+    assert len(list(runs.iterdir())) == 10
 
     # Published runs (a recipe's `runs`): read from the results folder, nothing trained.
     published = [Recipe(r.name, r.agent, env_id, r.settings, runs=(f"{r.name}-seed2",))
@@ -180,7 +190,7 @@ def test_compare_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     compare(published, tmp_path / "again", results_dir=runs, scaling_sizes=(60,))
     again = json.loads((tmp_path / "again" / "results.json").read_text())
     assert [r["errors"] for r in again["rows"]] == [[r["errors"][1]] for r in results["rows"][:2]]
-    assert len(list(runs.iterdir())) == 8
+    assert len(list(runs.iterdir())) == 10
     with pytest.raises(ConfigError, match=r"no published runs.*--seeds N"):
         compare(recipes, tmp_path / "none", results_dir=runs)
 
@@ -189,6 +199,28 @@ def test_compare_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
                                                  "train": {**tiny, "epochs": 2}})  # fmt: skip
     with pytest.raises(ConfigError, match=r"model\.location_std: 0\.2 vs 0\.1.*--runs-dir"):
         compare([changed, *recipes[1:]], out, 1, str(runs), progress=False)
+
+
+def test_a_glimpse_budget_sweep_is_ram_recipes_that_differ_only_in_glimpses():
+    from glimpse.agents.compare import budget_sweeps
+    from glimpse.agents.recipes import Recipe
+
+    env_id, model = "Glimpse/ClutteredMNIST60-v0", {"model": {"location_std": 0.1}}
+    recipes = [
+        Recipe("ram-8", "ram", env_id, model),
+        Recipe("ram-2", "ram", env_id, {**model, "env": {"glimpses": 2}}),
+        Recipe("ram-4", "ram", env_id, {**model, "env": {"glimpses": 4}}),
+        Recipe("wide-2", "ram", env_id, {"model": {"hidden_size": 512}, "env": {"glimpses": 2}}),
+        Recipe("wide-8", "ram", env_id, {"model": {"hidden_size": 512}}),
+        Recipe("other-lr", "ram", env_id, {**model, "train": {"lr": 1e-4}}),
+        Recipe("soft-2", "soft", env_id, {"env": {"glimpses": 2}}),
+        Recipe("soft-8", "soft", env_id, {}),
+    ]
+    budgets = {"ram-8": 8, "ram-2": 2, "ram-4": 4, "wide-2": 2, "wide-8": 8, "other-lr": 8,
+               "soft-2": 2, "soft-8": 8}  # fmt: skip
+    rows = [{"recipe": r.name, "glimpses": budgets[r.name]} for r in recipes]
+    sweeps = [[row["recipe"] for row in sweep] for sweep in budget_sweeps(recipes, rows)]
+    assert sweeps == [["ram-2", "ram-4", "ram-8"], ["wide-2", "wide-8"]]
 
 
 @pytest.mark.parametrize(
