@@ -134,7 +134,7 @@ def test_peak_memory_follows_the_tensors_a_run_creates_and_frees():
 
 
 def test_compare_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
-    from glimpse.agents.compare import compare
+    from glimpse.agents.compare import compare, plot_frontier, render_report
     from glimpse.agents.recipes import Recipe
 
     env_id, runs, out = "Glimpse/ClutteredMNIST60-v0", tmp_path / "runs", tmp_path / "report"
@@ -143,9 +143,6 @@ def test_compare_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
         Recipe("tiny-ram", "ram", env_id, {"model": {"location_std": 0.1},
                                            "train": {**tiny, "epochs": 2}}),
         *(Recipe(f"tiny-{a}", a, env_id, {"train": tiny}) for a in ("soft", "cnn", "fc")),
-        Recipe("tiny-ram-2g", "ram", env_id, {"model": {"location_std": 0.1},
-                                              "train": {**tiny, "epochs": 2},
-                                              "env": {"glimpses": 2}}),
     ]  # fmt: skip
     report = compare(recipes, out, 2, str(runs), progress=False, scaling_sizes=(60, 120))
     ram_config = json.loads((runs / "tiny-ram-seed1" / "config.json").read_text())
@@ -157,14 +154,18 @@ def test_compare_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     for picture in ("frontier.png", "scaling.png", "hard-trajectories.png", "soft-attention.png"):
         assert (out / picture).is_file() and picture in text
     results = json.loads((out / "results.json").read_text())
-    # The two RAM recipes differ only in their glimpse budget: a sweep, its own table.
+    assert "## Hard attention's glimpse budget" not in text  # one RAM recipe: no sweep
+    rows = {r["agent"]: r for r in results["rows"]}
+    # The same RAM row with 2 glimpses beside it: a sweep, joined on the frontier, and a table.
+    eight = rows["ram"]
+    two = {**eight, "recipe": "tiny-ram-2g", "glimpses": 2, "flops": eight["flops"] // 4}
+    plot_frontier([two, *results["rows"]], env_id, tmp_path / "sweep.png", [[two, eight]])
+    assert (tmp_path / "sweep.png").is_file() and eight["glimpses"] == 8
+    text = render_report(env_id, [two, *results["rows"]], results["scaling"], None, [[two, eight]])
     sweep = text[text.index("## Hard attention's glimpse budget") :].split("\n\n")[2]
-    names = [line.split(" | ")[1] for line in sweep.splitlines()[2:]]
-    assert names == ["`tiny-ram-2g`", "`tiny-ram`"]
-    two, eight = (next(r for r in results["rows"] if r["recipe"] == name)
-                  for name in ("tiny-ram-2g", "tiny-ram"))  # fmt: skip
-    assert (two["glimpses"], eight["glimpses"]) == (2, 8) and 3 * two["flops"] < eight["flops"]
-    rows = {r["agent"]: r for r in results["rows"] if r["recipe"] != "tiny-ram-2g"}
+    assert [line.split(" | ")[:2] for line in sweep.splitlines()[2:]] == [
+        ["| 2", "`tiny-ram-2g`"], ["| 8", "`tiny-ram`"]
+    ]  # fmt: skip
     assert {agent: r["epochs"] for agent, r in rows.items()} == {
         "ram": 2, "soft": 1, "cnn": 1, "fc": 1
     }  # fmt: skip
@@ -179,10 +180,10 @@ def test_compare_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     assert rows["ram"]["pixels"] < rows["soft"]["pixels"] == 3600
     ram, soft = results["scaling"]
     assert ram["ram_flops"] == soft["ram_flops"] and soft["soft_flops"] > ram["soft_flops"]
-    assert len(list(runs.iterdir())) == 10  # 5 recipes x 2 seeds, reused next time
+    assert len(list(runs.iterdir())) == 8  # 4 recipes x 2 seeds, reused next time
     # Again (two of the recipes, to keep the test short): nothing trains.
     compare(recipes[:2], out, 2, str(runs), progress=False, scaling_sizes=(60,))
-    assert len(list(runs.iterdir())) == 10
+    assert len(list(runs.iterdir())) == 8
 
     # Published runs (a recipe's `runs`): read from the results folder, nothing trained.
     published = [Recipe(r.name, r.agent, env_id, r.settings, runs=(f"{r.name}-seed2",))
@@ -190,7 +191,7 @@ def test_compare_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     compare(published, tmp_path / "again", results_dir=runs, scaling_sizes=(60,))
     again = json.loads((tmp_path / "again" / "results.json").read_text())
     assert [r["errors"] for r in again["rows"]] == [[r["errors"][1]] for r in results["rows"][:2]]
-    assert len(list(runs.iterdir())) == 10
+    assert len(list(runs.iterdir())) == 8
     with pytest.raises(ConfigError, match=r"no published runs.*--seeds N"):
         compare(recipes, tmp_path / "none", results_dir=runs)
 
