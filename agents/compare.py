@@ -175,6 +175,7 @@ def measure(recipe: Recipe, runs: list[Path]) -> dict[str, Any]:
         "recipe": recipe.name,
         "agent": recipe.agent,
         "glimpses": config["env"].get("glimpses"),  # soft attention: its steps
+        "budget_family": budget_family(recipe),
         "runs": [run.name for run in runs],
         "errors": errors,
         "error_mean": statistics.mean(errors),
@@ -317,8 +318,11 @@ def plot_scaling(rows: list[dict[str, Any]], out: Path) -> None:
     plt.close(figure)
 
 
-def _without_budget(recipe: Recipe) -> str:
-    """The recipe's agent, environment and settings with its glimpse budget left out."""
+def budget_family(recipe: Recipe) -> str | None:
+    """What a RAM recipe is with its glimpse budget left out (agent, environment id and
+    settings): recipes of one family differ only in their glimpses. None for other agents."""
+    if recipe.agent != "ram":
+        return None
     settings = {section: {key: value for key, value in values.items()
                           if (section, key) != ("env", "glimpses")}
                 for section, values in recipe.settings.items()}  # fmt: skip
@@ -326,15 +330,13 @@ def _without_budget(recipe: Recipe) -> str:
     return json.dumps([recipe.agent, recipe.env_id, kept], sort_keys=True)
 
 
-def budget_sweeps(
-    recipes: Sequence[Recipe], rows: list[dict[str, Any]]
-) -> list[list[dict[str, Any]]]:
-    """The RAM rows whose recipes differ only in their glimpse budget, grouped, each group in
-    order of glimpses: hard attention's frontier. Groups of one budget are left out."""
+def budget_sweeps(rows: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The RAM rows of one :func:`budget_family`, grouped, each group in order of glimpses:
+    hard attention's frontier. Groups of one budget are left out."""
     groups: dict[str, list[dict[str, Any]]] = {}
-    for recipe, row in zip(recipes, rows, strict=True):
-        if recipe.agent == "ram":
-            groups.setdefault(_without_budget(recipe), []).append(row)
+    for row in rows:
+        if row["budget_family"] is not None:
+            groups.setdefault(row["budget_family"], []).append(row)
     return [sorted(group, key=lambda row: row["glimpses"]) for group in groups.values()
             if len({row["glimpses"] for row in group}) > 1]  # fmt: skip
 
@@ -352,18 +354,14 @@ def _tick_label(value: float, _position: object = None) -> str:
     return f"{value:g}"
 
 
-def plot_frontier(
-    rows: list[dict[str, Any]],
-    env_id: str,
-    out: Path,
-    sweeps: Sequence[Sequence[dict[str, Any]]] = (),
-) -> None:
+def plot_frontier(rows: list[dict[str, Any]], env_id: str, out: Path) -> None:
     """Test error against FLOPs per image and against batch-1 CPU time: every seed a dot,
     each recipe's mean a marker with its name, each glimpse-budget sweep a line through its
     recipes' means."""
     plt = _pyplot()
     from matplotlib.ticker import FuncFormatter
 
+    sweeps = budget_sweeps(rows)
     legend_rows = (len(rows) + len(sweeps) + 1) // 2
     legend_inches = 0.2 * legend_rows + 0.1  # under the plots, two columns
     height = 4.6 + legend_inches
@@ -438,14 +436,13 @@ def compare(
             runs[recipe.name] = [train_or_reuse(recipe, seed, runs_dir, progress, budget)
                                  for seed in range(1, seeds + 1)]  # fmt: skip
         rows.append(measure(recipe, runs[recipe.name]))
-    sweeps = budget_sweeps(recipes, rows)
-    plot_frontier(rows, env_id, out_dir / "frontier.png", sweeps)
+    plot_frontier(rows, env_id, out_dir / "frontier.png")
     settings = read_run_config(runs[recipes[0].name][0])["env"]
     scaled = scaling(settings, scaling_sizes)
     plot_scaling(scaled, out_dir / "scaling.png")
     pictures = _pictures(recipes, runs, out_dir)
     report = out_dir / "report.md"
-    report.write_text(render_report(env_id, rows, scaled, pictures, sweeps))
+    report.write_text(render_report(env_id, rows, scaled, pictures))
     (out_dir / "results.json").write_text(json.dumps({"rows": rows, "scaling": scaled}, indent=2))
     return report
 
@@ -490,7 +487,6 @@ def render_report(
     rows: list[dict[str, Any]],
     scaled: list[dict[str, Any]],
     pictures: tuple[Path, Path] | None,
-    sweeps: Sequence[Sequence[dict[str, Any]]] = (),
 ) -> str:
     import datetime
 
@@ -542,6 +538,7 @@ def render_report(
             f"| {r['kb_batch256']:,.1f} |"
         )
     lines += ["", "![frontier](frontier.png)", ""]
+    sweeps = budget_sweeps(rows)
     if sweeps:
         lines += ["## Hard attention's glimpse budget", "",
                   "The same RAM recipe with fewer glimpses (the paper's tables have 4, 6 and 8): "

@@ -159,9 +159,9 @@ def test_compare_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     # The same RAM row with 2 glimpses beside it: a sweep, joined on the frontier, and a table.
     eight = rows["ram"]
     two = {**eight, "recipe": "tiny-ram-2g", "glimpses": 2, "flops": eight["flops"] // 4}
-    plot_frontier([two, *results["rows"]], env_id, tmp_path / "sweep.png", [[two, eight]])
+    plot_frontier([two, *results["rows"]], env_id, tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").is_file() and eight["glimpses"] == 8
-    text = render_report(env_id, [two, *results["rows"]], results["scaling"], None, [[two, eight]])
+    text = render_report(env_id, [two, *results["rows"]], results["scaling"], None)
     sweep = text[text.index("## Hard attention's glimpse budget") :].split("\n\n")[2]
     assert [line.split(" | ")[:2] for line in sweep.splitlines()[2:]] == [
         ["| 2", "`tiny-ram-2g`"], ["| 8", "`tiny-ram`"]
@@ -203,7 +203,7 @@ def test_compare_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
 
 
 def test_a_glimpse_budget_sweep_is_ram_recipes_that_differ_only_in_glimpses():
-    from glimpse.agents.compare import budget_sweeps
+    from glimpse.agents.compare import budget_family, budget_sweeps
     from glimpse.agents.recipes import Recipe
 
     env_id, model = "Glimpse/ClutteredMNIST60-v0", {"model": {"location_std": 0.1}}
@@ -219,8 +219,9 @@ def test_a_glimpse_budget_sweep_is_ram_recipes_that_differ_only_in_glimpses():
     ]
     budgets = {"ram-8": 8, "ram-2": 2, "ram-4": 4, "wide-2": 2, "wide-8": 8, "other-lr": 8,
                "soft-2": 2, "soft-8": 8}  # fmt: skip
-    rows = [{"recipe": r.name, "glimpses": budgets[r.name]} for r in recipes]
-    sweeps = [[row["recipe"] for row in sweep] for sweep in budget_sweeps(recipes, rows)]
+    rows = [{"recipe": r.name, "glimpses": budgets[r.name], "budget_family": budget_family(r)}
+            for r in recipes]  # fmt: skip
+    sweeps = [[row["recipe"] for row in sweep] for sweep in budget_sweeps(rows)]
     assert sweeps == [["ram-2", "ram-4", "ram-8"], ["wide-2", "wide-8"]]
 
 
