@@ -51,7 +51,7 @@ from glimpse.agents.networks import ConvGlimpseNetwork, GlimpseNetwork, glimpse_
 from glimpse.config import check_at_least, check_fields, check_positive, option
 from glimpse.envs.episodes import GlimpseEpisodes
 from glimpse.errors import ConfigError
-from glimpse.sensor import SLICED_READ_PATCHES, GlimpseSensor, IntegralImages, read_patches
+from glimpse.sensor import SLICED_READ_PATCHES, FramedImages, GlimpseSensor, read_framed
 
 CORES = ("rnn", "lstm")
 GLIMPSE_ENCODERS = ("linear", "conv")
@@ -741,17 +741,21 @@ class RAMPolicy:
 class RAMPredictor:
     """RAM as it would be deployed: whole episodes inside the model, with no environment.
 
-    ``predict(images)`` builds the sensor's table of each image, then runs the episode: read
-    the glimpse at ``l_{t-1}``, update the core, move to the mean location ``mu_t`` (the
-    location network's answer without exploration noise), and after ``T`` glimpses answer.
-    It computes exactly what :class:`RAMPolicy` does through the environment (the same
-    operations on the same numbers; ``tests/test_predict.py`` checks answers and locations),
-    without the environment's bookkeeping or the copies to and from numpy at each glimpse.
+    ``predict(images)`` runs the episode: read the glimpse at ``l_{t-1}``, update the core,
+    move to the mean location ``mu_t`` (the location network's answer without exploration
+    noise), and after ``T`` glimpses answer. It computes exactly what :class:`RAMPolicy` does
+    through the environment (the same operations on the same numbers;
+    ``tests/test_predict.py`` checks answers and locations), without the environment's
+    bookkeeping or the copies to and from numpy at each glimpse.
 
-    A few images at a time (batch x scales at most 8, the paper's networks, a CPU) run
-    through the same functions compiled by TorchScript (:func:`compiled_episode`): a glimpse
-    is some 25 small tensor operations, and at batch 1 their cost in Python, not their
-    arithmetic, was most of the episode's time. ``compile = False`` turns that off.
+    A few images at a time (batch x scales at most 8 on a CPU, the deployed case) are read
+    from their summed-area tables or, on large canvases, from their pixels
+    (:meth:`GlimpseSensor.frame`), so that an answer's cost stops growing with the canvas;
+    larger batches from the tables, built once per batch. With
+    the paper's networks the few images' episode runs as one function compiled by
+    TorchScript (:func:`compiled_episode`): a glimpse is some 25 small tensor operations, and
+    at batch 1 their cost in Python, not their arithmetic, was most of the episode's time.
+    ``compile = False`` turns that off.
 
     Build one from a run with :func:`glimpse.agents.runs.load_predictor`::
 
@@ -798,8 +802,13 @@ class RAMPredictor:
         what it saw, which measures what learning where to look is worth."""
         pixels = _pixels(images)
         device = self.model.classifier.linear.weight.device
-        table = self.sensor.integral(pixels.to(device))
-        batch = pixels.shape[0]
+        batch, sensor = pixels.shape[0], self.sensor
+        few = batch * sensor.num_scales <= SLICED_READ_PATCHES and device.type == "cpu"
+        if few:
+            framed = sensor.frame(pixels.to(device), self.glimpses)
+            read = functools.partial(sensor.read_framed, framed)
+        else:
+            read = functools.partial(sensor.read, sensor.integral(pixels.to(device)))
         told = None if locations is None else self._told(batch, locations).to(device)
         if told is not None:
             location = told[:, 0]
@@ -809,14 +818,13 @@ class RAMPredictor:
             location = torch.zeros(batch, 2, device=device)
         else:
             location = torch.rand(batch, 2, generator=generator).mul_(2.0).sub_(1.0).to(device)
-        few = batch * self.sensor.num_scales <= SLICED_READ_PATCHES and device.type == "cpu"
         compiled = compiled_episode() if few and self.compile and told is None else None
         if compiled is not None and self.model.paper_networks:
-            return self._compiled(compiled, table, location)
+            return self._compiled(compiled, framed, location)
         model, visited = self.model, [location]
         state: tuple[torch.Tensor, ...] | None = None
         for t in range(self.glimpses):
-            glimpse = self.sensor.read(table, location).flatten(1)
+            glimpse = read(location).flatten(1)
             state = model.core(model.glimpse_network(glimpse, location), state)
             if t == self.glimpses - 1:
                 break
@@ -838,15 +846,14 @@ class RAMPredictor:
         return locations.expand(batch, self.glimpses, 2).clamp(-1.0, 1.0)
 
     def _compiled(
-        self, episode: Any, table: IntegralImages, location: torch.Tensor
+        self, episode: Any, framed: FramedImages, location: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         model, sensor = self.model, self.sensor
         net, hidden = model.glimpse_network, model.locator.hidden
-        margin = sensor.patch_margin()
         return episode(  # type: ignore[no-any-return]
-            table.edge_padded(margin), location, sensor._block_weights(table)[0],
-            list(sensor.patch_sizes), list(sensor.block_sizes), table.height, table.width,
-            margin, self.glimpses, model.core.hidden_size,
+            framed.frame, framed.from_pixels, location, framed.block_weights,
+            list(sensor.patch_sizes), list(sensor.block_sizes), framed.height, framed.width,
+            framed.margin, self.glimpses, model.core.hidden_size,
             net.what.weight, net.what.bias, net.where.weight, net.where.bias,
             net.combine.weight, net.combine.bias, model.core.linear.weight, model.core.linear.bias,
             None if hidden is None else hidden.weight, None if hidden is None else hidden.bias,
@@ -864,7 +871,8 @@ def _pixels(images: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 def few_images_episode(
-    padded: torch.Tensor,
+    frame: torch.Tensor,
+    from_pixels: bool,
     location: torch.Tensor,
     block_weights: torch.Tensor,
     sides: list[int],
@@ -890,14 +898,14 @@ def few_images_episode(
     classifier_bias: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:meth:`RAMPredictor.episode` with the rectified core, as one function of the weights:
-    the same functions in the same order (:func:`glimpse.sensor.read_patches`,
+    the same functions in the same order (:func:`glimpse.sensor.read_framed`,
     :func:`glimpse.agents.networks.glimpse_features`, :func:`rnn_core`, :func:`location_mean`),
     so that TorchScript can run the whole episode without Python between the operations."""
     locations = [location]
     h = torch.empty(0)
     for t in range(glimpses):
-        glimpse = read_patches(padded, location, block_weights, sides, blocks, height, width,
-                               margin).flatten(1)  # fmt: skip
+        glimpse = read_framed(frame, from_pixels, location, block_weights, sides, blocks,
+                              height, width, margin).flatten(1)  # fmt: skip
         g_t = glimpse_features(glimpse, location, what_weight, what_bias, where_weight,
                                where_bias, combine_weight, combine_bias)  # fmt: skip
         h = rnn_core(g_t, None if t == 0 else h, core_weight, core_bias, hidden_size)

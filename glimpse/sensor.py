@@ -81,6 +81,46 @@ class IntegralImages:
         return self.table.shape[-1] - 1
 
 
+@dataclass(frozen=True)
+class FramedImages:
+    """A few images made ready for a few glimpses each, what :meth:`GlimpseSensor.read_framed`
+    reads: either their summed-area table edge-padded by ``margin``
+    (:meth:`IntegralImages.edge_padded`) or, where summing the patches' own pixels is less work
+    than building that table, the pixels framed by ``margin`` zeros (``from_pixels``).
+
+    ``frame`` ``(B, C, H + 2 margin [+ 1], W + 2 margin [+ 1])``; ``block_weights``
+    ``(k, 1, 1, 1)``: each scale's ``value_scale / block area`` in the table's dtype, so that
+    both sources weight their block sums alike.
+    """
+
+    frame: torch.Tensor
+    from_pixels: bool
+    block_weights: torch.Tensor
+    height: int
+    width: int
+    margin: int
+
+
+def _table_dtype(images: torch.Tensor) -> tuple[torch.dtype, float]:
+    """The dtype in which ``images`` ``(B, C, H, W)`` are summed and the ``value_scale`` that
+    turns their values into ``[0, 1]``; a clear error for a wrong shape or type."""
+    if images.ndim != 4:
+        raise ConfigError(
+            f"Images must have shape (B, C, H, W); got shape {tuple(images.shape)}. "
+            f"Add the batch or channel axis (for example images[None] or images[:, None])."
+        )
+    height, width = images.shape[-2:]
+    if images.dtype == torch.uint8:
+        exact_in_float32 = 255 * height * width <= _FLOAT32_EXACT_LIMIT
+        return (torch.float32 if exact_in_float32 else torch.float64), 1.0 / 255.0
+    if images.is_floating_point():
+        return torch.float64, 1.0
+    raise ConfigError(
+        f"Images must be uint8 (0..255) or floating point; got {images.dtype}. "
+        f"Convert them with images.to(torch.uint8) or images.float()."
+    )
+
+
 def _check_locations(locations: torch.Tensor) -> None:
     """Locations must be ``(B, 2)`` numbers: a clear error otherwise."""
     if locations.ndim != 2 or locations.shape[1] != 2:
@@ -139,23 +179,7 @@ class GlimpseSensor:
 
     def integral(self, images: torch.Tensor) -> IntegralImages:
         """Builds the summed-area tables of ``images`` ``(B, C, H, W)``, ``uint8`` or floating."""
-        if images.ndim != 4:
-            raise ConfigError(
-                f"Images must have shape (B, C, H, W); got shape {tuple(images.shape)}. "
-                f"Add the batch or channel axis (for example images[None] or images[:, None])."
-            )
-        height, width = images.shape[-2:]
-        if images.dtype == torch.uint8:
-            exact_in_float32 = 255 * height * width <= _FLOAT32_EXACT_LIMIT
-            dtype = torch.float32 if exact_in_float32 else torch.float64
-            value_scale = 1.0 / 255.0
-        elif images.is_floating_point():
-            dtype, value_scale = torch.float64, 1.0
-        else:
-            raise ConfigError(
-                f"Images must be uint8 (0..255) or floating point; got {images.dtype}. "
-                f"Convert them with images.to(torch.uint8) or images.float()."
-            )
+        dtype, value_scale = _table_dtype(images)
         # Pad first (row 0 and column 0 of the table are 0), then sum in place, a slice of the
         # batch at a time: fresh multi-megabyte temporaries and cache misses cost more than the
         # additions themselves on a CPU (2x at 1,024 images of 100 x 100).
@@ -182,10 +206,15 @@ class GlimpseSensor:
     def _block_weights(self, integral: IntegralImages) -> torch.Tensor:
         """``value_scale / block area`` of every scale, ``(1, k, 1, 1, 1)`` in the table's dtype."""
         table = integral.table
-        key = (table.device, table.dtype, integral.value_scale)
+        return self._weights_in(table.device, table.dtype, integral.value_scale)
+
+    def _weights_in(
+        self, device: torch.device, dtype: torch.dtype, value_scale: float
+    ) -> torch.Tensor:
+        key = (device, dtype, value_scale)
         if key not in self._weights:
-            areas = torch.tensor(self.block_sizes, dtype=table.dtype, device=table.device) ** 2
-            self._weights[key] = (integral.value_scale / areas).view(1, -1, 1, 1, 1)
+            areas = torch.tensor(self.block_sizes, dtype=dtype, device=device) ** 2
+            self._weights[key] = (value_scale / areas).view(1, -1, 1, 1, 1)
         return self._weights[key]
 
     def patch_origins(self, locations: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -239,6 +268,44 @@ class GlimpseSensor:
             integral.edge_padded(margin), locations, self._block_weights(integral)[0],
             list(self.patch_sizes), list(self.block_sizes), integral.height, integral.width,
             margin,
+        )  # fmt: skip
+
+    def frame(self, images: torch.Tensor, reads: int) -> FramedImages:
+        """``images`` ``(B, C, H, W)`` (``uint8`` or floating) made ready for ``reads`` glimpses
+        each by :meth:`read_framed`, from whichever source is less work, counted in pixels
+        touched: the summed-area table (built by two passes over the image, then copied with
+        its edges) or the patches' own pixels (``reads x sum of P_i**2``, whatever the image's
+        size). With 8 glimpses of 12 x 12 at 4 scales the table is less work up to 140 x 140
+        pixels and the pixels beyond, so RAM's cost per answer stops growing with
+        the canvas."""
+        dtype, value_scale = _table_dtype(images)
+        height, width = images.shape[-2:]
+        margin = self.patch_margin()
+        table_work = 2 * (height + 1) * (width + 1) + (height + 1 + 2 * margin) * (
+            width + 1 + 2 * margin
+        )
+        from_pixels = reads * sum(side * side for side in self.patch_sizes) < table_work
+        if from_pixels:
+            frame = torch.nn.functional.pad(images, (margin,) * 4)
+        else:
+            frame = self.integral(images).edge_padded(margin)
+        weights = self._weights_in(images.device, dtype, value_scale)[0]
+        return FramedImages(frame, from_pixels, weights, height, width, margin)
+
+    def read_framed(self, framed: FramedImages, locations: torch.Tensor) -> torch.Tensor:
+        """Glimpses ``(B, k, C, g, g)`` float32 at ``locations`` ``(B, 2)`` from
+        :meth:`frame`'s images: the very numbers :meth:`read` gives for ``uint8`` images (for
+        floating ones, the same to float64 rounding)."""
+        _check_locations(locations)
+        if locations.shape[0] != framed.frame.shape[0]:
+            raise ConfigError(
+                f"Got {locations.shape[0]} locations for {framed.frame.shape[0]} images; pass "
+                f"one (x, y) per image."
+            )
+        return read_framed(
+            framed.frame, framed.from_pixels, locations, framed.block_weights,
+            list(self.patch_sizes), list(self.block_sizes), framed.height, framed.width,
+            framed.margin,
         )  # fmt: skip
 
     def patch_margin(self) -> int:
@@ -295,3 +362,65 @@ def read_patches(
     corner_sums = torch.stack(corners).view(len(points), len(sides), -1, g + 1, g + 1)
     block_sums = corner_sums.diff(dim=-1).diff(dim=-2)  # (B, k, C, g, g)
     return block_sums.mul_(block_weights).to(torch.float32)
+
+
+def read_pixels(
+    padded: torch.Tensor,
+    locations: torch.Tensor,
+    block_weights: torch.Tensor,
+    sides: list[int],
+    blocks: list[int],
+    height: int,
+    width: int,
+    margin: int,
+) -> torch.Tensor:
+    """Glimpses ``(B, k, C, g, g)`` float32 at ``locations`` ``(B, 2)``, from pixels framed by
+    ``margin`` zeros (:meth:`GlimpseSensor.frame`; zeros are what the sensor counts outside the
+    image).
+
+    A patch is a view of the pixels at the origin :func:`read_patches` computes; its blocks are
+    summed by ``avg_pool2d`` with divisor 1, then weighted in ``block_weights``' dtype as
+    :func:`read_patches` weights the table's differences. For ``uint8`` pixels every sum is a
+    whole number held exactly, so the glimpses are bitwise the table's; for floating pixels they
+    agree to float64 rounding. The work is the patches' pixels (12,240 a glimpse at 12 x 12 and
+    4 scales) whatever the image's size, where a table costs passes over all of the image's
+    pixels before the first glimpse. Written in the subset of Python that TorchScript compiles,
+    like :func:`read_patches`.
+    """
+    # uint8 block sums are whole numbers, exact in float32 below 2**24
+    small = padded.dtype == torch.uint8 and 255 * blocks[-1] * blocks[-1] <= 2**24
+    sum_dtype = torch.float32 if small else torch.float64
+    sums: list[torch.Tensor] = []
+    points: list[list[float]] = locations.tolist()
+    for image in range(len(points)):
+        x = min(max(points[image][0], -1.0), 1.0)
+        y = min(max(points[image][1], -1.0), 1.0)
+        for i in range(len(sides)):
+            side, block = sides[i], blocks[i]
+            x0 = int(math.floor(x * (width / 2.0) + (width - side + 1) / 2.0)) + margin  # noqa: RUF046
+            y0 = int(math.floor(y * (height / 2.0) + (height - side + 1) / 2.0)) + margin  # noqa: RUF046
+            patch = padded[image, :, y0 : y0 + side, x0 : x0 + side].to(sum_dtype)
+            if block > 1:
+                patch = torch.nn.functional.avg_pool2d(patch, block, divisor_override=1)
+            sums.append(patch)
+    g = sides[0]
+    block_sums = torch.stack(sums).view(len(points), len(sides), -1, g, g)
+    return block_sums.to(block_weights.dtype).mul_(block_weights).to(torch.float32)
+
+
+def read_framed(
+    frame: torch.Tensor,
+    from_pixels: bool,
+    locations: torch.Tensor,
+    block_weights: torch.Tensor,
+    sides: list[int],
+    blocks: list[int],
+    height: int,
+    width: int,
+    margin: int,
+) -> torch.Tensor:
+    """:func:`read_pixels` or :func:`read_patches`, whichever source :meth:`GlimpseSensor.frame`
+    chose (for TorchScript, which takes no functions as arguments)."""
+    if from_pixels:
+        return read_pixels(frame, locations, block_weights, sides, blocks, height, width, margin)
+    return read_patches(frame, locations, block_weights, sides, blocks, height, width, margin)

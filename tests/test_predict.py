@@ -81,29 +81,34 @@ def test_load_predictor_reads_a_ram_run_and_refuses_others(tmp_path):
 
 
 @pytest.mark.parametrize("locator_units", [0, 16])
-@pytest.mark.parametrize("batch", [1, 2])
-def test_the_compiled_episode_of_a_few_images_equals_the_environment_path(batch, locator_units):
+@pytest.mark.parametrize(("batch", "size"), [(1, 60), (2, 60), (1, 200), (2, 200)])
+def test_the_compiled_episode_of_a_few_images_equals_the_environment_path(
+    batch, size, locator_units
+):
     """A batch of few images runs the TorchScript episode: the same numbers as the
-    environment's path and as the predictor's own eager loop."""
+    environment's path and as the predictor's own eager loop, whether the glimpses are read
+    from the canvas's table (60 x 60) or from its pixels (200 x 200)."""
     from glimpse.agents.ram import RAM, RAMPolicy, compiled_episode
     from glimpse.envs.glimpse_env import make_episodes
 
     assert compiled_episode() is not None  # the torch we test with compiles it
-    settings = {"task": "cluttered", "size": 60, "glimpses": 6, "glimpse_size": 12,
+    settings = {"task": "cluttered", "size": size, "glimpses": 8, "glimpse_size": 12,
                 "num_scales": 3, "action_type": "continuous"}  # fmt: skip
     episodes = make_episodes(batch, "train", False, settings)
+    pixels = torch.zeros(batch, 1, size, size, dtype=torch.uint8)
+    assert episodes.sensor.frame(pixels, 8).from_pixels == (size == 200)
     torch.manual_seed(batch)
     model = RAM(episodes.glimpse_shape, 10, RAMConfig(locator_units=locator_units)).eval()
     with torch.no_grad():
         model.locator.mean.weight.normal_(0.0, 0.5)
-    predictor = RAMPredictor(model, episodes.sensor, 6)
-    policy = RAMPolicy(model, 6, torch.device("cpu"))
+    predictor = RAMPredictor(model, episodes.sensor, 8)
+    policy = RAMPolicy(model, 8, torch.device("cpu"))
     for key in range(10):
         episodes.seed(np.arange(key, key + batch, dtype=np.uint64))
         episodes.reset(np.ones(batch, bool))
         canvases, first = episodes.canvases.copy(), episodes.locations.copy()
         policy.start(batch)
-        for _ in range(6):
+        for _ in range(8):
             action = policy.act(episodes.observations())
             _, _, infos = episodes.step(action)
         compiled = predictor.episode(canvases, first)

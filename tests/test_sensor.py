@@ -178,6 +178,42 @@ def test_the_few_patch_read_is_bitwise_the_batched_read(monkeypatch, batch, k, d
         assert torch.equal(sliced, batched)
 
 
+@pytest.mark.parametrize("reads", [1, 10**6])  # few reads: the pixels; many: the table
+@pytest.mark.parametrize(
+    "size, k, dtype",
+    [((37, 50), 3, torch.uint8), ((300, 260), 4, torch.uint8), ((37, 50), 2, torch.float32)],
+)
+def test_framed_images_give_the_tables_glimpses_from_either_source(size, k, dtype, reads):
+    """``read_framed`` reads the edge-padded table or sums each patch's blocks from the
+    pixels: for uint8 images bitwise the batched table read's numbers (also above 256 x 256,
+    where the table is float64), for floating images equal to float64 rounding."""
+    rng = np.random.default_rng(k)
+    images = torch.from_numpy(rng.integers(0, 256, (2, 2, *size), dtype=np.uint8)).to(dtype)
+    if dtype.is_floating_point:
+        images /= 255.0
+    sensor = GlimpseSensor(glimpse_size=5, num_scales=k, scale_factor=3)
+    table, framed = sensor.integral(images), sensor.frame(images, reads)
+    assert framed.from_pixels == (reads == 1)
+    for _ in range(20):  # inside, across the borders and beyond them
+        locations = torch.from_numpy(rng.uniform(-1.3, 1.3, (2, 2)).astype(np.float32))
+        got, batched = sensor.read_framed(framed, locations), sensor.read(table, locations)
+        if dtype == torch.uint8:
+            assert torch.equal(got, batched)
+        else:
+            torch.testing.assert_close(got, batched, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ConfigError, match="one \\(x, y\\) per image"):
+        sensor.read_framed(framed, torch.zeros(3, 2))
+
+
+def test_large_canvases_are_read_from_their_pixels_small_ones_from_their_table():
+    """RAM's 8 glimpses of 12 x 12 at 4 scales: building the table is less work up to
+    140 x 140 pixels, summing the patches' pixels beyond."""
+    sensor = GlimpseSensor(glimpse_size=12, num_scales=4, scale_factor=2)
+    for side, from_pixels in ((100, False), (140, False), (141, True), (400, True)):
+        images = torch.zeros(1, 1, side, side, dtype=torch.uint8)
+        assert sensor.frame(images, reads=8).from_pixels == from_pixels, side
+
+
 def test_episodes_read_the_new_canvas_after_a_partial_reset():
     """The few-patch read keeps a padded copy of the table: a reset must not read a stale one."""
     from glimpse.envs.glimpse_env import make_episodes
