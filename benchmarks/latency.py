@@ -1,8 +1,9 @@
 """Inference latency per image: RAM as deployed against the full-view models, batch 1 and 256.
 
 Each model runs from canvases already in memory to its answers: RAM through
-:class:`glimpse.agents.ram.RAMPredictor` (the sensor's tables, or at batch 1 on canvases
-over 140 px the canvases' own pixels; 8 glimpses, the networks; no environment), the full-view baselines through one forward pass. Untrained models with the
+:class:`glimpse.agents.ram.RAMPredictor` (8 glimpses read from the sensor's tables or, at batch
+1 on canvases over 140 px with 4 scales, from the canvases' own pixels; the networks; no
+environment), the full-view baselines through one forward pass. Untrained models with the
 sizes of the comparison's recipes (time does not depend on the weights). The models are timed
 in turn, round after round, and each figure is the median over the rounds, so a change in the
 machine's load falls on all of them. Cluttered canvases, 8 glimpses of 12 x 12 (3 scales at

@@ -99,6 +99,8 @@ class FramedImages:
     height: int
     width: int
     margin: int
+    patch_sizes: tuple[int, ...]  # the sensor's, so that another sensor cannot misread them
+    block_sizes: tuple[int, ...]
 
 
 def _table_dtype(images: torch.Tensor) -> tuple[torch.dtype, float]:
@@ -228,7 +230,9 @@ class GlimpseSensor:
         loc = locations.to(torch.float64).clamp(-1.0, 1.0).unsqueeze(1)  # (B, 1, 2)
         # floor(((x + 1) W - P + 1) / 2) = floor(x W / 2 + (W - P + 1) / 2), exact in float64:
         # a float32 location times half an image side loses no bits, nor does the sum.
-        origins = torch.addcmul(geometry.origin_shifts, loc, geometry.half_sides)
+        # a product, then a sum, as read_patches and read_pixels compute it in Python (a fused
+        # addcmul rounds once, which differs for float64 locations on a half pixel)
+        origins = loc * geometry.half_sides + geometry.origin_shifts
         return origins.floor_().long()  # (B, k, 2)
 
     def read(self, integral: IntegralImages, locations: torch.Tensor) -> torch.Tensor:
@@ -279,6 +283,11 @@ class GlimpseSensor:
         pixels and the pixels beyond, so RAM's cost per answer stops growing with
         the canvas."""
         dtype, value_scale = _table_dtype(images)
+        if isinstance(reads, bool) or not isinstance(reads, (int, np.integer)) or reads < 1:
+            raise ConfigError(
+                f"reads={reads!r}: pass how many glimpses each image will have read, a whole "
+                f"number >= 1 (RAM's glimpse budget)."
+            )
         height, width = images.shape[-2:]
         margin = self.patch_margin()
         table_work = 2 * (height + 1) * (width + 1) + (height + 1 + 2 * margin) * (
@@ -290,13 +299,20 @@ class GlimpseSensor:
         else:
             frame = self.integral(images).edge_padded(margin)
         weights = self._weights_in(images.device, dtype, value_scale)[0]
-        return FramedImages(frame, from_pixels, weights, height, width, margin)
+        return FramedImages(
+            frame, from_pixels, weights, height, width, margin, self.patch_sizes, self.block_sizes
+        )
 
     def read_framed(self, framed: FramedImages, locations: torch.Tensor) -> torch.Tensor:
         """Glimpses ``(B, k, C, g, g)`` float32 at ``locations`` ``(B, 2)`` from
         :meth:`frame`'s images: the very numbers :meth:`read` gives for ``uint8`` images (for
         floating ones, the same to float64 rounding)."""
         _check_locations(locations)
+        if (framed.patch_sizes, framed.block_sizes) != (self.patch_sizes, self.block_sizes):
+            raise ConfigError(
+                f"These images were framed by another sensor (patches {framed.patch_sizes}, "
+                f"this one reads {self.patch_sizes}); frame them with the sensor that reads them."
+            )
         if locations.shape[0] != framed.frame.shape[0]:
             raise ConfigError(
                 f"Got {locations.shape[0]} locations for {framed.frame.shape[0]} images; pass "
@@ -310,7 +326,7 @@ class GlimpseSensor:
 
     def patch_margin(self) -> int:
         """How far outside the image a patch's block corners can reach: the edge padding that
-        :func:`read_patches` needs."""
+        :func:`read_patches` needs, and the frame of zeros :func:`read_pixels` needs."""
         return self.patch_sizes[-1] // 2 + 1
 
     def extract(self, images: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:

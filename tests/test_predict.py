@@ -95,8 +95,15 @@ def test_the_compiled_episode_of_a_few_images_equals_the_environment_path(
     settings = {"task": "cluttered", "size": size, "glimpses": 8, "glimpse_size": 12,
                 "num_scales": 3, "action_type": "continuous"}  # fmt: skip
     episodes = make_episodes(batch, "train", False, settings)
-    pixels = torch.zeros(batch, 1, size, size, dtype=torch.uint8)
-    assert episodes.sensor.frame(pixels, 8).from_pixels == (size == 200)
+    sources = []  # which source the predictor reads: the table at 60 px, the pixels at 200
+    frame = episodes.sensor.frame
+
+    def framed_and_noted(*args: object) -> object:
+        framed = frame(*args)
+        sources.append(framed.from_pixels)
+        return framed
+
+    episodes.sensor.frame = framed_and_noted
     torch.manual_seed(batch)
     model = RAM(episodes.glimpse_shape, 10, RAMConfig(locator_units=locator_units)).eval()
     with torch.no_grad():
@@ -118,6 +125,7 @@ def test_the_compiled_episode_of_a_few_images_equals_the_environment_path(
         np.testing.assert_array_equal(compiled[1].numpy(), infos["locations"])
         np.testing.assert_array_equal(compiled[0].numpy(), action[:, 2:])
         assert torch.equal(compiled[0], eager[0]) and torch.equal(compiled[1], eager[1])
+    assert sources == [size == 200] * 20
 
 
 def test_told_locations_replace_the_learned_ones_and_nothing_else():

@@ -183,10 +183,14 @@ def test_the_few_patch_read_is_bitwise_the_batched_read(monkeypatch, batch, k, d
     "size, k, dtype",
     [((37, 50), 3, torch.uint8), ((300, 260), 4, torch.uint8), ((37, 50), 2, torch.float32)],
 )
-def test_framed_images_give_the_tables_glimpses_from_either_source(size, k, dtype, reads):
+def test_framed_images_give_the_tables_glimpses_from_either_source(
+    monkeypatch, size, k, dtype, reads
+):
     """``read_framed`` reads the edge-padded table or sums each patch's blocks from the
     pixels: for uint8 images bitwise the batched table read's numbers (also above 256 x 256,
     where the table is float64), for floating images equal to float64 rounding."""
+    import glimpse.sensor as sensor_module
+
     rng = np.random.default_rng(k)
     images = torch.from_numpy(rng.integers(0, 256, (2, 2, *size), dtype=np.uint8)).to(dtype)
     if dtype.is_floating_point:
@@ -196,13 +200,20 @@ def test_framed_images_give_the_tables_glimpses_from_either_source(size, k, dtyp
     assert framed.from_pixels == (reads == 1)
     for _ in range(20):  # inside, across the borders and beyond them
         locations = torch.from_numpy(rng.uniform(-1.3, 1.3, (2, 2)).astype(np.float32))
-        got, batched = sensor.read_framed(framed, locations), sensor.read(table, locations)
+        got = sensor.read_framed(framed, locations)
+        monkeypatch.setattr(sensor_module, "SLICED_READ_PATCHES", 0)  # the index read
+        batched = sensor.read(table, locations)
+        monkeypatch.undo()
         if dtype == torch.uint8:
             assert torch.equal(got, batched)
         else:
             torch.testing.assert_close(got, batched, rtol=1e-6, atol=1e-7)
     with pytest.raises(ConfigError, match="one \\(x, y\\) per image"):
         sensor.read_framed(framed, torch.zeros(3, 2))
+    with pytest.raises(ConfigError, match="another sensor"):  # same margin, other patches
+        GlimpseSensor(glimpse_size=3, num_scales=k, scale_factor=5).read_framed(framed, locations)
+    with pytest.raises(ConfigError, match="reads=0"):
+        sensor.frame(images, 0)
 
 
 def test_large_canvases_are_read_from_their_pixels_small_ones_from_their_table():
