@@ -67,8 +67,12 @@ class RAMConfig:
     hidden_size: int = option(256, "Units of the core state h_t.")
     glimpse_encoder: str = option(
         "linear", "How the glimpse network reads the glimpse: the paper's linear map of the "
-        "flattened pixels, or conv: two 3x3 convolutions of 32 filters (the second of stride 2) "
-        "over the scales stacked as channels, then the linear map.", GLIMPSE_ENCODERS,
+        "flattened pixels, or conv: two 3x3 convolutions of --glimpse-filters filters (the "
+        "second of stride 2) over the scales stacked as channels, then the linear map.",
+        GLIMPSE_ENCODERS,
+    )  # fmt: skip
+    glimpse_filters: int = option(
+        32, "With --glimpse-encoder conv: filters of each convolution."
     )  # fmt: skip
     glimpse_units: int = option(128, "Units of h_g (what) in the glimpse network.")
     location_units: int = option(128, "Units of h_l (where) in the glimpse network.")
@@ -310,14 +314,14 @@ class RAM(nn.Module):
     def __init__(self, glimpse_shape: tuple[int, ...], num_classes: int, config: RAMConfig) -> None:
         super().__init__()
         self.config, self.num_classes = config, num_classes
-        network = ConvGlimpseNetwork if config.glimpse_encoder == "conv" else GlimpseNetwork
-        self.glimpse_network = network(
-            glimpse_shape,
-            where_dim=2,
-            what_units=config.glimpse_units,
-            where_units=config.location_units,
-            out_units=config.glimpse_out_units,
-        )
+        sizes = {"what_units": config.glimpse_units, "where_units": config.location_units,
+                 "out_units": config.glimpse_out_units}  # fmt: skip
+        if config.glimpse_encoder == "conv":
+            self.glimpse_network: GlimpseNetwork = ConvGlimpseNetwork(
+                glimpse_shape, channels=config.glimpse_filters, **sizes
+            )
+        else:
+            self.glimpse_network = GlimpseNetwork(glimpse_shape, **sizes)
         self.core = CoreNetwork(config.glimpse_out_units, config.hidden_size, config.core)
         self.locator = LocationNetwork(
             config.hidden_size, config.location_std, config.locator_units

@@ -314,10 +314,12 @@ ADDED_SINCE_FORMAT_2: dict[tuple[str, str], Any] = {
     ("train", "init_from"): None,
     ("model", "glimpse_scales"): "mean",
     ("train", "max_grad_norm"): 0.0,
+    ("model", "glimpse_filters"): 32,
 }
 """Settings added after format 2 (2026-12-05: for games, RAM's learning rule and the full-view
 observation; RAM's convolutional glimpse network and PPO learner; starting from another run's
-weights; how PPO's glimpse network reads the scales; gradient clipping), with the value that does
+weights; how PPO's glimpse network reads the scales; gradient clipping; 2026-12-06: the
+convolutional glimpse network's filters), with the value that does
 what runs did before them: a format-2 configuration that lacks one ran so, and is read with it
 filled in (:func:`with_added_settings`), rather than refused or rewritten."""
 

@@ -534,10 +534,11 @@ def test_baseline_core_lets_the_baselines_error_train_the_core_and_glimpse_netwo
 def test_the_convolutional_glimpse_network_reads_the_scales_as_channels_and_is_trained():
     from glimpse.agents.networks import ConvGlimpseNetwork
 
-    config = RAMConfig(glimpse_encoder="conv", reinforce_core=True)
+    config = RAMConfig(glimpse_encoder="conv", glimpse_filters=6, reinforce_core=True)
     model, episodes = small_model_and_episodes(config)
     network = model.glimpse_network
     assert isinstance(network, ConvGlimpseNetwork) and network.image_shape == (1, 8, 8)
+    assert [layer.out_channels for layer in network.convolutions[::2][:2]] == [6, 6]
     scales = ConvGlimpseNetwork((3, 1, 12, 12), what_units=16, channels=4)
     assert scales.convolutions[0].in_channels == 3 and scales.what.in_features == 4 * 6 * 6
     batch = model(episodes)
