@@ -230,7 +230,7 @@ class GlimpseSensor:
         loc = locations.to(torch.float64).clamp(-1.0, 1.0).unsqueeze(1)  # (B, 1, 2)
         # floor(((x + 1) W - P + 1) / 2) = floor(x W / 2 + (W - P + 1) / 2), exact in float64:
         # a float32 location times half an image side loses no bits, nor does the sum.
-        # a product, then a sum, as read_patches and read_pixels compute it in Python (a fused
+        # a product, then a sum, as read_framed computes it in Python (a fused
         # addcmul rounds once, which differs for float64 locations on a half pixel)
         origins = loc * geometry.half_sides + geometry.origin_shifts
         return origins.floor_().long()  # (B, k, 2)
@@ -265,11 +265,11 @@ class GlimpseSensor:
 
     def _read_sliced(self, integral: IntegralImages, locations: torch.Tensor) -> torch.Tensor:
         """:meth:`read` for a few patches (one image's glimpse, say): the same numbers by
-        another route, :func:`read_patches`."""
+        another route, :func:`read_framed` on the edge-padded table."""
         _check_locations(locations)
         margin = self.patch_margin()
-        return read_patches(
-            integral.edge_padded(margin), locations, self._block_weights(integral)[0],
+        return read_framed(
+            integral.edge_padded(margin), False, locations, self._block_weights(integral)[0],
             list(self.patch_sizes), list(self.block_sizes), integral.height, integral.width,
             margin,
         )  # fmt: skip
@@ -326,7 +326,7 @@ class GlimpseSensor:
 
     def patch_margin(self) -> int:
         """How far outside the image a patch's block corners can reach: the edge padding that
-        :func:`read_patches` needs, and the frame of zeros :func:`read_pixels` needs."""
+        :func:`read_framed` reads from the table, and the frame of zeros it reads pixels from."""
         return self.patch_sizes[-1] // 2 + 1
 
     def extract(self, images: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:
@@ -340,90 +340,6 @@ class GlimpseSensor:
         return self.extract(tensor_images, tensor_locations).numpy()
 
 
-def read_patches(
-    padded: torch.Tensor,
-    locations: torch.Tensor,
-    block_weights: torch.Tensor,
-    sides: list[int],
-    blocks: list[int],
-    height: int,
-    width: int,
-    margin: int,
-) -> torch.Tensor:
-    """Glimpses ``(B, k, C, g, g)`` float32 at ``locations`` ``(B, 2)``, by strided views.
-
-    A patch's block corners are a strided view of the table edge-padded by ``margin``
-    (:meth:`IntegralImages.edge_padded`, what clamping a lookup does), so the origins are
-    computed as Python numbers, exactly as :meth:`GlimpseSensor._origins` does in float64,
-    and no index tensor is built: about ten tensor operations a glimpse instead of thirty,
-    which is what a glimpse costs at batch 1. ``block_weights`` ``(k, 1, 1, 1)`` is each
-    scale's ``value_scale / block area``; ``sides`` and ``blocks`` the patch and block sides.
-    Written in the subset of Python that TorchScript compiles, so RAM's compiled episode
-    (:mod:`glimpse.agents.ram`) reads glimpses with the same code.
-    """
-    corners: list[torch.Tensor] = []
-    points: list[list[float]] = locations.tolist()
-    for image in range(len(points)):
-        x = min(max(points[image][0], -1.0), 1.0)
-        y = min(max(points[image][1], -1.0), 1.0)
-        for i in range(len(sides)):
-            side, block = sides[i], blocks[i]
-            # floor(x W / 2 + (W - P + 1) / 2): both terms exact in float64, as in _origins;
-            # int() for TorchScript, whose floor of a float is a float
-            x0 = int(math.floor(x * (width / 2.0) + (width - side + 1) / 2.0)) + margin  # noqa: RUF046
-            y0 = int(math.floor(y * (height / 2.0) + (height - side + 1) / 2.0)) + margin  # noqa: RUF046
-            corners.append(padded[image, :, y0 : y0 + side + 1 : block,
-                                  x0 : x0 + side + 1 : block])  # fmt: skip
-    g = sides[0]
-    corner_sums = torch.stack(corners).view(len(points), len(sides), -1, g + 1, g + 1)
-    block_sums = corner_sums.diff(dim=-1).diff(dim=-2)  # (B, k, C, g, g)
-    return block_sums.mul_(block_weights).to(torch.float32)
-
-
-def read_pixels(
-    padded: torch.Tensor,
-    locations: torch.Tensor,
-    block_weights: torch.Tensor,
-    sides: list[int],
-    blocks: list[int],
-    height: int,
-    width: int,
-    margin: int,
-) -> torch.Tensor:
-    """Glimpses ``(B, k, C, g, g)`` float32 at ``locations`` ``(B, 2)``, from pixels framed by
-    ``margin`` zeros (:meth:`GlimpseSensor.frame`; zeros are what the sensor counts outside the
-    image).
-
-    A patch is a view of the pixels at the origin :func:`read_patches` computes; its blocks are
-    summed by ``avg_pool2d`` with divisor 1, then weighted in ``block_weights``' dtype as
-    :func:`read_patches` weights the table's differences. For ``uint8`` pixels every sum is a
-    whole number held exactly, so the glimpses are bitwise the table's; for floating pixels they
-    agree to float64 rounding. The work is the patches' pixels (12,240 a glimpse at 12 x 12 and
-    4 scales) whatever the image's size, where a table costs passes over all of the image's
-    pixels before the first glimpse. Written in the subset of Python that TorchScript compiles,
-    like :func:`read_patches`.
-    """
-    # uint8 block sums are whole numbers, exact in float32 below 2**24
-    small = padded.dtype == torch.uint8 and 255 * blocks[-1] * blocks[-1] <= 2**24
-    sum_dtype = torch.float32 if small else torch.float64
-    sums: list[torch.Tensor] = []
-    points: list[list[float]] = locations.tolist()
-    for image in range(len(points)):
-        x = min(max(points[image][0], -1.0), 1.0)
-        y = min(max(points[image][1], -1.0), 1.0)
-        for i in range(len(sides)):
-            side, block = sides[i], blocks[i]
-            x0 = int(math.floor(x * (width / 2.0) + (width - side + 1) / 2.0)) + margin  # noqa: RUF046
-            y0 = int(math.floor(y * (height / 2.0) + (height - side + 1) / 2.0)) + margin  # noqa: RUF046
-            patch = padded[image, :, y0 : y0 + side, x0 : x0 + side].to(sum_dtype)
-            if block > 1:
-                patch = torch.nn.functional.avg_pool2d(patch, block, divisor_override=1)
-            sums.append(patch)
-    g = sides[0]
-    block_sums = torch.stack(sums).view(len(points), len(sides), -1, g, g)
-    return block_sums.to(block_weights.dtype).mul_(block_weights).to(torch.float32)
-
-
 def read_framed(
     frame: torch.Tensor,
     from_pixels: bool,
@@ -435,8 +351,50 @@ def read_framed(
     width: int,
     margin: int,
 ) -> torch.Tensor:
-    """:func:`read_pixels` or :func:`read_patches`, whichever source :meth:`GlimpseSensor.frame`
-    chose (for TorchScript, which takes no functions as arguments)."""
+    """Glimpses ``(B, k, C, g, g)`` float32 at ``locations`` ``(B, 2)``, by views of ``frame``:
+    the summed-area table edge-padded by ``margin`` (:meth:`IntegralImages.edge_padded`, what
+    clamping a lookup does), or with ``from_pixels`` the pixels framed by ``margin`` zeros
+    (:meth:`GlimpseSensor.frame`; zeros are what the sensor counts outside the image).
+
+    The origins are computed as Python numbers, exactly as :meth:`GlimpseSensor._origins` does
+    in float64, and no index tensor is built: about ten tensor operations a glimpse instead of
+    thirty, which is what a glimpse costs at batch 1. From the table a patch's block corners
+    are a strided view and its block sums their differences; from the pixels a patch is a view
+    whose blocks ``avg_pool2d`` sums (divisor 1). For ``uint8`` pixels every sum is a whole
+    number held exactly, so both sources give bitwise the same glimpses; for floating pixels
+    they agree to float64 rounding. The pixels' work is the patches' (12,240 pixels a glimpse
+    at 12 x 12 and 4 scales) whatever the image's size. ``block_weights`` ``(k, 1, 1, 1)`` is
+    each scale's ``value_scale / block area`` in the table's dtype; ``sides`` and ``blocks`` the
+    patch and block sides. Written in the subset of Python that TorchScript compiles, so RAM's
+    compiled episode (:mod:`glimpse.agents.ram`) reads glimpses with the same code.
+    """
+    # uint8 block sums are whole numbers, exact in float32 below 2**24
+    small = frame.dtype == torch.uint8 and 255 * blocks[-1] * blocks[-1] <= 2**24
+    sum_dtype = torch.float32 if small else torch.float64
+    corner = 0 if from_pixels else 1  # a table's last block corner lies past the patch
+    parts: list[torch.Tensor] = []
+    points: list[list[float]] = locations.tolist()
+    for image in range(len(points)):
+        x = min(max(points[image][0], -1.0), 1.0)
+        y = min(max(points[image][1], -1.0), 1.0)
+        for i in range(len(sides)):
+            side, block = sides[i], blocks[i]
+            # floor(x W / 2 + (W - P + 1) / 2): both terms exact in float64, as in _origins;
+            # int() for TorchScript, whose floor of a float is a float
+            x0 = int(math.floor(x * (width / 2.0) + (width - side + 1) / 2.0)) + margin  # noqa: RUF046
+            y0 = int(math.floor(y * (height / 2.0) + (height - side + 1) / 2.0)) + margin  # noqa: RUF046
+            if from_pixels:
+                patch = frame[image, :, y0 : y0 + side, x0 : x0 + side].to(sum_dtype)
+                if block > 1:
+                    patch = torch.nn.functional.avg_pool2d(patch, block, divisor_override=1)
+                parts.append(patch)
+            else:
+                parts.append(frame[image, :, y0 : y0 + side + corner : block,
+                                   x0 : x0 + side + corner : block])  # fmt: skip
+    g = sides[0]
+    stacked = torch.stack(parts).view(len(points), len(sides), -1, g + corner, g + corner)
     if from_pixels:
-        return read_pixels(frame, locations, block_weights, sides, blocks, height, width, margin)
-    return read_patches(frame, locations, block_weights, sides, blocks, height, width, margin)
+        block_sums = stacked.to(block_weights.dtype)
+    else:
+        block_sums = stacked.diff(dim=-1).diff(dim=-2)  # (B, k, C, g, g)
+    return block_sums.mul_(block_weights).to(torch.float32)
