@@ -11,8 +11,8 @@ by glimpse without recording a graph, keeps the activations, and in the backward
    (``dW_gh = sum_t delta_t^T g_t``, and so on down the glimpse network).
 
 The result is the gradient autograd would compute (``tests/test_ram.py`` checks both against
-each other and ``torch.autograd.gradcheck``); the training step is faster (see the README's
-training-speed table). The glimpses themselves are inputs, not functions of the weights: where
+each other and ``torch.autograd.gradcheck``); the training step is faster (see
+docs/performance.md). The glimpses themselves are inputs, not functions of the weights: where
 the agent looks is a sampled constant, as in RAM's hybrid loss.
 
 Every product goes through :func:`linear`, which on a CPU runs its float32 products either on

@@ -278,7 +278,7 @@ class RAMLearner:
         return self.error_and_looking(split)[1]
 
     def error(self, split: str, samples: int = 1) -> float:
-        """Test error in percent: wrong classes, or in a game the balls missed."""
+        """Error in percent on ``split``: wrong classes, or in a game the balls missed."""
         return self._error(*self.evaluate(split, samples))
 
     def error_and_looking(self, split: str, samples: int = 1) -> tuple[float, TargetShare]:

@@ -213,7 +213,7 @@ class LocationNetwork(nn.Module):
     """``mu_t = tanh(W_l h_t)``, ``l_t ~ N(mu_t, sigma^2 I)``; tanh keeps the mean on the image.
 
     With ``hidden_units > 0`` the mean is ``tanh(W_l ReLU(W_h h_t))``: a rectified layer
-    between the state and the mean (not in the paper; see the README's RAM experiments).
+    between the state and the mean (not in the paper; see docs/experiment-log.md#ram).
     ``std`` is a plain attribute, not a parameter: an exploration schedule may set it between
     batches (:meth:`RAMConfig.location_std_at`).
     """
