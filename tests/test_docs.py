@@ -52,7 +52,7 @@ QUICK_BENCHMARK = {
     "latency.py": ["--seconds", "0.1", "--batches", "1"],
     "published.py": [],
     "ram_policy_limit.py": [],
-    "catch_table.py": [],
+    "catch_table.py": ["--envs", "Glimpse/Catch-v0"],  # one screen of the two
 }
 
 
