@@ -315,13 +315,14 @@ ADDED_SINCE_FORMAT_2: dict[tuple[str, str], Any] = {
     ("model", "glimpse_scales"): "mean",
     ("train", "max_grad_norm"): 0.0,
     ("model", "glimpse_filters"): 32,
+    ("model", "precision"): "float32",
 }
 """Settings added after format 2 (2026-12-05: for games, RAM's learning rule and the full-view
 observation; RAM's convolutional glimpse network and PPO learner; starting from another run's
 weights; how PPO's glimpse network reads the scales; gradient clipping; 2026-12-06: the
-convolutional glimpse network's filters), with the value that does
-what runs did before them: a format-2 configuration that lacks one ran so, and is read with it
-filled in (:func:`with_added_settings`), rather than refused or rewritten."""
+convolutional glimpse network's filters, the full-view baselines' training arithmetic), with
+the value that does what runs did before them: a format-2 configuration that lacks one ran so,
+and is read with it filled in (:func:`with_added_settings`), rather than refused or rewritten."""
 
 
 def with_added_settings(config: dict[str, Any]) -> dict[str, Any]:

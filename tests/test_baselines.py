@@ -51,6 +51,28 @@ def test_full_view_learner_trains_in_training_mode_after_an_evaluation():
     assert not torch.allclose(learner.model.encoder[1].running_mean, running_mean)
 
 
+@pytest.mark.parametrize("precision, conv_dtype", [("float32", torch.float32),
+                                                   ("bfloat16", torch.bfloat16)])  # fmt: skip
+def test_bfloat16_training_runs_the_convolutions_in_bfloat16_and_keeps_float32_weights(
+    precision, conv_dtype
+):
+    learner = FullViewLearner("deep-cnn", {"task": "cluttered", "size": 60, "val_size": 100},
+                              BaselineConfig(conv_channels=4, precision=precision), 0,
+                              torch.device("cpu"))  # fmt: skip
+    seen: list[torch.dtype] = []
+    learner.model.encoder[0].register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    loss = learner.loss(8)["total"]
+    loss.backward()
+    assert seen == [conv_dtype] and loss.dtype == torch.float32
+    weights = [p for p in learner.model.parameters()]
+    assert all(p.dtype == torch.float32 and p.grad is not None for p in weights)
+    assert all(p.grad.dtype == torch.float32 and p.grad.abs().sum() > 0 for p in weights)
+    learner.validation_error()  # evaluation: float32 whatever the training's precision
+    assert seen[-1] == torch.float32
+    with pytest.raises(ConfigError, match="precision"):
+        BaselineConfig(precision="float16")
+
+
 def test_soft_attention_computes_its_docstring_equations():
     """The fast path (sigmoid for tanh, NHWC encoder) is the same function as the equations."""
     torch.manual_seed(0)
