@@ -27,7 +27,11 @@
    the episodes, the step at batch 8 (its products are small, so what is left is the fixed
    cost of issuing the step's operations), and the products' time at the machine's matmul
    speed.
-7. With ``--to-error E``: a ``glimpse train`` run (``--epochs``, ``--glimpses``) that logs the
+7. With ``--baselines SIZE``: the full-view baselines' training step (new canvases, forward,
+   backward, Adam; each at its 100 px comparison recipe's sizes) on cluttered SIZE px, in
+   float32 and in bfloat16 (``--precision``), alternating 20-step measurements in one
+   process: images/s of each and the ratio, and whether the CPU has bfloat16 instructions.
+8. With ``--to-error E``: a ``glimpse train`` run (``--epochs``, ``--glimpses``) that logs the
    test error after every epoch (``--track-test``); prints the training time until it first
    reached E.
 
@@ -39,6 +43,7 @@
     python benchmarks/train_speed.py --threads 2 1 --port ~/src/recurrent-visual-attention
     python benchmarks/train_speed.py --threads 2 1 --canvases
     python benchmarks/train_speed.py --threads 2 1 --profile
+    python benchmarks/train_speed.py --threads 1 --baselines 100 --rounds 4
 """
 
 from __future__ import annotations
@@ -65,9 +70,17 @@ from torch.utils.flop_counter import FlopCounterMode
 import glimpse
 import glimpse.agents.bptt
 import glimpse.agents.ram
+from glimpse.agents.baselines import (
+    BASELINES,
+    PRECISIONS,
+    BaselineConfig,
+    FullViewLearner,
+    cpu_has_bfloat16,
+)
 from glimpse.agents.bptt import ProductsChoice, choose_products
 from glimpse.agents.learners import RAMLearner
 from glimpse.agents.ram import RAMConfig
+from glimpse.agents.recipes import recipe
 from glimpse.agents.runs import resolve_config, train_run
 from glimpse.agents.trainer import adam_kwargs
 from glimpse.tasks import TaskConfig, make_task
@@ -304,6 +317,35 @@ def across_canvases(threads: int, batch_size: int, rounds: int) -> None:
               f"| {1000 * episode_seconds:.1f} ms ({100 * episode_seconds / step_seconds:.0f}%) |")
 
 
+def baseline_step(name: str, size: int, precision: str, batch_size: int) -> Callable[[], None]:
+    """One training step of a fresh full-view learner ``name`` (the sizes of its recipe
+    ``compare-clutteredmnist100-NAME``) on cluttered ``size`` px, in ``precision``."""
+    settings = gymnasium.spec(f"Glimpse/ClutteredMNIST{size}-v0").kwargs
+    sizes = recipe(f"compare-clutteredmnist100-{name}").settings.get("model", {})
+    config = BaselineConfig(**{"attention_steps": 8, **sizes, "precision": precision})
+    learner = FullViewLearner(name, settings, config, seed=0, device=torch.device("cpu"))
+    optimizer = torch.optim.Adam(learner.model.parameters(), lr=1e-3, **adam_kwargs())
+
+    def step() -> None:
+        loss = learner.loss(batch_size)["total"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def baseline_precisions(threads: int, batch_size: int, rounds: int, size: int) -> None:
+    """Each full-view baseline's training images/s in float32 and bfloat16, alternating."""
+    torch.set_num_threads(threads)
+    for name in BASELINES:
+        steps = {p: baseline_step(name, size, p, batch_size) for p in PRECISIONS}
+        measured = alternating_rates(steps, batch_size, rounds)
+        rates = {p: statistics.median(r) for p, r in measured.items()}
+        print(f"| {threads} | {name} | {rates['float32']:,.0f} | {rates['bfloat16']:,.0f} "
+              f"| {rates['bfloat16'] / rates['float32']:.2f} |")  # fmt: skip
+
+
 def where_the_time_goes(threads: int, batch_size: int, rounds: int) -> None:
     """One MNIST step split into what it costs: milliseconds per step at ``batch_size`` and at
     batch 8 (where the products are small: what remains is the fixed cost of issuing the
@@ -454,6 +496,10 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="where an MNIST step's time goes, per thread count"
     )
+    parser.add_argument(
+        "--baselines", type=int, default=None, metavar="SIZE",
+        help="the full-view baselines' step on cluttered SIZE px, float32 against bfloat16",
+    )  # fmt: skip
     parser.add_argument("--rate-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--to-error", type=float, default=None, help="test error target in %%")
     parser.add_argument("--epochs", type=int, default=40, help="epochs of the --to-error run")
@@ -463,6 +509,14 @@ def main() -> None:
     if args.rate_only:  # one measurement, for --against
         rate = images_per_second(args.threads[0], args.batch_size, args.seconds, True)
         print(rate, operations_per_step(args.batch_size))
+        return
+    if args.baselines is not None:
+        print(f"torch {torch.__version__}, cluttered {args.baselines} px, full-view baselines, "
+              f"batch {args.batch_size}; bfloat16 instructions: {cpu_has_bfloat16()}\n")
+        print("| threads | baseline | images/s, float32 | bfloat16 | bfloat16 / float32 |")
+        print("|---|---|---|---|---|")
+        for threads in args.threads:
+            baseline_precisions(threads, args.batch_size, min(args.rounds, 10), args.baselines)
         return
     what = "cluttered 60, 100, 200 px" if args.canvases else ENV_ID
     print(f"torch {torch.__version__}, {what}, RAM (paper sizes), batch {args.batch_size}\n")
