@@ -53,9 +53,9 @@ class BaselineConfig:
     )
     precision: str = option(
         "float32",
-        "the training's arithmetic: float32, or bfloat16 (mixed precision: convolutions and "
-        "products in bfloat16 under torch.autocast; weights, optimiser, batch normalisation "
-        "and loss in float32). Evaluation is always float32.",
+        "the training's arithmetic: float32, or bfloat16 (mixed precision: the forward pass "
+        "under torch.autocast, so activations in bfloat16; weights, optimiser state, batch "
+        "normalisation's statistics and the loss in float32). Evaluation is always float32.",
         choices=PRECISIONS,
     )
 
@@ -67,11 +67,14 @@ class BaselineConfig:
 
 
 def cpu_has_bfloat16() -> bool:
-    """Whether this CPU computes in bfloat16 natively (oneDNN's test: AVX-512 BF16 or AMX). On
-    our AMD EPYC (Zen 5) bfloat16 training steps took about half the time of float32 ones at
-    100 px (2-layer CNN 2.0x, six-layer CNN 1.9x, soft attention 2.4x faster; the FC network,
-    bound by memory, 0.9x); without these instructions PyTorch emulates them, slower."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    """Whether this CPU computes in bfloat16 natively (oneDNN's test: AVX-512 BF16 or AMX;
+    False where the build has no oneDNN). On our AMD EPYC, which has them, a bfloat16 training
+    step took 1.4 to 2.0 times less time than a float32 one at 100 px (docs/comparison.md);
+    without them PyTorch emulates bfloat16, slower than float32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
 
 
 def _channels_last(encoder: nn.Sequential) -> nn.Sequential:
@@ -242,7 +245,9 @@ def make_baseline(name: str, task: Task, config: BaselineConfig) -> nn.Module:
         return FullViewCNN(shape, n, config.conv_channels)
     if name == "deep-cnn":
         return DeepCNN(shape, n, config.conv_channels)
-    return SoftAttention(shape, n, config)
+    if name == "soft":
+        return SoftAttention(shape, n, config)
+    raise ConfigError(f"No full-view baseline {name!r}; they are {', '.join(BASELINES)}.")
 
 
 class FullViewLearner:
@@ -263,14 +268,7 @@ class FullViewLearner:
         self.model = make_baseline(name, self.task, config).to(device)
         self.rng = np.random.default_rng(seed)
         self.autocast = config.precision == "bfloat16"
-        if self.autocast and device.type == "cpu" and not cpu_has_bfloat16():
-            warnings.warn(
-                "precision bfloat16: this CPU has no bfloat16 instructions (AVX-512 BF16 or "
-                "AMX), so training emulates them and runs slower than float32. Pass "
-                "--precision float32 to train in float32 (the same model; its figures may "
-                "differ by rounding).",
-                stacklevel=2,
-            )
+        self._warned = False  # the bfloat16 warning, once, when training starts
 
     @property
     def train_size(self) -> int:
@@ -284,6 +282,16 @@ class FullViewLearner:
 
     def loss(self, batch_size: int, progress: float = 0.0) -> dict[str, torch.Tensor]:
         self.model.train()  # batch normalisation: batch statistics (eval() uses running ones)
+        if self.autocast and not self._warned:
+            self._warned = True
+            if self.device.type == "cpu" and not cpu_has_bfloat16():
+                warnings.warn(
+                    "precision bfloat16: this CPU has no bfloat16 instructions (AVX-512 BF16 or "
+                    "AMX), so training emulates them and runs slower than in float32. To train "
+                    "in float32, add --precision float32 (a run of its own, outside the "
+                    "recipe; its figures may differ by rounding).",
+                    stacklevel=2,
+                )
         indices = self.rng.integers(0, self.train_size, batch_size)
         canvases, labels = self.task.canvases("train", indices, self.rng)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):

@@ -8,7 +8,7 @@ Each recipe's runs are its published ones (``runs`` in ``recipes.toml``, found i
 
 * accuracy and stability: test error per seed, mean ± standard deviation, and the seeds that
   failed (test error over twice the recipe's median); epochs, epochs to the best validation
-  error, training time;
+  error, training time (marked where the recipe trained in bfloat16);
 * cost: parameters, inference FLOPs per image (``torch.utils.flop_counter``), pixels read per
   image (RAM: the canvas pixels under its glimpses on test canvases; the others: the whole
   canvas), CPU time and peak memory of the tensors inference creates, per image at batch 1
@@ -185,6 +185,7 @@ def measure(recipe: Recipe, runs: list[Path]) -> dict[str, Any]:
         "best_epoch": _mean_of(summaries, "best_epoch"),
         "steps": _mean_of(summaries, "steps"),
         "train_minutes": statistics.mean(s["train_seconds"] for s in summaries) / 60,
+        "train_precision": config.get("model", {}).get("precision", "float32"),
         "last_fifth_gain": [last_fifth_gain(run) for run in runs],
         "on_target": None,
         "told": {},
@@ -517,10 +518,11 @@ def render_report(
         epochs = (f"{r['epochs']:.0f}" if r["epochs"] is not None else
                   f"{r['steps'] / 1e6:.0f} M steps" if r["steps"] is not None else "-")  # fmt: skip
         best = "-" if r["best_epoch"] is None else f"{r['best_epoch']:.0f}"
+        arithmetic = " (bfloat16)" if r["train_precision"] == "bfloat16" else ""
         lines.append(
             f"| {NAMES[r['agent']]} | `{r['recipe']}` | {len(r['errors'])} | {_error(r)} | "
             f"{per_seed} | {r['failed_seeds']} | {epochs} | {best} | {_gains(r)} | "
-            f"{r['train_minutes']:.0f} |"
+            f"{r['train_minutes']:.0f}{arithmetic} |"
         )
     lines += [
         "",

@@ -1,4 +1,6 @@
-"""Learners: what the generic :class:`glimpse.agents.trainer.Trainer` trains, one per agent."""
+"""RAM's learner: what the generic :class:`glimpse.agents.trainer.Trainer` trains for RAM (the
+full-view baselines' learner is :class:`glimpse.agents.baselines.FullViewLearner`; PPO trains
+with Stable-Baselines3's loop)."""
 
 from __future__ import annotations
 

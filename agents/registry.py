@@ -1,8 +1,10 @@
 """The agents, declared once: what each is configured by, and how it trains and loads.
 
 The command line (its options for ``glimpse train AGENT``), run loading, ``glimpse eval``,
-``glimpse viz`` and ``glimpse compare`` all read :data:`AGENTS`; nothing else in the package
-lists the agents or asks what kind an agent is.
+``glimpse viz`` and ``glimpse compare`` all find an agent's configuration, training and loading
+in :data:`AGENTS`. What differs inside a family is left to the family's own module (the
+full-view baselines' models in :mod:`glimpse.agents.baselines`, their costs in
+:mod:`glimpse.agents.cost`).
 
 A run's configuration has a section per config class (see :mod:`glimpse.agents.runs`):
 ``env`` (the task and the episodes), ``run`` (:class:`RunConfig`: seed, folder, machine) and

@@ -13,9 +13,10 @@ says exactly what ran, forever::
 (:data:`glimpse.agents.registry.AGENTS`) every field of theirs. :func:`resolve_config` makes it
 from layers of settings (a recipe's, a config file's, the options typed); :func:`read_run_config`
 reads it back and refuses a file with a missing or unknown setting rather than filling the gap
-from today's defaults. Run folders written before the format recorded everything (format 1)
-are brought up to date once by :func:`migrate_config` (``glimpse migrate RUN``), which writes
-what they actually ran with.
+from today's defaults, except the settings added since (:data:`ADDED_SINCE_FORMAT_2`), which
+it fills with the value that does what runs did before them. Run folders written before the
+format recorded everything (format 1) are brought up to date once by :func:`migrate_config`
+(``glimpse migrate RUN``), which writes what they actually ran with.
 """
 
 from __future__ import annotations
@@ -296,10 +297,11 @@ RENAMED = {("model", "channels"): "conv_channels"}
 """Format 1's names of settings renamed since (the full-view baselines' first convolution)."""
 BEFORE_OPTION: dict[tuple[str, str], Any] = {}
 """What runs did before a setting existed, where that differs from the setting's default
-today: empty, because no default of the six config classes has changed since it was added
-(checked on 2026-12-05 over every commit of the files that define them). A format-1 PPO run
-without ``head_units`` predates the option: it ran with SB3's 64, the option's default, not
-the 256 that the old hyperparameter file gave later runs."""
+today: empty, because no default of the seven config classes (task, episodes, RAM, PPO,
+baselines, training, run) has changed since it was added (checked on 2026-12-05 over every
+commit of the files that define them). A format-1 PPO run without ``head_units`` predates the
+option: it ran with SB3's 64, the option's default, not the 256 that the old hyperparameter
+file gave later runs."""
 
 
 ADDED_SINCE_FORMAT_2: dict[tuple[str, str], Any] = {

@@ -1,4 +1,4 @@
-"""RAM training speed on MNIST 28 x 28 (6 glimpses of 8 x 8, batch 128) on this machine's CPU.
+"""Training speed on this machine's CPU: RAM's step (MNIST, batch 128) and the baselines'.
 
 1. Images per second of the whole training step: the batched episodes (canvases, glimpses,
    rewards), the forward and backward passes and the optimiser step; with the hand-written
@@ -28,9 +28,10 @@
    cost of issuing the step's operations), and the products' time at the machine's matmul
    speed.
 7. With ``--baselines SIZE``: the full-view baselines' training step (new canvases, forward,
-   backward, Adam; each at its 100 px comparison recipe's sizes) on cluttered SIZE px, in
-   float32 and in bfloat16 (``--precision``), alternating 20-step measurements in one
-   process: images/s of each and the ratio, and whether the CPU has bfloat16 instructions.
+   backward, Adam; each at its 100 px comparison recipe's sizes) on cluttered SIZE px, in both
+   precisions of their ``precision`` setting (float32 and bfloat16), alternating 20-step
+   measurements in one process (``--rounds``, at most 10): images/s of each and the ratio, and
+   whether the CPU has bfloat16 instructions.
 8. With ``--to-error E``: a ``glimpse train`` run (``--epochs``, ``--glimpses``) that logs the
    test error after every epoch (``--track-test``); prints the training time until it first
    reached E.
@@ -485,7 +486,9 @@ def main() -> None:
         "--against", default=None, help="a git revision whose training step to compare with"
     )
     parser.add_argument(
-        "--rounds", type=int, default=40, help="--baseline-bptt, --against: measurements of each"
+        "--rounds", type=int, default=40,
+        help="measurements of each: --baseline-bptt, --against; at most 10 for --port, "
+        "--canvases, --profile and --baselines",
     )
     parser.add_argument(
         "--port", type=Path, default=None, help="a checkout of the PyTorch RAM port to compare with"

@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
-from glimpse.agents.baselines import BaselineConfig, DeepCNN, FullViewLearner, SoftAttention
+from glimpse.agents.baselines import (
+    BASELINES,
+    BaselineConfig,
+    DeepCNN,
+    FullViewLearner,
+    SoftAttention,
+)
 from glimpse.cli import main
 from glimpse.errors import ConfigError
 
@@ -51,24 +58,36 @@ def test_full_view_learner_trains_in_training_mode_after_an_evaluation():
     assert not torch.allclose(learner.model.encoder[1].running_mean, running_mean)
 
 
-@pytest.mark.parametrize("precision, conv_dtype", [("float32", torch.float32),
-                                                   ("bfloat16", torch.bfloat16)])  # fmt: skip
-def test_bfloat16_training_runs_the_convolutions_in_bfloat16_and_keeps_float32_weights(
-    precision, conv_dtype
-):
-    learner = FullViewLearner("deep-cnn", {"task": "cluttered", "size": 60, "val_size": 100},
-                              BaselineConfig(conv_channels=4, precision=precision), 0,
-                              torch.device("cpu"))  # fmt: skip
+@pytest.mark.parametrize("agent", BASELINES)
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_bfloat16_training_computes_in_bfloat16_and_keeps_float32_weights(agent, precision):
+    config = BaselineConfig(conv_channels=4, attention_steps=2, precision=precision)
+    settings = {"task": "cluttered", "size": 60, "val_size": 100}
+    learner = FullViewLearner(agent, settings, config, 0, torch.device("cpu"))
+    first = next(m for m in learner.model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
     seen: list[torch.dtype] = []
-    learner.model.encoder[0].register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    first.register_forward_hook(lambda module, inputs, out: seen.append(out.dtype))
     loss = learner.loss(8)["total"]
     loss.backward()
-    assert seen == [conv_dtype] and loss.dtype == torch.float32
-    weights = [p for p in learner.model.parameters()]
+    assert seen == [getattr(torch, precision)] and loss.dtype == torch.float32
+    weights = list(learner.model.parameters())
     assert all(p.dtype == torch.float32 and p.grad is not None for p in weights)
     assert all(p.grad.dtype == torch.float32 and p.grad.abs().sum() > 0 for p in weights)
     learner.validation_error()  # evaluation: float32 whatever the training's precision
     assert seen[-1] == torch.float32
+
+
+def test_bfloat16_training_warns_where_the_cpu_would_emulate_it(monkeypatch):
+    from glimpse.agents import baselines
+
+    monkeypatch.setattr(baselines, "cpu_has_bfloat16", lambda: False)
+    settings = {"task": "cluttered", "size": 60, "val_size": 100}
+    learner = FullViewLearner(
+        "cnn", settings, BaselineConfig(precision="bfloat16"), 0, torch.device("cpu")
+    )
+    learner.validation_error()  # evaluating is float32: nothing to warn about
+    with pytest.warns(UserWarning, match="no bfloat16 instructions.*--precision float32"):
+        learner.loss(8)
     with pytest.raises(ConfigError, match="precision"):
         BaselineConfig(precision="float16")
 

@@ -97,8 +97,10 @@ def test_a_missing_setting_is_refused_not_filled_from_todays_defaults(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("run", "kept"), [("mnist-6-ram-seed1", "core"), ("catch-full-view-seed1", "lstm_hidden_size")]
-)
+    ("run", "kept"),
+    [("mnist-6-ram-seed1", "core"), ("catch-full-view-seed1", "lstm_hidden_size"),
+     ("compare-clutteredmnist60-deep-cnn-seed1", "conv_channels")],
+)  # fmt: skip
 def test_a_format_2_run_from_before_an_added_setting_reads_with_what_it_ran_with(
     tmp_path, run, kept
 ):
