@@ -61,6 +61,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import gymnasium
 import torch
@@ -122,13 +123,22 @@ def timed_training_step(
 
         setattr(episodes, name, timed)  # on this instance only
 
+    return gradient_step(learner, optimizer, batch_size), in_episodes
+
+
+def gradient_step(
+    learner: Any, optimizer: torch.optim.Optimizer, batch_size: int
+) -> Callable[[], None]:
+    """One training step of ``learner`` (RAM's or a full-view baseline's): its loss on a new
+    batch, the backward pass and ``optimizer``'s update."""
+
     def step() -> None:
         loss = learner.loss(batch_size)["total"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
 
-    return step, in_episodes
+    return step
 
 
 @contextlib.contextmanager
@@ -326,14 +336,7 @@ def baseline_step(name: str, size: int, precision: str, batch_size: int) -> Call
     config = BaselineConfig(**{"attention_steps": 8, **sizes, "precision": precision})
     learner = FullViewLearner(name, settings, config, seed=0, device=torch.device("cpu"))
     optimizer = torch.optim.Adam(learner.model.parameters(), lr=1e-3, **adam_kwargs())
-
-    def step() -> None:
-        loss = learner.loss(batch_size)["total"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-    return step
+    return gradient_step(learner, optimizer, batch_size)
 
 
 def baseline_precisions(threads: int, batch_size: int, rounds: int, size: int) -> None:

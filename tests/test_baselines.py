@@ -183,7 +183,8 @@ def test_compare_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     recipes = [
         Recipe("tiny-ram", "ram", env_id, {"model": {"location_std": 0.1},
                                            "train": {**tiny, "epochs": 2}}),
-        *(Recipe(f"tiny-{a}", a, env_id, {"train": tiny}) for a in ("soft", "cnn", "fc")),
+        *(Recipe(f"tiny-{a}", a, env_id, {"train": tiny}) for a in ("soft", "fc")),
+        Recipe("tiny-cnn", "cnn", env_id, {"model": {"precision": "bfloat16"}, "train": tiny}),
     ]  # fmt: skip
     report = compare(recipes, out, 2, str(runs), progress=False, scaling_sizes=(60, 120))
     ram_config = json.loads((runs / "tiny-ram-seed1" / "config.json").read_text())
@@ -197,6 +198,14 @@ def test_compare_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert "## Hard attention's glimpse budget" not in text  # one RAM recipe: no sweep
     rows = {r["agent"]: r for r in results["rows"]}
+    assert {a: r["train_precision"] for a, r in rows.items()} == {
+        "ram": "float32", "soft": "float32", "cnn": "bfloat16", "fc": "float32"
+    }  # fmt: skip
+    accuracy = text[text.index("## Accuracy and stability") :].split("\n\n")[1]
+    marked = {line.split(" | ")[1]: line.endswith("(bfloat16) |")
+              for line in accuracy.splitlines()[2:]}  # fmt: skip
+    assert marked == {"`tiny-ram`": False, "`tiny-soft`": False, "`tiny-fc`": False,
+                      "`tiny-cnn`": True}  # fmt: skip
     # The same RAM row with 2 glimpses beside it: a sweep, joined on the frontier, and a table.
     eight = rows["ram"]
     two = {**eight, "recipe": "tiny-ram-2g", "glimpses": 2, "flops": eight["flops"] // 4}
