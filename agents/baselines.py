@@ -35,7 +35,7 @@ from glimpse.errors import ConfigError
 from glimpse.tasks import Task
 
 BASELINES = ("soft", "cnn", "deep-cnn", "fc")
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -53,9 +53,11 @@ class BaselineConfig:
     )
     precision: str = option(
         "float32",
-        "the training's arithmetic: float32, or bfloat16 (mixed precision: the forward pass "
+        "the training's arithmetic: float32; bfloat16 (mixed precision: the forward pass "
         "under torch.autocast, so activations in bfloat16; weights, optimiser state, batch "
-        "normalisation's statistics and the loss in float32). Evaluation is always float32.",
+        "normalisation's statistics and the loss in float32); or auto: bfloat16 where the "
+        "device computes it natively (a CPU with AVX-512 BF16 or AMX), float32 elsewhere, "
+        "decided again at each resume. Evaluation is always float32.",
         choices=PRECISIONS,
     )
 
@@ -66,15 +68,38 @@ class BaselineConfig:
         )
 
 
-def cpu_has_bfloat16() -> bool:
-    """Whether this CPU computes in bfloat16 natively (oneDNN's test: AVX-512 BF16 or AMX;
-    False where the build has no oneDNN). On our AMD EPYC, which has them, a bfloat16 training
-    step took 1.4 to 2.0 times less time than a float32 one at 100 px (docs/comparison.md);
-    without them PyTorch emulates bfloat16, slower than float32."""
+def cpu_has_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this CPU computes in bfloat16 natively: it lists the AVX-512 BF16 or AMX BF16
+    instructions (in Linux's ``cpuinfo``; False where that cannot be read). oneDNN's own
+    test (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) is not used: it also answers True on
+    CPUs with plain AVX-512, where bfloat16 is emulated.
+
+    Measured at 100 px (docs/comparison.md): on our AMD EPYC, which lists both, a bfloat16
+    training step took 1.4 to 2.0 times less time than a float32 one; on our Intel Xeon, with
+    AVX-512 but neither, it took 1.4 to 2.7 times more."""
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a build without oneDNN
+        text = cpuinfo.read_text()
+    except OSError:
         return False
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def training_precision(requested: str, device: torch.device) -> str:
+    """The arithmetic a baseline trains in on ``device``: ``requested``, with ``auto`` made
+    bfloat16 where the device computes it natively (a CPU by :func:`cpu_has_bfloat16`, a CUDA
+    GPU by ``torch.cuda.is_bf16_supported``) and float32 elsewhere. A rule, not one CPU's
+    preference: bfloat16 won on the CPU that has the instructions and lost on the one without."""
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported()
+    else:
+        native = device.type == "cpu" and cpu_has_bfloat16()
+    return "bfloat16" if native else "float32"
 
 
 def _channels_last(encoder: nn.Sequential) -> nn.Sequential:
@@ -267,8 +292,10 @@ class FullViewLearner:
         torch.manual_seed(seed)
         self.model = make_baseline(name, self.task, config).to(device)
         self.rng = np.random.default_rng(seed)
-        self.autocast = config.precision == "bfloat16"
-        self._warned = False  # the bfloat16 warning, once, when training starts
+        self.precision = training_precision(config.precision, device)
+        self.autocast = self.precision == "bfloat16"
+        # The warning for a bfloat16 the device emulates: once, when training starts.
+        self._warned = config.precision != "bfloat16"
 
     @property
     def train_size(self) -> int:
@@ -282,14 +309,14 @@ class FullViewLearner:
 
     def loss(self, batch_size: int, progress: float = 0.0) -> dict[str, torch.Tensor]:
         self.model.train()  # batch normalisation: batch statistics (eval() uses running ones)
-        if self.autocast and not self._warned:
+        if not self._warned:
             self._warned = True
             if self.device.type == "cpu" and not cpu_has_bfloat16():
                 warnings.warn(
                     "precision bfloat16: this CPU has no bfloat16 instructions (AVX-512 BF16 or "
                     "AMX), so training emulates them and runs slower than in float32. To train "
-                    "in float32, add --precision float32 (a run of its own, outside the "
-                    "recipe; its figures may differ by rounding).",
+                    "in bfloat16 only where the CPU has them, add --precision auto (a run of "
+                    "its own, outside the recipe; its figures may differ by rounding).",
                     stacklevel=2,
                 )
         indices = self.rng.integers(0, self.train_size, batch_size)
@@ -299,7 +326,11 @@ class FullViewLearner:
         target = torch.from_numpy(labels).to(self.device)
         loss = F.cross_entropy(logits.float(), target)
         accuracy = (logits.argmax(1) == target).float().mean()
-        return {"total": loss, "classification": loss, "accuracy": accuracy}
+        # Logged as metrics.jsonl's train_bfloat16, the share of the epoch's steps computed in
+        # bfloat16: under precision auto a resume on another machine may change it.
+        in_bfloat16 = torch.tensor(float(self.autocast))
+        return {"total": loss, "classification": loss, "accuracy": accuracy,
+                "bfloat16": in_bfloat16}  # fmt: skip
 
     @torch.no_grad()
     def predictions(self, split: str) -> tuple[np.ndarray, np.ndarray]:

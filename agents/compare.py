@@ -8,7 +8,7 @@ Each recipe's runs are its published ones (``runs`` in ``recipes.toml``, found i
 
 * accuracy and stability: test error per seed, mean ± standard deviation, and the seeds that
   failed (test error over twice the recipe's median); epochs, epochs to the best validation
-  error, training time (marked where the recipe trained in bfloat16);
+  error, training time (marked where the runs trained in bfloat16, wholly or partly);
 * cost: parameters, inference FLOPs per image (``torch.utils.flop_counter``), pixels read per
   image (RAM: the canvas pixels under its glimpses on test canvases; the others: the whole
   canvas), CPU time and peak memory of the tensors inference creates, per image at batch 1
@@ -46,7 +46,7 @@ from glimpse.agents.learners import TOLD_LOCATIONS, RAMLearner
 from glimpse.agents.ppo import PPOAgent
 from glimpse.agents.ram import RAMConfig
 from glimpse.agents.recipes import Recipe
-from glimpse.agents.run_directory import validation_curve
+from glimpse.agents.run_directory import metrics_rows, validation_curve
 from glimpse.agents.runs import (
     Layer,
     config_differences,
@@ -156,6 +156,20 @@ def last_fifth_gain(run_dir: Path) -> float:
     return round(min(errors[:cut]) - min(errors[cut:]), 9)
 
 
+def trained_precision(config: dict[str, Any], runs: list[Path]) -> str:
+    """What the runs' training steps computed in: float32, bfloat16, or "partly bfloat16"
+    (precision auto, trained or resumed on machines that differ). An explicit precision is the
+    config's; under auto each epoch's ``train_bfloat16`` (the share of its steps in bfloat16)
+    says."""
+    requested = config.get("model", {}).get("precision", "float32")
+    if requested != "auto":
+        return requested
+    shares = [row.get("train_bfloat16", 0.0) for run in runs for row in metrics_rows(run)]
+    if shares and min(shares) == 1.0:
+        return "bfloat16"
+    return "partly bfloat16" if any(shares) else "float32"
+
+
 def _failed(errors: list[float]) -> int:
     """Seeds whose test error is over twice the median of the recipe's seeds."""
     median = statistics.median(errors)
@@ -185,7 +199,7 @@ def measure(recipe: Recipe, runs: list[Path]) -> dict[str, Any]:
         "best_epoch": _mean_of(summaries, "best_epoch"),
         "steps": _mean_of(summaries, "steps"),
         "train_minutes": statistics.mean(s["train_seconds"] for s in summaries) / 60,
-        "train_precision": config.get("model", {}).get("precision", "float32"),
+        "train_precision": trained_precision(config, runs),
         "last_fifth_gain": [last_fifth_gain(run) for run in runs],
         "on_target": None,
         "told": {},
@@ -518,7 +532,7 @@ def render_report(
         epochs = (f"{r['epochs']:.0f}" if r["epochs"] is not None else
                   f"{r['steps'] / 1e6:.0f} M steps" if r["steps"] is not None else "-")  # fmt: skip
         best = "-" if r["best_epoch"] is None else f"{r['best_epoch']:.0f}"
-        arithmetic = " (bfloat16)" if r["train_precision"] == "bfloat16" else ""
+        arithmetic = "" if r["train_precision"] == "float32" else f" ({r['train_precision']})"
         lines.append(
             f"| {NAMES[r['agent']]} | `{r['recipe']}` | {len(r['errors'])} | {_error(r)} | "
             f"{per_seed} | {r['failed_seeds']} | {epochs} | {best} | {_gains(r)} | "

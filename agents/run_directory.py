@@ -402,12 +402,8 @@ class RunDirectory:
         return min(validation_curve(self.path)[1].values(), default=float("inf"))
 
 
-def validation_curve(run_dir: Path) -> tuple[str, dict[int, float]]:
-    """A run's validation error (%) by ``"epoch"`` (RAM, baselines) or ``"steps"`` (PPO).
-
-    Read from the run's ``metrics.jsonl``, one line per validation; a resumed run's repeated
-    line for the same epoch counts once (the later one).
-    """
+def metrics_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """The lines of a run's ``metrics.jsonl``, one per validation, in the order written."""
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         raise ConfigError(
@@ -423,11 +419,22 @@ def validation_curve(run_dir: Path) -> tuple[str, dict[int, float]]:
                 f"Line {number} of {path} is not JSON (cut short by a crash?): delete that "
                 "line and run the command again."
             ) from None
+    return rows
+
+
+def validation_curve(run_dir: Path) -> tuple[str, dict[int, float]]:
+    """A run's validation error (%) by ``"epoch"`` (RAM, baselines) or ``"steps"`` (PPO).
+
+    Read from the run's ``metrics.jsonl``, one line per validation; a resumed run's repeated
+    line for the same epoch counts once (the later one).
+    """
+    rows = metrics_rows(run_dir)
     axis = "epoch" if not rows or "epoch" in rows[0] else "steps"
     try:
         return axis, {int(row[axis]): float(row["val_error"]) for row in rows}
     except KeyError as missing:
         raise ConfigError(
-            f"A line of {path} has no {missing}: it is not a glimpse metrics file (each line "
-            f"needs {axis!r} and 'val_error'); name a run directory written by `glimpse train`."
+            f"A line of {run_dir / 'metrics.jsonl'} has no {missing}: it is not a glimpse "
+            f"metrics file (each line needs {axis!r} and 'val_error'); name a run directory "
+            "written by `glimpse train`."
         ) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -58,6 +59,7 @@ def test_full_view_learner_trains_in_training_mode_after_an_evaluation():
     assert not torch.allclose(learner.model.encoder[1].running_mean, running_mean)
 
 
+@pytest.mark.filterwarnings("ignore:precision bfloat16")  # on CPUs that emulate it
 @pytest.mark.parametrize("agent", BASELINES)
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 def test_bfloat16_training_computes_in_bfloat16_and_keeps_float32_weights(agent, precision):
@@ -86,10 +88,67 @@ def test_bfloat16_training_warns_where_the_cpu_would_emulate_it(monkeypatch):
         "cnn", settings, BaselineConfig(precision="bfloat16"), 0, torch.device("cpu")
     )
     learner.validation_error()  # evaluating is float32: nothing to warn about
-    with pytest.warns(UserWarning, match="no bfloat16 instructions.*--precision float32"):
+    with pytest.warns(UserWarning, match="no bfloat16 instructions.*--precision auto"):
         learner.loss(8)
     with pytest.raises(ConfigError, match="precision"):
         BaselineConfig(precision="float16")
+
+
+def test_cpu_has_bfloat16_reads_the_cpus_own_flags(tmp_path):
+    """Plain AVX-512 is not enough (oneDNN's test says yes there, and emulates)."""
+    from glimpse.agents.baselines import cpu_has_bfloat16
+
+    cpuinfo = tmp_path / "cpuinfo"
+    for flags, native in [("fpu avx2 avx512f avx512bw avx512_vnni", False),
+                          ("fpu avx512f avx512_bf16", True), ("fpu amx_tile amx_bf16", True)]:
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+        assert cpu_has_bfloat16(cpuinfo) is native
+    assert cpu_has_bfloat16(tmp_path / "absent") is False
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_trains_in_bfloat16_only_where_the_cpu_has_it(monkeypatch, native):
+    from glimpse.agents import baselines
+
+    monkeypatch.setattr(baselines, "cpu_has_bfloat16", lambda: native)
+    cpu = torch.device("cpu")
+    assert baselines.training_precision("auto", cpu) == ("bfloat16" if native else "float32")
+    assert baselines.training_precision("float32", cpu) == "float32"
+    assert baselines.training_precision("bfloat16", cpu) == "bfloat16"
+    settings = {"task": "cluttered", "size": 60, "val_size": 100}
+    learner = FullViewLearner("fc", settings, BaselineConfig(precision="auto"), 0, cpu)
+    first = next(m for m in learner.model.modules() if isinstance(m, nn.Linear))
+    seen: list[torch.dtype] = []
+    first.register_forward_hook(lambda module, inputs, out: seen.append(out.dtype))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # auto never trains in an emulated bfloat16: no warning
+        terms = learner.loss(8)
+    assert seen == [torch.bfloat16 if native else torch.float32]
+    assert float(terms["bfloat16"]) == float(native)  # logged as metrics' train_bfloat16
+
+
+def test_the_report_says_what_arithmetic_the_runs_trained_in(tmp_path):
+    from glimpse.agents.compare import trained_precision
+
+    def runs(*shares: list[float]) -> list:
+        folders = []
+        for i, epochs in enumerate(shares):
+            folder = tmp_path / f"run{len(list(tmp_path.iterdir()))}-{i}"
+            folder.mkdir()
+            lines = [{"epoch": e + 1, "val_error": 5.0, "train_bfloat16": share}
+                     for e, share in enumerate(epochs)]  # fmt: skip
+            (folder / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+            folders.append(folder)
+        return folders
+
+    auto = {"model": {"precision": "auto"}}
+    assert trained_precision(auto, runs([1.0, 1.0], [1.0])) == "bfloat16"
+    assert trained_precision(auto, runs([0.0, 0.0], [0.0])) == "float32"
+    # Resumed on another machine halfway through an epoch, or a seed trained elsewhere:
+    assert trained_precision(auto, runs([1.0, 0.5], [0.0])) == "partly bfloat16"
+    assert trained_precision(auto, runs([1.0], [0.0])) == "partly bfloat16"
+    assert trained_precision({"model": {"precision": "bfloat16"}}, []) == "bfloat16"
+    assert trained_precision({"model": {}}, []) == "float32"  # a run from before the option
 
 
 def test_soft_attention_computes_its_docstring_equations():
@@ -174,6 +233,7 @@ def test_peak_memory_follows_the_tensors_a_run_creates_and_frees():
     assert peak_memory_bytes(lambda: torch.zeros(3, 1000)) == 12_000
 
 
+@pytest.mark.filterwarnings("ignore:precision bfloat16")  # on CPUs that emulate it
 def test_compare_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     from glimpse.agents.compare import compare, plot_frontier, render_report
     from glimpse.agents.recipes import Recipe
