@@ -103,9 +103,11 @@ def training_precision(requested: str, device: torch.device) -> str:
 
 
 def _channels_last(encoder: nn.Sequential) -> nn.Sequential:
-    """The encoder with channels-last (NHWC) weights, which makes its activations NHWC too: on
-    a CPU, oneDNN's convolutions and the max-pool run about twice as fast that way (forward and
-    backward at batch 128). Same function, same ``state_dict`` keys and values."""
+    """The encoder with channels-last (NHWC) weights, which makes its activations NHWC too:
+    oneDNN's convolutions and max-pool run faster that way (when it was written, about twice
+    as fast forward and backward at batch 128, on a CPU not recorded; on our Intel Xeon a whole
+    training step 1.1 to 1.5 times, ``python benchmarks/train_speed.py --layouts 100``, to be
+    measured on the AMD EPYC too). Same function, same ``state_dict`` keys and values."""
     return encoder.to(memory_format=torch.channels_last)
 
 

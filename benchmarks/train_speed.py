@@ -32,6 +32,8 @@
    float32 and in bfloat16 (the two that ``--precision auto`` chooses from), alternating 20-step
    measurements in one process (``--rounds``, at most 10): images/s of each and the ratio, and
    whether the CPU has bfloat16 instructions.
+   With ``--layouts SIZE``: the same for the convolutional baselines in float32, their
+   convolutions in the channels-last layout they use against PyTorch's default NCHW.
 8. With ``--to-error E``: a ``glimpse train`` run (``--epochs``, ``--glimpses``) that logs the
    test error after every epoch (``--track-test``); prints the training time until it first
    reached E.
@@ -328,13 +330,19 @@ def across_canvases(threads: int, batch_size: int, rounds: int) -> None:
               f"| {1000 * episode_seconds:.1f} ms ({100 * episode_seconds / step_seconds:.0f}%) |")
 
 
-def baseline_step(name: str, size: int, precision: str, batch_size: int) -> Callable[[], None]:
+def baseline_step(
+    name: str, size: int, precision: str, batch_size: int, channels_last: bool = True
+) -> Callable[[], None]:
     """One training step of a fresh full-view learner ``name`` (the sizes of its recipe
-    ``compare-clutteredmnist100-NAME``) on cluttered ``size`` px, in ``precision``."""
+    ``compare-clutteredmnist100-NAME``) on cluttered ``size`` px, in ``precision``; with
+    ``channels_last=False`` its convolutions' weights (so their activations) in PyTorch's
+    default NCHW layout instead of the channels-last one the baselines use."""
     settings = gymnasium.spec(f"Glimpse/ClutteredMNIST{size}-v0").kwargs
     sizes = recipe(f"compare-clutteredmnist100-{name}").settings.get("model", {})
     config = BaselineConfig(**{"attention_steps": 8, **sizes, "precision": precision})
     learner = FullViewLearner(name, settings, config, seed=0, device=torch.device("cpu"))
+    if not channels_last:
+        learner.model.to(memory_format=torch.contiguous_format)
     optimizer = torch.optim.Adam(learner.model.parameters(), lr=1e-3, **adam_kwargs())
     return gradient_step(learner, optimizer, batch_size)
 
@@ -350,6 +358,19 @@ def baseline_precisions(threads: int, batch_size: int, rounds: int, size: int) -
         rates = {p: statistics.median(r) for p, r in measured.items()}
         print(f"| {threads} | {name} | {rates['float32']:,.0f} | {rates['bfloat16']:,.0f} "
               f"| {rates['bfloat16'] / rates['float32']:.2f} |")  # fmt: skip
+
+
+def baseline_layouts(threads: int, batch_size: int, rounds: int, size: int) -> None:
+    """The convolutional baselines' training images/s (float32) with their convolutions in the
+    channels-last layout they use and in PyTorch's default NCHW, alternating."""
+    torch.set_num_threads(threads)
+    for name in ("soft", "cnn", "deep-cnn"):
+        steps = {layout: baseline_step(name, size, "float32", batch_size, layout == "NHWC")
+                 for layout in ("NHWC", "NCHW")}  # fmt: skip
+        measured = alternating_rates(steps, batch_size, rounds)
+        rates = {layout: statistics.median(r) for layout, r in measured.items()}
+        print(f"| {threads} | {name} | {rates['NHWC']:,.0f} | {rates['NCHW']:,.0f} "
+              f"| {rates['NHWC'] / rates['NCHW']:.2f} |")  # fmt: skip
 
 
 def where_the_time_goes(threads: int, batch_size: int, rounds: int) -> None:
@@ -493,7 +514,7 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=40,
         help="measurements of each: --baseline-bptt, --against; at most 10 for --port, "
-        "--canvases, --profile and --baselines",
+        "--canvases, --profile, --baselines and --layouts",
     )
     parser.add_argument(
         "--port", type=Path, default=None, help="a checkout of the PyTorch RAM port to compare with"
@@ -507,6 +528,10 @@ def main() -> None:
     parser.add_argument(
         "--baselines", type=int, default=None, metavar="SIZE",
         help="the full-view baselines' step on cluttered SIZE px, float32 against bfloat16",
+    )  # fmt: skip
+    parser.add_argument(
+        "--layouts", type=int, default=None, metavar="SIZE",
+        help="the convolutional baselines' step on cluttered SIZE px, channels-last against NCHW",
     )  # fmt: skip
     parser.add_argument("--rate-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--to-error", type=float, default=None, help="test error target in %%")
@@ -525,6 +550,14 @@ def main() -> None:
         print("|---|---|---|---|---|")
         for threads in args.threads:
             baseline_precisions(threads, args.batch_size, min(args.rounds, 10), args.baselines)
+        return
+    if args.layouts is not None:
+        print(f"torch {torch.__version__}, cluttered {args.layouts} px, full-view baselines, "
+              f"float32, batch {args.batch_size}\n")
+        print("| threads | baseline | images/s, channels-last | NCHW | channels-last / NCHW |")
+        print("|---|---|---|---|---|")
+        for threads in args.threads:
+            baseline_layouts(threads, args.batch_size, min(args.rounds, 10), args.layouts)
         return
     what = "cluttered 60, 100, 200 px" if args.canvases else ENV_ID
     print(f"torch {torch.__version__}, {what}, RAM (paper sizes), batch {args.batch_size}\n")
