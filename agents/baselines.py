@@ -56,8 +56,9 @@ class BaselineConfig:
         "the training's arithmetic: float32; bfloat16 (mixed precision: the forward pass "
         "under torch.autocast, so activations in bfloat16; weights, optimiser state, batch "
         "normalisation's statistics and the loss in float32); or auto: bfloat16 where the "
-        "device computes it natively (a CPU with AVX-512 BF16 or AMX), float32 elsewhere, "
-        "decided again at each resume. Evaluation is always float32.",
+        "device computes it natively (an x86 CPU with AVX-512 BF16 or AMX, an NVIDIA GPU from "
+        "Ampere on), float32 elsewhere, decided again at each resume. Evaluation is always "
+        "float32.",
         choices=PRECISIONS,
     )
 
@@ -69,14 +70,15 @@ class BaselineConfig:
 
 
 def cpu_has_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """Whether this CPU computes in bfloat16 natively: it lists the AVX-512 BF16 or AMX BF16
-    instructions (in Linux's ``cpuinfo``; False where that cannot be read). oneDNN's own
-    test (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) is not used: it also answers True on
-    CPUs with plain AVX-512, where bfloat16 is emulated.
+    """Whether this x86 CPU computes in bfloat16 natively: it lists the AVX-512 BF16 or AMX
+    BF16 instructions (in Linux's ``cpuinfo``; False where that cannot be read, and on ARM,
+    whose ``bf16`` feature we have not measured). oneDNN's own test
+    (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) is not used: it also answers True on CPUs
+    with plain AVX-512, where bfloat16 is emulated.
 
-    Measured at 100 px (docs/comparison.md): on our AMD EPYC, which lists both, a bfloat16
-    training step took 1.4 to 2.0 times less time than a float32 one; on our Intel Xeon, with
-    AVX-512 but neither, it took 1.4 to 2.7 times more."""
+    Measured at 100 px (docs/comparison.md): on our AMD EPYC, which lists AVX-512 BF16, a
+    bfloat16 training step took 1.4 to 2.0 times less time than a float32 one; on our Intel
+    Xeon, with AVX-512 but neither, it took 1.3 to 2.4 times more."""
     try:
         text = cpuinfo.read_text()
     except OSError:
@@ -90,13 +92,14 @@ def cpu_has_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
 
 def training_precision(requested: str, device: torch.device) -> str:
     """The arithmetic a baseline trains in on ``device``: ``requested``, with ``auto`` made
-    bfloat16 where the device computes it natively (a CPU by :func:`cpu_has_bfloat16`, a CUDA
-    GPU by ``torch.cuda.is_bf16_supported``) and float32 elsewhere. A rule, not one CPU's
-    preference: bfloat16 won on the CPU that has the instructions and lost on the one without."""
+    bfloat16 where the device computes it natively (a CPU by :func:`cpu_has_bfloat16`, an
+    NVIDIA GPU of compute capability 8.0 or more: ``torch.cuda.is_bf16_supported`` also says
+    yes where it is emulated) and float32 elsewhere. A rule, not one CPU's preference: bfloat16
+    won on the CPU that has the instructions and lost on the one without."""
     if requested != "auto":
         return requested
     if device.type == "cuda":
-        native = torch.cuda.is_bf16_supported()
+        native = torch.cuda.get_device_capability(device) >= (8, 0)
     else:
         native = device.type == "cpu" and cpu_has_bfloat16()
     return "bfloat16" if native else "float32"

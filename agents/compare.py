@@ -156,18 +156,25 @@ def last_fifth_gain(run_dir: Path) -> float:
     return round(min(errors[:cut]) - min(errors[cut:]), 9)
 
 
-def trained_precision(config: dict[str, Any], runs: list[Path]) -> str:
-    """What the runs' training steps computed in: float32, bfloat16, or "partly bfloat16"
-    (precision auto, trained or resumed on machines that differ). An explicit precision is the
-    config's; under auto each epoch's ``train_bfloat16`` (the share of its steps in bfloat16)
-    says."""
-    requested = config.get("model", {}).get("precision", "float32")
-    if requested != "auto":
-        return requested
-    shares = [row.get("train_bfloat16", 0.0) for run in runs for row in metrics_rows(run)]
-    if shares and min(shares) == 1.0:
+def trained_precision(runs: list[Path]) -> str:
+    """What the runs' training steps computed in: float32, bfloat16, "partly bfloat16" (under
+    precision auto, trained or resumed on machines that differ, or seeds whose configs
+    differ), or "precision unrecorded" (an auto run whose metrics lack it). A run with an
+    explicit precision trained in it; under auto each epoch's ``train_bfloat16`` (the share of
+    its steps in bfloat16) says."""
+    shares: list[float | None] = []
+    for run in runs:
+        requested = read_run_config(run).get("model", {}).get("precision", "float32")
+        if requested == "auto":
+            shares += [row.get("train_bfloat16") for row in metrics_rows(run)]
+        else:
+            shares.append(1.0 if requested == "bfloat16" else 0.0)
+    if None in shares:
+        return "precision unrecorded"
+    known = [share for share in shares if share is not None]
+    if known and min(known) == 1.0:
         return "bfloat16"
-    return "partly bfloat16" if any(shares) else "float32"
+    return "partly bfloat16" if any(known) else "float32"
 
 
 def _failed(errors: list[float]) -> int:
@@ -199,7 +206,7 @@ def measure(recipe: Recipe, runs: list[Path]) -> dict[str, Any]:
         "best_epoch": _mean_of(summaries, "best_epoch"),
         "steps": _mean_of(summaries, "steps"),
         "train_minutes": statistics.mean(s["train_seconds"] for s in summaries) / 60,
-        "train_precision": trained_precision(config, runs),
+        "train_precision": trained_precision(runs),
         "last_fifth_gain": [last_fifth_gain(run) for run in runs],
         "on_target": None,
         "told": {},

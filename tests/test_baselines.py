@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,28 +128,65 @@ def test_auto_precision_trains_in_bfloat16_only_where_the_cpu_has_it(monkeypatch
     assert float(terms["bfloat16"]) == float(native)  # logged as metrics' train_bfloat16
 
 
-def test_the_report_says_what_arithmetic_the_runs_trained_in(tmp_path):
+def test_auto_precision_is_recorded_per_epoch_and_decided_again_on_resume(
+    tmp_path, monkeypatch
+):
+    """Trained on a CPU with bfloat16 and resumed on one without, halfway through epoch 2: the
+    metrics say so, and the report calls the run partly bfloat16."""
+    import os
+    import signal
+
+    from glimpse.agents import baselines
     from glimpse.agents.compare import trained_precision
 
-    def runs(*shares: list[float]) -> list:
-        folders = []
-        for i, epochs in enumerate(shares):
-            folder = tmp_path / f"run{len(list(tmp_path.iterdir()))}-{i}"
-            folder.mkdir()
-            lines = [{"epoch": e + 1, "val_error": 5.0, "train_bfloat16": share}
-                     for e, share in enumerate(epochs)]  # fmt: skip
-            (folder / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-            folders.append(folder)
-        return folders
+    monkeypatch.setattr(baselines, "cpu_has_bfloat16", lambda: True)
+    original_loss, calls = FullViewLearner.loss, {"n": 0}
 
-    auto = {"model": {"precision": "auto"}}
-    assert trained_precision(auto, runs([1.0, 1.0], [1.0])) == "bfloat16"
-    assert trained_precision(auto, runs([0.0, 0.0], [0.0])) == "float32"
+    def interrupted_loss(self, batch_size, progress=0.0):
+        calls["n"] += 1
+        if calls["n"] == 6:  # epoch 2, batch 2 of 4: its step completes, then the run stops
+            os.kill(os.getpid(), signal.SIGINT)
+        return original_loss(self, batch_size, progress)
+
+    monkeypatch.setattr(FullViewLearner, "loss", interrupted_loss)
+    args = ["train", "fc", "--env", "Glimpse/ClutteredMNIST60-v0", "--precision", "auto",
+            "--epochs", "2", "--epoch-size", "256", "--batch-size", "64", "--val-size", "100",
+            "--runs-dir", str(tmp_path), "--name", "run", "--no-progress"]  # fmt: skip
+    assert main(args) == 130
+    monkeypatch.setattr(FullViewLearner, "loss", original_loss)
+    monkeypatch.setattr(baselines, "cpu_has_bfloat16", lambda: False)
+    run = tmp_path / "run"
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["train_bfloat16"]) for r in rows] == [(1, 1.0), (2, 0.5)]
+    assert json.loads((run / "config.json").read_text())["model"]["precision"] == "auto"
+    assert trained_precision([run]) == "partly bfloat16"
+
+
+def test_the_report_says_what_arithmetic_the_runs_trained_in(tmp_path):
+    from glimpse.agents.compare import trained_precision
+    from glimpse.agents.runs import resolve_config
+
+    def run(precision: str, *shares: float | None) -> Path:
+        folder = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+        folder.mkdir()
+        config = resolve_config("fc", "Glimpse/ClutteredMNIST60-v0",
+                                [{"model": {"precision": precision}}])  # fmt: skip
+        (folder / "config.json").write_text(json.dumps(config))
+        lines = [{"epoch": e + 1, "val_error": 5.0,
+                  **({} if share is None else {"train_bfloat16": share})}
+                 for e, share in enumerate(shares)]  # fmt: skip
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        return folder
+
+    assert trained_precision([run("auto", 1.0, 1.0), run("auto", 1.0)]) == "bfloat16"
+    assert trained_precision([run("auto", 0.0, 0.0), run("float32", 0.0)]) == "float32"
     # Resumed on another machine halfway through an epoch, or a seed trained elsewhere:
-    assert trained_precision(auto, runs([1.0, 0.5], [0.0])) == "partly bfloat16"
-    assert trained_precision(auto, runs([1.0], [0.0])) == "partly bfloat16"
-    assert trained_precision({"model": {"precision": "bfloat16"}}, []) == "bfloat16"
-    assert trained_precision({"model": {}}, []) == "float32"  # a run from before the option
+    assert trained_precision([run("auto", 1.0, 0.5), run("auto", 0.0)]) == "partly bfloat16"
+    assert trained_precision([run("auto", 1.0), run("auto", 0.0)]) == "partly bfloat16"
+    assert trained_precision([run("bfloat16", 1.0), run("float32", 0.0)]) == "partly bfloat16"
+    assert trained_precision([run("bfloat16"), run("bfloat16")]) == "bfloat16"  # explicit
+    assert trained_precision([run("auto", 1.0, None)]) == "precision unrecorded"
 
 
 def test_soft_attention_computes_its_docstring_equations():
