@@ -62,7 +62,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -347,30 +347,29 @@ def baseline_step(
     return gradient_step(learner, optimizer, batch_size)
 
 
-def baseline_precisions(threads: int, batch_size: int, rounds: int, size: int) -> None:
-    """Each full-view baseline's training images/s in float32 and bfloat16, alternating."""
+# The two ways --baselines and --layouts set up a baseline's step, by column: (precision,
+# channels-last convolutions); the ratio is the second column's rate over the first's.
+PRECISION_VARIANTS = {"float32": ("float32", True), "bfloat16": ("bfloat16", True)}
+LAYOUT_VARIANTS = {"NCHW": ("float32", False), "channels-last": ("float32", True)}
+
+
+def baseline_variants(
+    threads: int, batch_size: int, rounds: int, size: int, names: Sequence[str],
+    variants: dict[str, tuple[str, bool]],
+) -> None:  # fmt: skip
+    """Training images/s of each baseline in ``names`` set up two ways (``variants``: column
+    name -> ``baseline_step``'s precision and channels-last), alternating; one table row each."""
     torch.set_num_threads(threads)
     # Measured on every CPU, bfloat16 included where it is emulated: that is the point.
     warnings.filterwarnings("ignore", "precision bfloat16")
-    for name in BASELINES:
-        steps = {p: baseline_step(name, size, p, batch_size) for p in ("float32", "bfloat16")}
+    first, second = variants
+    for name in names:
+        steps = {column: baseline_step(name, size, precision, batch_size, channels_last)
+                 for column, (precision, channels_last) in variants.items()}  # fmt: skip
         measured = alternating_rates(steps, batch_size, rounds)
-        rates = {p: statistics.median(r) for p, r in measured.items()}
-        print(f"| {threads} | {name} | {rates['float32']:,.0f} | {rates['bfloat16']:,.0f} "
-              f"| {rates['bfloat16'] / rates['float32']:.2f} |")  # fmt: skip
-
-
-def baseline_layouts(threads: int, batch_size: int, rounds: int, size: int) -> None:
-    """The convolutional baselines' training images/s (float32) with their convolutions in the
-    channels-last layout they use and in PyTorch's default NCHW, alternating."""
-    torch.set_num_threads(threads)
-    for name in ("soft", "cnn", "deep-cnn"):
-        steps = {layout: baseline_step(name, size, "float32", batch_size, layout == "NHWC")
-                 for layout in ("NHWC", "NCHW")}  # fmt: skip
-        measured = alternating_rates(steps, batch_size, rounds)
-        rates = {layout: statistics.median(r) for layout, r in measured.items()}
-        print(f"| {threads} | {name} | {rates['NHWC']:,.0f} | {rates['NCHW']:,.0f} "
-              f"| {rates['NHWC'] / rates['NCHW']:.2f} |")  # fmt: skip
+        rates = {column: statistics.median(r) for column, r in measured.items()}
+        print(f"| {threads} | {name} | {rates[first]:,.0f} | {rates[second]:,.0f} "
+              f"| {rates[second] / rates[first]:.2f} |")  # fmt: skip
 
 
 def where_the_time_goes(threads: int, batch_size: int, rounds: int) -> None:
@@ -543,21 +542,21 @@ def main() -> None:
         rate = images_per_second(args.threads[0], args.batch_size, args.seconds, True)
         print(rate, operations_per_step(args.batch_size))
         return
-    if args.baselines is not None:
-        print(f"torch {torch.__version__}, cluttered {args.baselines} px, full-view baselines, "
-              f"batch {args.batch_size}; bfloat16 instructions: {cpu_has_bfloat16()}\n")
-        print("| threads | baseline | images/s, float32 | bfloat16 | bfloat16 / float32 |")
+    if args.baselines is not None or args.layouts is not None:
+        size, names, variants, what = (
+            (args.baselines, BASELINES, PRECISION_VARIANTS,
+             f"bfloat16 instructions: {cpu_has_bfloat16()}")
+            if args.baselines is not None else
+            (args.layouts, ("soft", "cnn", "deep-cnn"), LAYOUT_VARIANTS, "float32")
+        )  # fmt: skip
+        first, second = variants
+        print(f"torch {torch.__version__}, cluttered {size} px, full-view baselines, "
+              f"batch {args.batch_size}; {what}\n")
+        print(f"| threads | baseline | images/s, {first} | {second} | {second} / {first} |")
         print("|---|---|---|---|---|")
         for threads in args.threads:
-            baseline_precisions(threads, args.batch_size, min(args.rounds, 10), args.baselines)
-        return
-    if args.layouts is not None:
-        print(f"torch {torch.__version__}, cluttered {args.layouts} px, full-view baselines, "
-              f"float32, batch {args.batch_size}\n")
-        print("| threads | baseline | images/s, channels-last | NCHW | channels-last / NCHW |")
-        print("|---|---|---|---|---|")
-        for threads in args.threads:
-            baseline_layouts(threads, args.batch_size, min(args.rounds, 10), args.layouts)
+            baseline_variants(threads, args.batch_size, min(args.rounds, 10), size, names,
+                              variants)  # fmt: skip
         return
     what = "cluttered 60, 100, 200 px" if args.canvases else ENV_ID
     print(f"torch {torch.__version__}, {what}, RAM (paper sizes), batch {args.batch_size}\n")
