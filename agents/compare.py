@@ -483,6 +483,10 @@ def _pictures(
     return draw_pictures(found["ram"], found["soft"], out_dir)
 
 
+def _threads(count: int) -> str:
+    return f"{count} thread" if count == 1 else f"{count} threads"
+
+
 def _error(row: dict[str, Any]) -> str:
     if row["error_std"] is None:
         return f"{row['error_mean']:.2f}"
@@ -526,7 +530,7 @@ def render_report(
         "torch.utils.flop_counter; peak KB: the most memory held at once by the tensors "
         "inference creates (activations, tables; not the weights), per image; CPU ms per "
         "image on this machine "
-        f"({cpu_name()}, {torch.get_num_threads()} threads, {datetime.date.today()}), "
+        f"({cpu_name()}, {_threads(torch.get_num_threads())}, {datetime.date.today()}), "
         "canvases in memory, RAM as deployed "
         "(RAMPredictor: the sensor, the glimpses and the networks, no environment).",
         "",
