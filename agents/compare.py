@@ -418,14 +418,25 @@ def plot_frontier(rows: list[dict[str, Any]], env_id: str, out: Path) -> None:
     plt.close(figure)
 
 
-def draw_pictures(ram_dir: Path, soft_dir: Path, out_dir: Path) -> tuple[Path, Path]:
-    """The RAM trajectories and soft attention maps on the same first test canvases."""
+PICTURE_FILES = {"ram": "hard-trajectories.png", "soft": "soft-attention.png"}
+
+
+def draw_pictures(
+    recipes: Sequence[Recipe], runs: dict[str, list[Path]], out_dir: Path
+) -> dict[str, Path]:
+    """RAM's glimpses step by step and soft attention's weights at each step on the same first
+    test canvases, from the first run with a checkpoint of the first recipe of each agent;
+    a report without one of the two agents draws the other. Returns the PNGs by agent."""
     from glimpse.agents.runs import visualise_run
 
-    hard, soft = out_dir / "hard-trajectories.png", out_dir / "soft-attention.png"
-    visualise_run(ram_dir, hard, PICTURES)
-    visualise_run(soft_dir, soft, PICTURES)
-    return hard, soft
+    pictures = {}
+    for agent, name in PICTURE_FILES.items():
+        run = next((run for r in recipes if r.agent == agent for run in runs[r.name]
+                    if _has_checkpoint(run)), None)  # fmt: skip
+        if run is not None:
+            pictures[agent] = out_dir / name
+            visualise_run(run, pictures[agent], PICTURES)
+    return pictures
 
 
 def compare(
@@ -462,25 +473,11 @@ def compare(
     settings = read_run_config(runs[recipes[0].name][0])["env"]
     scaled = scaling(settings, scaling_sizes)
     plot_scaling(scaled, out_dir / "scaling.png")
-    pictures = _pictures(recipes, runs, out_dir)
+    pictures = draw_pictures(recipes, runs, out_dir)
     report = out_dir / "report.md"
     report.write_text(render_report(env_id, rows, scaled, pictures))
     (out_dir / "results.json").write_text(json.dumps({"rows": rows, "scaling": scaled}, indent=2))
     return report
-
-
-def _pictures(
-    recipes: Sequence[Recipe], runs: dict[str, list[Path]], out_dir: Path
-) -> tuple[Path, Path] | None:
-    """RAM's and soft attention's views of the same canvases, from the first run of the first
-    recipe of each that has a checkpoint."""
-    found = {}
-    for agent in ("ram", "soft"):
-        found[agent] = next((run for r in recipes if r.agent == agent for run in runs[r.name]
-                             if _has_checkpoint(run)), None)  # fmt: skip
-    if found["ram"] is None or found["soft"] is None:
-        return None
-    return draw_pictures(found["ram"], found["soft"], out_dir)
 
 
 def _threads(count: int) -> str:
@@ -512,7 +509,7 @@ def render_report(
     env_id: str,
     rows: list[dict[str, Any]],
     scaled: list[dict[str, Any]],
-    pictures: tuple[Path, Path] | None,
+    pictures: dict[str, Path],
 ) -> str:
     import datetime
 
@@ -634,9 +631,9 @@ def render_report(
         )
     lines += ["", "![scaling](scaling.png)", ""]
     if pictures:
-        hard_png, soft_png = pictures
-        lines += ["## What each looks at (the same test canvases)", "",
-                  f"Hard attention, its glimpses step by step: ![hard]({hard_png.name})", "",
-                  f"Soft attention, its weights at each step: ![soft]({soft_png.name})",
-                  ""]  # fmt: skip
+        captions = {"ram": "Hard attention, its glimpses step by step: ![hard]",
+                    "soft": "Soft attention, its weights at each step: ![soft]"}  # fmt: skip
+        lines += ["## What each looks at (the same test canvases)", ""]
+        for agent, png in pictures.items():
+            lines += [f"{captions[agent]}({png.name})", ""]
     return "\n".join(lines)

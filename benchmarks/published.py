@@ -163,6 +163,14 @@ def index() -> str:
                      if (folder / "test.json").is_file() else "-")  # fmt: skip
             lines.append(f"| {recipe.name} | {recipe.agent} | {recipe.env_id} | `{run}` | "
                          f"{checkpoint} | {error} |")  # fmt: skip
+    lines += ["", "## Comparison reports", "",
+              "`glimpse compare` reports, regenerated from the runs above without training (their "
+              "commands are in `docs/comparison.md`):", "",
+              "| report | environment |", "|---|---|"]  # fmt: skip
+    for report in sorted(RESULTS.glob("*/report.md")):
+        title = report.read_text().splitlines()[0]  # "# Hard versus soft attention on ENV_ID"
+        lines.append(f"| [`{report.relative_to(RESULTS)}`]({report.relative_to(RESULTS)}) | "
+                     f"{title.rsplit(' on ', 1)[-1]} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -273,7 +273,7 @@ def test_peak_memory_follows_the_tensors_a_run_creates_and_frees():
 
 @pytest.mark.filterwarnings("ignore:precision bfloat16")  # on CPUs that emulate it
 def test_compare_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
-    from glimpse.agents.compare import compare, plot_frontier, render_report
+    from glimpse.agents.compare import compare, draw_pictures, plot_frontier, render_report
     from glimpse.agents.recipes import Recipe
 
     env_id, runs, out = "Glimpse/ClutteredMNIST60-v0", tmp_path / "runs", tmp_path / "report"
@@ -309,7 +309,13 @@ def test_compare_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     two = {**eight, "recipe": "tiny-ram-2g", "glimpses": 2, "flops": eight["flops"] // 4}
     plot_frontier([two, *results["rows"]], env_id, tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").is_file() and eight["glimpses"] == 8
-    text = render_report(env_id, [two, *results["rows"]], results["scaling"], None)
+    text = render_report(env_id, [two, *results["rows"]], results["scaling"], {})
+    # A report of RAM and CNNs only (as at 200 px) still draws where RAM looks.
+    (tmp_path / "alone").mkdir()
+    alone = draw_pictures(recipes[:1], {"tiny-ram": [runs / "tiny-ram-seed1"]}, tmp_path / "alone")
+    assert list(alone) == ["ram"] and alone["ram"].is_file()
+    alone_text = render_report(env_id, results["rows"], results["scaling"], alone)
+    assert "![hard](hard-trajectories.png)" in alone_text and "![soft]" not in alone_text
     sweep = text[text.index("## Hard attention's glimpse budget") :].split("\n\n")[2]
     assert [line.split(" | ")[:2] for line in sweep.splitlines()[2:]] == [
         ["| 2", "`tiny-ram-2g`"], ["| 8", "`tiny-ram`"]
