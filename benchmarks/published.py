@@ -167,10 +167,11 @@ def index() -> str:
               "`glimpse compare` reports, regenerated from the runs above without training (their "
               "commands are in `docs/comparison.md`):", "",
               "| report | environment |", "|---|---|"]  # fmt: skip
+    recipes = load_recipes()
     for report in sorted(RESULTS.glob("*/report.md")):
-        title = report.read_text().splitlines()[0]  # "# Hard versus soft attention on ENV_ID"
-        lines.append(f"| [`{report.relative_to(RESULTS)}`]({report.relative_to(RESULTS)}) | "
-                     f"{title.rsplit(' on ', 1)[-1]} |")  # fmt: skip
+        first = json.loads((report.parent / "results.json").read_text())["rows"][0]["recipe"]
+        name = report.relative_to(RESULTS)
+        lines.append(f"| [`{name}`]({name}) | {recipes[first].env_id} |")
     return "\n".join(lines) + "\n"
 
 
