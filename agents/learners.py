@@ -1,6 +1,10 @@
 """RAM's learner: what the generic :class:`glimpse.agents.trainer.Trainer` trains for RAM (the
 full-view baselines' learner is :class:`glimpse.agents.baselines.FullViewLearner`; PPO trains
-with Stable-Baselines3's loop)."""
+with Stable-Baselines3's loop).
+
+Next on the way down: :meth:`RAMLearner.loss` plays a batch of episodes with
+:meth:`glimpse.agents.ram.RAM.forward` and hands them to :func:`glimpse.agents.ram.hybrid_loss`.
+"""
 
 from __future__ import annotations
 
@@ -41,7 +45,8 @@ TOLD_LOCATIONS = ("random", "fixed")
 
 
 class RAMLearner:
-    """RAM trained by the hybrid loss on episodes of the batched glimpse environment.
+    """RAM trained on episodes of the batched glimpse environment: by :func:`hybrid_loss` on a
+    still task, :func:`game_loss` in a game, :func:`ppo_loss` with ``location_learner="ppo"``.
 
     The training episodes are one :class:`GlimpseEpisodes` of ``batch_size`` slots on the train
     split (continuous actions: location, then class scores), seeded from ``seed``: every batch
@@ -127,6 +132,11 @@ class RAMLearner:
         ]
 
     def loss(self, batch_size: int, progress: float = 0.0) -> dict[str, torch.Tensor]:
+        if batch_size != self.train_episodes.num_envs:
+            raise ValueError(
+                f"RAMLearner plays batches of {self.train_episodes.num_envs} episodes, built at "
+                f"construction; got batch_size={batch_size}."
+            )
         config = self.model.config
         self.model.locator.std = config.location_std_at(progress)
         if config.location_learner == "ppo":

@@ -1,4 +1,7 @@
-"""The Recurrent Attention Model (Mnih, Heess, Graves, Kavukcuoglu, 2014) and its hybrid loss.
+"""The Recurrent Attention Model (Mnih, Heess, Graves, Kavukcuoglu, 2014): the model, its losses
+(:func:`hybrid_loss` on a still task, :func:`game_loss` in a game, :func:`ppo_loss` with PPO as
+the location learner), the policy that plays it in an environment (:class:`RAMPolicy`) and the
+inference path that runs whole episodes inside the model (:class:`RAMPredictor`).
 
 One ``nn.Module`` per component of the paper, with the paper's symbols:
 
@@ -7,7 +10,8 @@ One ``nn.Module`` per component of the paper, with the paper's symbols:
   ``glimpse_encoder="conv"`` reads the pixels with two convolutions first,
   :class:`glimpse.agents.networks.ConvGlimpseNetwork`);
 * core network ``h_t = f_h(h_{t-1}, g_t)``: the paper's rectified RNN or an LSTM;
-* location network ``l_t ~ N(f_l(h_t), sigma^2 I)``: a Gaussian with fixed ``sigma``;
+* location network ``l_t ~ N(f_l(h_t), sigma^2 I)``: a Gaussian whose ``sigma`` is a setting,
+  not learned (``location_std``; ``location_std_start`` anneals it over the first half of training);
 * action network ``a = softmax(f_a(h_T))``: the class, read after the last glimpse;
 * baseline network ``b_t = f_b(h_t)``: the expected reward, to reduce REINFORCE's variance.
 
@@ -19,7 +23,8 @@ What gradients flow where (tested in ``tests/test_ram.py``):
   With ``reinforce_core=True`` it reads ``h_t`` itself, so REINFORCE also trains the core and
   glimpse networks, as the paper's gradient over all parameters ``theta`` does: the state
   then learns to serve where to look next, not only what the digit is.
-* The baseline is fit to the reward by squared error and also reads ``h_t.detach()``.
+* The baseline is fit to the reward by squared error and also reads ``h_t.detach()``
+  (``h_t`` itself with ``baseline_core=True``, so that its error also trains the core).
 * The log-probability is that of the location actually sent to the environment (the raw
   Gaussian sample; the environment clips it to the image, which is part of its dynamics).
 
@@ -358,8 +363,15 @@ class RAM(nn.Module):
         """Runs one episode in every slot of ``episodes``, sampling locations, and collects it;
         also into ``record`` where given (:meth:`replay` trains on it again).
 
-        The core states ``h_1 .. h_T`` come from :meth:`encode`; the heads then read them all
-        at once. (A training batch is a forward pass, so DistributedDataParallel can wrap it.)
+        The environment is stepped from inside the forward pass, in this order: ``reset``
+        shows the first glimpse; :meth:`encode` then calls ``observe(h_{t-1})`` once per
+        glimpse, which (from the second on) samples ``l_t`` from the location network, steps
+        the environment there and returns the glimpse read; after the last glimpse the
+        classifier's answer is the final step, which returns the reward. For the paper's
+        networks ``encode`` hands this loop to :func:`glimpse.agents.bptt.glimpse_core_sequence`
+        (a hand-written backward pass through time). The heads then read all the core states
+        ``h_1 .. h_T`` at once. (A training batch is a forward pass, so
+        DistributedDataParallel can wrap it.)
         """
         episodes.reset(np.ones(episodes.num_envs, bool))
         game = episodes.dynamic
@@ -444,7 +456,7 @@ class RAM(nn.Module):
     def encode(self, observe: Observe, horizon: int) -> torch.Tensor:
         """The core states ``h_1 .. h_T`` ``(T, B, hidden_size)`` of one episode.
 
-        ``observe(h_{t-1})`` acts and returns the next glimpse (see :mod:`glimpse.agents.bptt`). The
+        ``observe(h_{t-1})`` acts and returns the next glimpse (see :meth:`forward`). The
         rectified core backpropagates through time by hand (:mod:`glimpse.agents.bptt`, the same
         gradient, faster); the LSTM, the convolutional glimpse network, or
         ``hand_written_bptt = False``, through autograd.

@@ -3,7 +3,9 @@ this module), with inheritance so that a variant names only what it changes.
 
 A recipe gives the agent, the environment id and, per config section (``env``, ``model``,
 ``train``, ``run``), the settings that differ from the defaults; every other setting takes the
-default of its config class, and the run's ``config.json`` records them all. A published
+value the environment id registers (``Glimpse/ClutteredMNIST60-v0``: 8 glimpses, 3 scales;
+:mod:`glimpse.registration`), else the default of its config class, and the run's
+``config.json`` records them all (:func:`glimpse.agents.runs.resolve_config`). A published
 recipe (one with ``runs``) is frozen: the tests resolve it and compare it field by field with
 the committed runs' ``config.json``, so changing a default or a recipe that a published
 figure came from fails them. A new setup gets a new name, as Gymnasium bumps ``-v0`` to

@@ -11,6 +11,10 @@ A run's configuration has a section per config class (see :mod:`glimpse.agents.r
 the agent's own sections, named in :attr:`Agent.sections`: ``model`` (its networks and how
 they learn) and, for the agents trained by gradient steps over epochs, ``train``
 (:class:`glimpse.agents.trainer.TrainConfig`).
+
+Next on the way to the training loop: :func:`_train_epochs` builds the agent's learner
+(RAM's: :class:`glimpse.agents.learners.RAMLearner`) and runs
+:meth:`glimpse.agents.trainer.Trainer.train`; PPO's agents train in :mod:`glimpse.agents.ppo`.
 """
 
 from __future__ import annotations
@@ -194,17 +198,17 @@ _PPO_ENV = tuple(s for s in TASK_SETTINGS + EPISODE_SETTINGS if s != "history")
 
 def _ppo(name: str, summary: str, history: bool) -> Agent:
     return Agent(
-        name, summary, {"model": PPOConfig}, _PPO_ENV, _train_ppo, _load_ppo,
-        fixed_env={"history": history}, check=_check_ppo, checkpoint_suffix=".zip",
-        plays_games=True,
+        name, summary, sections={"model": PPOConfig}, env_settings=_PPO_ENV, train=_train_ppo,
+        load=_load_ppo, fixed_env={"history": history}, check=_check_ppo,
+        checkpoint_suffix=".zip", plays_games=True,
     )  # fmt: skip
 
 
 def _full_view(name: str, summary: str) -> Agent:
     return Agent(
-        name, summary, {"model": BaselineConfig, "train": TrainConfig}, TASK_SETTINGS,
-        _train_epochs, _load_learner, _full_view_learner,
-        model_defaults_from_env={"attention_steps": "glimpses"},
+        name, summary, sections={"model": BaselineConfig, "train": TrainConfig},
+        env_settings=TASK_SETTINGS, train=_train_epochs, load=_load_learner,
+        learner=_full_view_learner, model_defaults_from_env={"attention_steps": "glimpses"},
     )  # fmt: skip
 
 
@@ -213,9 +217,10 @@ AGENTS: dict[str, Agent] = {
     for spec in (
         Agent(
             "ram", "the Recurrent Attention Model; REINFORCE learns where to look (Mnih et al.)",
-            {"model": RAMConfig, "train": TrainConfig}, TASK_SETTINGS + SENSOR_SETTINGS,
-            _train_epochs, _load_learner, _ram_learner,
-            fixed_env={"action_type": "continuous"}, check=_check_ram, plays_games=True,
+            sections={"model": RAMConfig, "train": TrainConfig},
+            env_settings=TASK_SETTINGS + SENSOR_SETTINGS, train=_train_epochs,
+            load=_load_learner, learner=_ram_learner, fixed_env={"action_type": "continuous"},
+            check=_check_ram, plays_games=True,
         ),
         _ppo("ppo", "a glimpse policy trained by PPO (SB3); memory from the glimpse history", True),
         _ppo("recurrent-ppo", "a glimpse policy with an LSTM, trained by RecurrentPPO", False),

@@ -17,6 +17,10 @@ from today's defaults, except the settings added since (:data:`ADDED_SINCE_FORMA
 it fills with the value that does what runs did before them. Run folders written before the
 format recorded everything (format 1) are brought up to date once by :func:`migrate_config`
 (``glimpse migrate RUN``), which writes what they actually ran with.
+
+Next on the way to the training loop: :func:`train_run` calls the agent's ``train`` from
+:data:`glimpse.agents.registry.AGENTS` (RAM's and the full-view baselines':
+``registry._train_epochs``, which hands a learner to :class:`glimpse.agents.trainer.Trainer`).
 """
 
 from __future__ import annotations

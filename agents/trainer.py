@@ -5,7 +5,8 @@ baselines), for any agent that implements :class:`Learner`.
 and writes through a :class:`glimpse.agents.run_directory.RunDirectory`: ``checkpoints/last.pt``
 (model, optimiser, learning-rate schedule, torch RNG and the learner's data stream, after every
 epoch; tensors and plain data only, so that loading it runs no code), ``checkpoints/previous.pt``
-(the one before, until the run ends), ``checkpoints/best.pt`` (weights only), ``metrics.jsonl``,
+(the one before, until the run ends), ``checkpoints/best.pt`` (the best validated weights, with the
+config, epoch and validation error; no optimiser state), ``metrics.jsonl``,
 TensorBoard and ``test.json``. It knows nothing of any agent's model: the learner gives the
 loss, its parameter groups and its errors.
 
@@ -25,6 +26,9 @@ cluttered ones. Only the weights come over (the optimiser, the schedule and the 
 afresh), so the two models must have the same shapes; their other settings (the reward, the
 learning rate) may differ. The source is recorded in the run's ``config.json`` like any setting,
 and ``--resume`` continues from the run's own checkpoint, not from the source.
+
+Next on the way down: each batch's loss comes from the learner, RAM's in
+:meth:`glimpse.agents.learners.RAMLearner.loss`.
 """
 
 from __future__ import annotations
@@ -127,7 +131,9 @@ class Learner(Protocol):
         otherwise for some of its parameters."""
 
     def loss(self, batch_size: int, progress: float = 0.0) -> dict[str, torch.Tensor]:
-        """Loss terms on a fresh training batch; ``total`` is minimised. ``progress`` is the
+        """Loss terms on a fresh training batch of ``batch_size`` episodes or images (the
+        training config's; RAM's learner builds its episodes of that size at construction and
+        checks that they match); ``total`` is minimised. ``progress`` is the
         share of the run's batches done, in ``[0, 1]``, for schedules other than the learning
         rate's."""
 

@@ -3,6 +3,9 @@
 Options are generated from the config dataclasses (:mod:`glimpse.config`), so ``--help`` shows
 the same defaults and texts as the API docs. Errors the user can fix (a missing file, a bad
 value) print one paragraph and exit with status 2; see :mod:`glimpse.errors`.
+
+Next on the way to the training loop: ``glimpse train`` resolves the settings and writes the run
+folder in :mod:`glimpse.agents.runs` (:func:`~glimpse.agents.runs.train_run`).
 """
 
 from __future__ import annotations
