@@ -252,6 +252,19 @@ def train_run(
     return spec.train(spec, config, run, resume, progress)
 
 
+def refuse_resume_changes(run_dir: str | Path, options: Sequence[str]) -> None:
+    """The error for ``--resume`` with settings to change (``options``, as typed), if any:
+    a run continues with its own ``config.json``; only :data:`RUNTIME_SETTINGS` may change."""
+    if options:
+        raise ConfigError(
+            f"--resume continues {run_dir} with the settings in its config.json, so it takes "
+            f"no {', '.join(options)}; only "
+            f"{' and '.join('--' + name for name in RUNTIME_SETTINGS)} may change. To train "
+            f"with other settings, start a new run: `glimpse train --config "
+            f"{Path(run_dir) / 'config.json'} --name NEW ...` with the options to change."
+        )
+
+
 def resume_run(
     run_dir: Path, runtime: dict[str, Any] | None = None, progress: bool = True
 ) -> dict[str, Any]:
@@ -262,14 +275,7 @@ def resume_run(
     """
     config = read_run_config(run_dir)
     changed = sorted(set(runtime or {}) - set(RUNTIME_SETTINGS))
-    if changed:
-        raise ConfigError(
-            f"--resume continues {run_dir} with the settings in its config.json, so it takes "
-            f"no {', '.join('--' + name.replace('_', '-') for name in changed)}; only "
-            f"{' and '.join('--' + name for name in RUNTIME_SETTINGS)} may change. To train "
-            f"with other settings, start a new run: glimpse train --config "
-            f"{run_dir / 'config.json'} --name NEW with the options to change."
-        )
+    refuse_resume_changes(run_dir, ["--" + name.replace("_", "-") for name in changed])
     config["run"].update(runtime or {}, runs_dir=str(run_dir.parent), name=run_dir.name)
     return train_run(config, resume=True, progress=progress)
 

@@ -364,50 +364,57 @@ class Trainer:
         try:
             with interrupt_requests() as interrupted:
                 while self.epoch < config.epochs:
-                    start = epoch_start = time.perf_counter()
-                    first_batch = self.batch
-                    while self.batch < self.batches_per_epoch:
-                        try:
-                            terms = self._train_step(interrupted)
-                        finally:
-                            self.seconds += time.perf_counter() - start
-                            start = time.perf_counter()
-                        for key, value in terms.items():
-                            self.epoch_sums[key] = self.epoch_sums.get(key, 0.0) + value
-                        self.batch += 1
-                        bar.update(1)
-                    elapsed = time.perf_counter() - epoch_start
-                    images_per_s = (self.batch - first_batch) * config.batch_size / elapsed
-                    images_per_s *= distributed.world_size()
+                    images_per_s = self._run_epoch(interrupted, bar)
                     self.epoch, self.batch = self.epoch + 1, 0
-                    if not distributed.is_main():  # process 0 evaluates and writes files
+                    if not main:  # process 0 evaluates and writes files
                         self.epoch_sums = {}
                         distributed.barrier()
                         continue
-                    validation = self._validate()
-                    sums, self.epoch_sums = self.epoch_sums, {}
-                    record = {
-                        "epoch": self.epoch,
-                        "images": self.epoch
-                        * self.batches_per_epoch
-                        * config.batch_size
-                        * distributed.world_size(),
-                        "seconds": round(self.seconds, 2),
-                        "lr": self.scheduler.get_last_lr()[0],
-                        **validation,
-                        "images_per_s": images_per_s,
-                        **{f"train_{k}": v / self.batches_per_epoch for k, v in sums.items()},
-                    }
-                    self.run.log(record, step="images")
-                    self.save_last()
+                    val_error = self._end_epoch(images_per_s)
                     distributed.barrier()
-                    bar.set_postfix(
-                        val_err=f"{validation['val_error']:.2f}%", img_s=f"{images_per_s:,.0f}"
-                    )
+                    bar.set_postfix(val_err=f"{val_error:.2f}%", img_s=f"{images_per_s:,.0f}")
         finally:
             bar.close()
             self.run.close()
         return self.finish() if main else {}
+
+    def _run_epoch(self, interrupted: list[str], bar: Any) -> float:
+        """Trains the current epoch's remaining batches, adding their loss terms to
+        ``epoch_sums``; returns the images per second (all processes together)."""
+        start = epoch_start = time.perf_counter()
+        first_batch = self.batch
+        while self.batch < self.batches_per_epoch:
+            try:
+                terms = self._train_step(interrupted)
+            finally:
+                self.seconds += time.perf_counter() - start
+                start = time.perf_counter()
+            for key, value in terms.items():
+                self.epoch_sums[key] = self.epoch_sums.get(key, 0.0) + value
+            self.batch += 1
+            bar.update(1)
+        elapsed = time.perf_counter() - epoch_start
+        images_per_s = (self.batch - first_batch) * self.config.batch_size / elapsed
+        return images_per_s * distributed.world_size()
+
+    def _end_epoch(self, images_per_s: float) -> float:
+        """Validates the epoch just trained, logs its record to ``metrics.jsonl`` and saves
+        ``last.pt``; returns the validation error."""
+        validation = self._validate()
+        sums, self.epoch_sums = self.epoch_sums, {}
+        images = self.epoch * self.batches_per_epoch * self.config.batch_size
+        record = {
+            "epoch": self.epoch,
+            "images": images * distributed.world_size(),
+            "seconds": round(self.seconds, 2),
+            "lr": self.scheduler.get_last_lr()[0],
+            **validation,
+            "images_per_s": images_per_s,
+            **{f"train_{k}": v / self.batches_per_epoch for k, v in sums.items()},
+        }
+        self.run.log(record, step="images")
+        self.save_last()
+        return validation["val_error"]
 
     def _train_step(self, interrupted: list[str]) -> dict[str, float]:
         """One gradient step, unless a process was interrupted or got a non-finite loss."""

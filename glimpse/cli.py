@@ -167,12 +167,39 @@ class TrainCommand:
     progress: bool
 
 
+def _agent_to_train(
+    named: str | None, found: str | None, source: str | None, tokens: list[str]
+) -> str | None:
+    """The agent a ``glimpse train`` command trains: the one ``named`` on the command line, or
+    the one its recipe, config file or run (``source``) trains (``found``), which must agree.
+    ``None`` when neither gives one and help was asked for (the usage is then printed)."""
+    from glimpse.agents.registry import AGENTS
+
+    agent_name = named or found
+    if agent_name is None:
+        if not {"-h", "--help"} & set(tokens):
+            print(TRAIN_USAGE.format(agents=", ".join(AGENTS)), file=sys.stderr)
+            raise ConfigError("name an agent (glimpse train ram ...) or a --recipe.")
+        print(TRAIN_USAGE.format(agents=", ".join(AGENTS)))
+        return None
+    if found is not None and found != agent_name:
+        raise ConfigError(
+            f"{source} trains {found}, not {agent_name}: leave the agent out or name {found}."
+        )
+    return agent_name
+
+
 def parse_train_command(tokens: list[str]) -> TrainCommand | None:
     """Reads ``glimpse train``'s arguments (``tokens``, after ``train``) into a
     :class:`TrainCommand`; ``None`` when only help was asked for (and printed)."""
     from glimpse.agents.recipes import recipe
-    from glimpse.agents.registry import AGENTS
-    from glimpse.agents.runs import config_layer, read_run_config, resolve_config
+    from glimpse.agents.run_directory import RUNTIME_SETTINGS
+    from glimpse.agents.runs import (
+        config_layer,
+        read_run_config,
+        refuse_resume_changes,
+        resolve_config,
+    )
 
     tokens = list(tokens)
     named = tokens.pop(0) if tokens and not tokens[0].startswith("-") else None
@@ -180,36 +207,20 @@ def parse_train_command(tokens: list[str]) -> TrainCommand | None:
     resume = _prescan(tokens, "--resume")
     base_recipe = recipe(recipe_name) if recipe_name else None
     base = read_run_config(Path(resume or config_file)) if resume or config_file else None
-    agent_name = named or (base_recipe.agent if base_recipe else None) or (
-        base["agent"] if base else None)  # fmt: skip
+    found = base_recipe.agent if base_recipe else base["agent"] if base else None
+    agent_name = _agent_to_train(named, found, recipe_name or resume or config_file, tokens)
     if agent_name is None:
-        if not {"-h", "--help"} & set(tokens):
-            print(TRAIN_USAGE.format(agents=", ".join(AGENTS)), file=sys.stderr)
-            raise ConfigError("name an agent (glimpse train ram ...) or a --recipe.")
-        print(TRAIN_USAGE.format(agents=", ".join(AGENTS)))
         return None
-    found = base_recipe.agent if base_recipe else base["agent"] if base else agent_name
-    if found != agent_name:
-        raise ConfigError(
-            f"{recipe_name or resume or config_file} trains {found}, not {agent_name}: leave "
-            f"the agent out or name {found}."
-        )
     parser = train_parser(agent_name)
     options, unknown = parser.parse_known_args(tokens)
     if unknown:
         raise _foreign_option(agent_name, unknown[0].split("=", 1)[0])
     typed = _typed_settings(agent_name, options)
     if resume:
-        given = [option for option in tokens if option.startswith("--")
-                 and option.split("=")[0] not in ("--resume", "--threads", "--device",
-                                                  "--progress", "--no-progress")]  # fmt: skip
-        if given:
-            raise ConfigError(
-                f"--resume continues {resume} with the settings in its config.json, so it takes "
-                f"no {', '.join(given)}; only --threads and --device may change. To train with "
-                f"other settings, start a new run: `glimpse train --config "
-                f"{Path(resume) / 'config.json'} --name NEW ...`"
-            )
+        allowed = {"--resume", "--progress", "--no-progress"} | {
+            "--" + name for name in RUNTIME_SETTINGS}  # fmt: skip
+        refuse_resume_changes(resume, [option for option in tokens if option.startswith("--")
+                                       and option.split("=")[0] not in allowed])  # fmt: skip
         return TrainCommand(agent_name, None, Path(resume), typed.get("run", {}), options.progress)
     layers = [base_recipe.layer() if base_recipe else config_layer(base) if base else {}]
     env_id = options.env or (base_recipe.env_id if base_recipe else None) or (
