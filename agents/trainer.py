@@ -224,14 +224,15 @@ class Trainer:
     def __init__(
         self,
         learner: Learner,
-        config: TrainConfig,
+        train_config: TrainConfig,
         run: RunDirectory,
-        full_config: dict[str, Any],
+        run_config: dict[str, Any],
         progress: bool = True,
         track_test: bool = False,
     ) -> None:
-        self.learner, self.config, self.run = learner, config, run
-        self.full_config, self.progress, self.track_test = full_config, progress, track_test
+        self.learner, self.train_config, self.run = learner, train_config, run
+        self.run_config, self.progress, self.track_test = run_config, progress, track_test
+        config = train_config
         self.model = learner.model
         params = learner.parameter_groups(config.lr)
         if config.optimizer == "sgd":
@@ -282,7 +283,7 @@ class Trainer:
             "seconds": self.seconds,
             "epoch_sums": self.epoch_sums,
             "average": self.average.state_dict() if self.average else None,
-            "config": self.full_config,
+            "config": self.run_config,
         }
         self.run.save_training_state(".pt", lambda tmp: torch.save(state, tmp))
 
@@ -309,7 +310,7 @@ class Trainer:
         if self.average is not None:
             self.average.load_state_dict(checkpoint["average"])
         where = (
-            f"epoch {self.epoch + 1} of {self.config.epochs}, batch {self.batch} of "
+            f"epoch {self.epoch + 1} of {self.train_config.epochs}, batch {self.batch} of "
             f"{self.batches_per_epoch}"
         )
         self.run.resuming(where, damaged, ".pt")
@@ -329,7 +330,7 @@ class Trainer:
             "Start from a run with the same networks, glimpse shape and classes.",
         )  # fmt: skip
         if self.average is not None:  # the average starts from the weights it now holds
-            self.average = WeightAverage(self.model, self.config.ema_decay)
+            self.average = WeightAverage(self.model, self.train_config.ema_decay)
         if distributed.is_main():
             print(f"glimpse: starting from the weights of {path}")
 
@@ -337,7 +338,7 @@ class Trainer:
         """Refuses a checkpoint saved with settings that change what the run learns."""
         from glimpse.agents.runs import config_differences, migrate_config
 
-        differences = config_differences(migrate_config(stored), self.full_config) if stored else []
+        differences = config_differences(migrate_config(stored), self.run_config) if stored else []
         if differences:
             raise TrainingError(
                 f"{source} was written by a run with other settings than "
@@ -351,9 +352,9 @@ class Trainer:
         """Runs the remaining epochs; returns the final summary (also in ``test.json``)."""
         from tqdm import tqdm
 
-        config = self.config
+        config = self.train_config
         main = distributed.is_main()
-        self.run.start(self.full_config)
+        self.run.start(self.run_config)
         bar = tqdm(
             total=self.total_batches,
             initial=self.epoch * self.batches_per_epoch + self.batch,
@@ -394,7 +395,7 @@ class Trainer:
             self.batch += 1
             bar.update(1)
         elapsed = time.perf_counter() - epoch_start
-        images_per_s = (self.batch - first_batch) * self.config.batch_size / elapsed
+        images_per_s = (self.batch - first_batch) * self.train_config.batch_size / elapsed
         return images_per_s * distributed.world_size()
 
     def _end_epoch(self, images_per_s: float) -> float:
@@ -402,7 +403,7 @@ class Trainer:
         ``last.pt``; returns the validation error."""
         validation = self._validate()
         sums, self.epoch_sums = self.epoch_sums, {}
-        images = self.epoch * self.batches_per_epoch * self.config.batch_size
+        images = self.epoch * self.batches_per_epoch * self.train_config.batch_size
         record = {
             "epoch": self.epoch,
             "images": images * distributed.world_size(),
@@ -428,18 +429,18 @@ class Trainer:
             )
         self.model.train()
         done = self.epoch * self.batches_per_epoch + self.batch
-        terms = self.learner.loss(self.config.batch_size, done / self.total_batches)
+        terms = self.learner.loss(self.train_config.batch_size, done / self.total_batches)
         total = terms["total"]
         if distributed.any_process([not bool(torch.isfinite(total))])[0]:
             raise TrainingError(
                 f"The loss became {total.item()} at epoch {self.epoch + 1}, batch {self.batch}. "
                 f"Training stopped; {self.last_path} still holds the last good state. Lower "
-                f"--lr (now {self.config.lr}) and resume, or start again."
+                f"--lr (now {self.train_config.lr}) and resume, or start again."
             )
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        if self.config.max_grad_norm:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        if self.train_config.max_grad_norm:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.train_config.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         if self.average is not None:
@@ -459,7 +460,7 @@ class Trainer:
             if val_error < self.best_val_error:
                 self.best_val_error, self.best_epoch = val_error, self.epoch
                 atomic_save(
-                    {"model": self.model.state_dict(), "config": self.full_config,
+                    {"model": self.model.state_dict(), "config": self.run_config,
                      "epoch": self.epoch, "val_error": val_error},
                     self.best_path,
                 )  # fmt: skip
