@@ -367,11 +367,11 @@ class RAM(nn.Module):
         shows the first glimpse; :meth:`encode` then calls ``observe(h_{t-1})`` once per
         glimpse, which (from the second on) samples ``l_t`` from the location network, steps
         the environment there and returns the glimpse read; after the last glimpse the
-        classifier's answer is the final step, which returns the reward. For the paper's
-        networks ``encode`` hands this loop to :func:`glimpse.agents.bptt.glimpse_core_sequence`
-        (a hand-written backward pass through time). The heads then read all the core states
-        ``h_1 .. h_T`` at once. (A training batch is a forward pass, so
-        DistributedDataParallel can wrap it.)
+        final step (the classifier's answer on a still task, a paddle move in a game) returns
+        the reward. For the paper's networks ``encode`` hands this loop to
+        :func:`glimpse.agents.bptt.glimpse_core_sequence` (a hand-written backward pass through
+        time). The heads then read all the core states ``h_1 .. h_T`` at once. (A training
+        batch is a forward pass, so DistributedDataParallel can wrap it.)
         """
         episodes.reset(np.ones(episodes.num_envs, bool))
         game = episodes.dynamic
