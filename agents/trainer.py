@@ -352,7 +352,6 @@ class Trainer:
         """Runs the remaining epochs; returns the final summary (also in ``test.json``)."""
         from tqdm import tqdm
 
-        config = self.train_config
         main = distributed.is_main()
         self.run.start(self.run_config)
         bar = tqdm(
@@ -364,7 +363,7 @@ class Trainer:
         )
         try:
             with interrupt_requests() as interrupted:
-                while self.epoch < config.epochs:
+                while self.epoch < self.train_config.epochs:
                     images_per_s = self._run_epoch(interrupted, bar)
                     self.epoch, self.batch = self.epoch + 1, 0
                     if not main:  # process 0 evaluates and writes files

@@ -390,6 +390,9 @@ def test_rollouts_of_one_image_share_its_canvas_and_first_look():
     assert (episodes.canvases[0] != episodes.canvases[4]).any()
     terms = learner.loss(8)
     assert torch.isfinite(terms["total"])
+    # its episodes were built for batches of 8: another size would silently train on 8
+    with pytest.raises(ValueError, match="batches of 8 episodes"):
+        learner.loss(16)
 
 
 def test_a_batch_must_hold_whole_sets_of_rollouts():
