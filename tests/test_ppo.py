@@ -48,6 +48,11 @@ def test_a_short_run_gives_a_run_directory_that_eval_and_viz_accept(agent, tmp_p
     weights = torch.load(io.BytesIO(best["policy.pth"]), weights_only=True).values()
     assert {t.dtype for t in weights if t.is_floating_point()} == {torch.float16}
     assert len(best["policy.optimizer.pth"]) < len(last["policy.optimizer.pth"]) / 10
+    # both deflated, without the last batch of observations (nothing reads it back)
+    for name in ("best", "last"):
+        with zipfile.ZipFile(run / f"checkpoints/{name}.zip") as archive:
+            assert {info.compress_type for info in archive.infolist()} == {zipfile.ZIP_DEFLATED}
+        assert "_last_obs" not in json.loads(_zip_entries(run / f"checkpoints/{name}.zip")["data"])
 
     # the policy's Adam is the fused one (torch 2.4+), kept when the zip is loaded to resume
     model = _load(run)
