@@ -643,6 +643,8 @@ def test_a_resumed_ppo_learner_replays_the_batch_it_was_training_on():
     resumed.load_data_state(torch.load(buffer, weights_only=True))
     assert resumed._collected is not None and resumed._collected.uses == 1
     torch.testing.assert_close(resumed.loss(8)["total"], first.loss(8)["total"])
+    first.loss(8)  # the batch's last replay: a checkpoint need not keep it any more
+    assert "collected" not in first.data_state()
 
 
 def test_a_training_step_runs_under_pytorchs_flop_counter():
