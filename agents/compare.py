@@ -67,6 +67,7 @@ SCALING_SIZES = (60, 100, 200, 400)
 PICTURES = 4
 PIXEL_CANVASES = 100  # test canvases on which RAM's pixels read are counted
 BATCHES = (1, 256)  # batch sizes of the time and memory per image
+TIMING_SECONDS = 0.5  # per model and batch size, timed in turns with the others (at least 5 calls)
 
 
 def train_or_reuse(
@@ -183,8 +184,10 @@ def _failed(errors: list[float]) -> int:
     return sum(error > 2 * median for error in errors)
 
 
-def measure(recipe: Recipe, runs: list[Path]) -> dict[str, Any]:
-    """One row of the report: the runs' recorded results and what the recipe's model costs.
+def measure(recipe: Recipe, runs: list[Path]) -> tuple[dict[str, Any], Inference]:
+    """One row of the report: the runs' recorded results and what the recipe's model costs,
+    and its inference at each of :data:`BATCHES`, for :func:`time_rows` to time beside the
+    other rows'.
 
     Costs are the recipe's model's (untrained: FLOPs and time do not depend on the weights);
     where each looks and the told-location errors come from the runs with a checkpoint."""
@@ -217,7 +220,6 @@ def measure(recipe: Recipe, runs: list[Path]) -> dict[str, Any]:
         recipe, config, with_checkpoint, row
     )
     for b, run in inference.items():
-        row[f"ms_batch{b}"] = cost.latency_ms(run, b)
         row[f"kb_batch{b}"] = cost.peak_memory_bytes(run) / b / 1000
     if shares:
         steps = len(shares[0].per_step)
@@ -227,10 +229,19 @@ def measure(recipe: Recipe, runs: list[Path]) -> dict[str, Any]:
             "overall": statistics.mean(s.overall for s in shares),
             "runs": len(shares),
         }
-    return row
+    return row, inference
 
 
 Inference = dict[int, Callable[[], object]]  # batch size -> one inference on that many canvases
+
+
+def time_rows(rows: list[dict[str, Any]], inferences: list[Inference]) -> None:
+    """Each row's CPU ms per image at each of :data:`BATCHES` (``ms_batch1``, ...), every
+    row's model timed in turn, round after round (:func:`cost.latency_ms`)."""
+    for b in BATCHES:
+        runs = {i: inference[b] for i, inference in enumerate(inferences)}
+        for i, ms in cost.latency_ms(runs, b, TIMING_SECONDS * len(runs)).items():
+            rows[i][f"ms_batch{b}"] = ms
 
 
 def _measure_ram(
@@ -299,16 +310,20 @@ def _measure_full_view(
 
 
 def scaling(settings: dict[str, Any], sizes: tuple[int, ...]) -> list[dict[str, Any]]:
-    """FLOPs and CPU ms per image of RAM and soft attention as the canvas grows."""
+    """FLOPs and CPU ms per image (batch 64, the two timed in turn) of RAM and soft attention
+    as the canvas grows."""
     rows = []
     for size in sizes:
         scaled = {**settings, "task": "cluttered", "size": size, "distractors": None}
+        runs = {"ram": cost.ram_inference(scaled, 64),
+                "soft": cost.baseline_inference("soft", scaled, 64)}  # fmt: skip
+        ms = cost.latency_ms(runs, 64, TIMING_SECONDS * len(runs))
         rows.append({
             "size": size,
             "ram_flops": cost.ram_flops(scaled),
             "soft_flops": cost.baseline_flops("soft", scaled),
-            "ram_ms": cost.ram_latency_ms(scaled, 64),
-            "soft_ms": cost.baseline_latency_ms("soft", scaled, 64),
+            "ram_ms": ms["ram"],
+            "soft_ms": ms["soft"],
         })  # fmt: skip
     return rows
 
@@ -463,12 +478,15 @@ def compare(
     if seeds is None:
         runs = {r.name: published_runs(r, results_dir) for r in recipes}  # all found, or refused
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, inferences = [], []
     for recipe in recipes:
         if seeds is not None:
             runs[recipe.name] = [train_or_reuse(recipe, seed, runs_dir, progress, budget)
                                  for seed in range(1, seeds + 1)]  # fmt: skip
-        rows.append(measure(recipe, runs[recipe.name]))
+        row, inference = measure(recipe, runs[recipe.name])
+        rows.append(row)
+        inferences.append(inference)
+    time_rows(rows, inferences)
     plot_frontier(rows, env_id, out_dir / "frontier.png")
     settings = read_run_config(runs[recipes[0].name][0])["env"]
     scaled = scaling(settings, scaling_sizes)

@@ -11,8 +11,9 @@ its glimpse budget, not on the canvas; a full-view model's grows with the canvas
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -29,6 +30,8 @@ from glimpse.envs.glimpse_env import make_episodes, task_of
 from glimpse.errors import ConfigError
 from glimpse.sensor import GlimpseSensor
 from glimpse.tasks import Task
+
+K = TypeVar("K")  # the key of a model timed by latency_ms
 
 
 def _lstm_layer_flops(
@@ -134,28 +137,32 @@ def pixels_read(locations: np.ndarray, sensor: GlimpseSensor, canvas: int) -> fl
 
 
 def latency_ms(
-    run: Callable[[], object], batch: int, repeats: int = 5, min_seconds: float = 0.5
-) -> float:
-    """Milliseconds per image of ``run`` (one batch): the best call after two warm-up calls,
-    over at least ``repeats`` calls and at least ``min_seconds`` of them.
+    runs: Mapping[K, Callable[[], object]], batch: int, seconds: float, min_rounds: int = 5
+) -> dict[K, float]:
+    """Milliseconds per image of each of ``runs`` (one call: one batch of ``batch`` canvases),
+    timed in turn, one call each, round after round, for ``seconds`` and at least
+    ``min_rounds`` rounds: the median of each one's calls.
 
-    Two warm-ups, because TorchScript (RAM's compiled episode) optimises a function on its
-    second call. At batch 1 a call takes under a millisecond, and five of them were not
-    enough: the same RAM timed 0.63 and 1.15 ms in one report (2026-12-06); the best of half
-    a second of calls does not move so."""
+    Timed together so that a change in the machine's load falls on all of them alike: timed
+    one after another (the best call of half a second each), the same RAM network took 1.09
+    and 1.65 ms in one report on a busy day (2026-12-08). Two warm-up calls each first,
+    because TorchScript (RAM's compiled episode) optimises a function on its second call."""
     import time
 
-    with torch.no_grad():
-        run()
-        run()
-    best, calls, started = float("inf"), 0, time.perf_counter()
-    while calls < repeats or time.perf_counter() - started < min_seconds:
-        start = time.perf_counter()
-        with torch.no_grad():
+    times: dict[K, list[float]] = {key: [] for key in runs}
+    with torch.inference_mode():
+        for run in runs.values():
             run()
-        best = min(best, time.perf_counter() - start)
-        calls += 1
-    return 1000.0 * best / batch
+            run()
+        deadline = time.perf_counter() + seconds
+        rounds = 0
+        while rounds < min_rounds or time.perf_counter() < deadline:
+            for key, run in runs.items():
+                start = time.perf_counter()
+                run()
+                times[key].append(time.perf_counter() - start)
+            rounds += 1
+    return {key: 1000.0 * statistics.median(calls) / batch for key, calls in times.items()}
 
 
 class _LiveTensorBytes(TorchDispatchMode):
@@ -231,15 +238,3 @@ def flops_per_step(policy: Policy, env_settings: dict) -> float:
     flops = count_flops(lambda: trajectory.append(play()))
     steps = int(np.sum(~np.isnan(trajectory[0].locations[0, :, 0])))
     return flops / steps
-
-
-def ram_latency_ms(env_settings: dict, batch: int, config: RAMConfig | None = None) -> float:
-    """CPU time per image of RAM's inference at ``batch`` (:func:`ram_inference`)."""
-    return latency_ms(ram_inference(env_settings, batch, config), batch)
-
-
-def baseline_latency_ms(
-    name: str, env_settings: dict, batch: int, config: BaselineConfig | None = None
-) -> float:
-    """CPU time per image of a full-view baseline at ``batch`` (:func:`baseline_inference`)."""
-    return latency_ms(baseline_inference(name, env_settings, batch, config), batch)

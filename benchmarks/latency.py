@@ -17,8 +17,6 @@ machine's load falls on all of them. Cluttered canvases, 8 glimpses of 12 x 12 (
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -75,21 +73,6 @@ def candidates(size: int, batch: int) -> dict[str, Callable[[], object]]:
     return runs
 
 
-def measure(runs: dict[str, Callable[[], object]], batch: int, seconds: float) -> dict[str, float]:
-    """Median ms per image of each run, timed in turn until ``seconds`` have passed."""
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    with torch.inference_mode():
-        for run in runs.values():
-            run()  # warm-up
-        deadline = time.perf_counter() + seconds
-        while time.perf_counter() < deadline or min(len(t) for t in times.values()) < 5:
-            for name, run in runs.items():
-                start = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - start)
-    return {name: 1000.0 * statistics.median(t) / batch for name, t in times.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[60, 100, 200, 400])
@@ -105,7 +88,7 @@ def main() -> None:
         torch.set_num_threads(threads)
         for size in args.sizes:
             for batch in args.batches:
-                ms = measure(candidates(size, batch), batch, args.seconds)
+                ms = cost.latency_ms(candidates(size, batch), batch, args.seconds)
                 cells = " | ".join(f"{ms[name]:.3f}" for name in names)
                 soft, cnn = ms["soft attention"] / ms["RAM"], ms["CNN, 6 layers"] / ms["RAM"]
                 print(f"| {size} | {threads} | {batch} | {cells} | {soft:.1f} | {cnn:.1f} |",
