@@ -272,15 +272,15 @@ def test_peak_memory_follows_the_tensors_a_run_creates_and_frees():
     assert peak_memory_bytes(lambda: torch.zeros(3, 1000)) == 12_000
 
 
-def test_latency_times_the_models_in_turns_and_reports_each_ones_median_per_image():
+def test_latency_times_the_models_in_turns_and_reports_each_ones_time_per_image():
     from glimpse.agents.cost import latency_ms
 
     order: list[str] = []
     runs = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
-    ms = latency_ms(runs, batch=4, seconds=0.0, min_rounds=3)
+    ms = latency_ms(runs, batch=4, seconds=0.0, min_rounds=2, block_seconds=0.0)
     assert set(ms) == {"a", "b"} and all(value >= 0.0 for value in ms.values())
-    # two warm-up calls each, then one call each per round: interleaved, never in a block
-    assert order == ["a", "a", "b", "b"] + ["a", "b"] * 3
+    # two warm-up calls each, then per round a block each: one warming call, two timed
+    assert order == ["a", "a", "b", "b"] + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
     one_image = latency_ms({"slept": lambda: time.sleep(0.002)}, batch=1, seconds=0.0)
     four_images = latency_ms({"slept": lambda: time.sleep(0.002)}, batch=4, seconds=0.0)
     assert one_image["slept"] >= 2.0 and four_images["slept"] < one_image["slept"] / 2
