@@ -11,6 +11,7 @@ its glimpse budget, not on the canvas; a full-view model's grows with the canvas
 
 from __future__ import annotations
 
+import random
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -149,23 +150,28 @@ def latency_ms(
     In a round each run has a block of calls: one to warm it up (untimed: the run before it
     has taken its weights out of the caches), then at least two timed ones, for at least
     ``block_seconds``; its block's figure is its fastest call. Its figure is the median of its
-    blocks. Timed in turns so that a change in the machine's load falls on all of them alike
-    (timed one after another, half a second each, the same RAM network took 1.09 and 1.65 ms
-    in one report on a busy day, 2026-12-08); warm within a block, as a model serving a
-    stream of requests is (timed one call each in turn, the 2-layer FC net at 100 px took
-    1.02 ms against 0.21 warm, reloading its 10 MB of weights at every call). Two warm-up
-    calls each first, because TorchScript (RAM's compiled episode) optimises a function on its
-    second call."""
+    blocks, shuffled every round (with a fixed seed) so that no run always goes first or
+    follows the same one (always first, a RAM took 1.40 ms where its copy took 1.24).
+
+    Timed in turns so that a change in the machine's load falls on all of them alike (timed
+    one after another, half a second each, the same RAM network took 1.09 and 1.65 ms in one
+    report on a busy day, 2026-12-08); warm within a block, as a model serving a stream of
+    requests is (timed one call each in turn, the 2-layer FC net at 100 px took 1.02 ms
+    against 0.21 warm, reloading its 10 MB of weights at every call). Two warm-up calls each
+    first, because TorchScript (RAM's compiled episode) optimises a function on its second
+    call."""
     import time
 
     blocks: dict[K, list[float]] = {key: [] for key in runs}
+    order, shuffle = list(runs.items()), random.Random(0).shuffle
     with torch.inference_mode():
         for run in runs.values():
             run()
             run()
         deadline = time.perf_counter() + seconds
         while len(next(iter(blocks.values()), [])) < min_rounds or time.perf_counter() < deadline:
-            for key, run in runs.items():
+            shuffle(order)
+            for key, run in order:
                 run()
                 calls: list[float] = []
                 started = time.perf_counter()

@@ -279,8 +279,11 @@ def test_latency_times_the_models_in_turns_and_reports_each_ones_time_per_image(
     runs = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
     ms = latency_ms(runs, batch=4, seconds=0.0, min_rounds=2, block_seconds=0.0)
     assert set(ms) == {"a", "b"} and all(value >= 0.0 for value in ms.values())
-    # two warm-up calls each, then per round a block each: one warming call, two timed
-    assert order == ["a", "a", "b", "b"] + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
+    # two warm-up calls each, then per round a block each (one warming call, two timed), in
+    # an order shuffled every round
+    assert order[:4] == ["a", "a", "b", "b"] and len(order) == 4 + 2 * 2 * 3
+    rounds = ["".join(order[4 + 6 * r : 10 + 6 * r]) for r in range(2)]
+    assert all(sorted([r[:3], r[3:]]) == ["aaa", "bbb"] for r in rounds)
     one_image = latency_ms({"slept": lambda: time.sleep(0.002)}, batch=1, seconds=0.0)
     four_images = latency_ms({"slept": lambda: time.sleep(0.002)}, batch=4, seconds=0.0)
     assert one_image["slept"] >= 2.0 and four_images["slept"] < one_image["slept"] / 2
