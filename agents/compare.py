@@ -67,7 +67,7 @@ SCALING_SIZES = (60, 100, 200, 400)
 PICTURES = 4
 PIXEL_CANVASES = 100  # test canvases on which RAM's pixels read are counted
 BATCHES = (1, 256)  # batch sizes of the time and memory per image
-TIMING_SECONDS = 0.5  # per model and batch size, timed in turns with the others (at least 5 calls)
+TIMING_SECONDS = 0.5  # per model and batch size, timed in turns with the others (at least 3 rounds)
 
 
 def train_or_reuse(
