@@ -156,8 +156,10 @@ def latency_ms(
     Timed in turns so that a change in the machine's load falls on all of them alike (timed
     one after another, half a second each, the same RAM network took 1.09 and 1.65 ms in one
     report on a busy day, 2026-12-08); warm within a block, as a model serving a stream of
-    requests is (timed one call each in turn, the 2-layer FC net at 100 px took 1.02 ms
-    against 0.21 warm, reloading its 10 MB of weights at every call). Two warm-up calls each
+    requests is (timed one call each in turn, the 2-layer FC net at 100 px took 0.90 ms
+    against 0.26 to 0.31 in warm blocks, reloading its 10 MB of weights at every call:
+    ``benchmarks/latency.py --sizes 100 --threads 2 --batches 1``, the two timers alternating,
+    AMD EPYC, 2026-12-08). Two warm-up calls each
     first, because TorchScript (RAM's compiled episode) optimises a function on its second
     call."""
     import time

@@ -287,6 +287,11 @@ def test_latency_times_the_models_in_turns_and_reports_each_ones_time_per_image(
     one_image = latency_ms({"slept": lambda: time.sleep(0.002)}, batch=1, seconds=0.0)
     four_images = latency_ms({"slept": lambda: time.sleep(0.002)}, batch=4, seconds=0.0)
     assert one_image["slept"] >= 2.0 and four_images["slept"] < one_image["slept"] / 2
+    firsts: list[str] = []
+    runs = {"a": lambda: firsts.append("a"), "b": lambda: firsts.append("b")}
+    latency_ms(runs, batch=1, seconds=0.0, min_rounds=8, block_seconds=0.0)
+    assert {firsts[4 + 6 * r] for r in range(8)} == {"a", "b"}  # the order changes by round
+
 
 @pytest.mark.filterwarnings("ignore:precision bfloat16")  # on CPUs that emulate it
 def test_compare_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
